@@ -1,0 +1,399 @@
+"""Container lifecycle: the only module (with scoring and registry) that talks to the Docker engine.
+
+Every container is labelled with the session that started it, so that it can be removed at the end, on
+Ctrl-C, at interpreter exit, and by the next run if this one was killed (see `reap_stale`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import os
+import posixpath
+import signal
+import socket
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import EngineError, ImageNotFound
+from .results import ImageInfo
+
+LABEL = "org.pytest-baseimage"
+LABEL_MANAGED = f"{LABEL}.managed"
+LABEL_PID = f"{LABEL}.pid"
+LABEL_HOST = f"{LABEL}.host"
+LABEL_SESSION = f"{LABEL}.session"
+LABEL_EXPIRES = f"{LABEL}.expires"
+LABEL_ROLE = f"{LABEL}.role"
+
+# A container older than this is stale even when its owner cannot be checked (another host's engine).
+MAX_AGE_S = 12 * 3600
+SESSION_ID = uuid.uuid4().hex[:12]
+
+# Resource limits for untrusted candidates: enough to import a framework and boot a server, not more.
+DEFAULT_MEM_LIMIT = "2g"
+DEFAULT_PIDS_LIMIT = 512
+# The keep-alive command: plain `sleep` exists in coreutils and busybox; the shell loop is the fallback.
+KEEPALIVE_COMMANDS: tuple[list[str], ...] = (
+    ["sleep", "2147483647"],
+    ["/bin/sh", "-c", "while :; do sleep 3600; done"],
+)
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def _client_from_environment() -> Any:
+    """A Docker client configured as the docker CLI would be: DOCKER_HOST first, then the current context."""
+    import docker
+    from docker.context import ContextAPI
+
+    if os.environ.get("DOCKER_HOST"):
+        return docker.from_env(timeout=120)
+    try:
+        ctx = ContextAPI.get_current_context()
+    except Exception:  # a broken ~/.docker/config.json must not stop a run on the default socket
+        ctx = None
+    if ctx is not None and ctx.name != "default" and ctx.Host:
+        return docker.DockerClient(base_url=ctx.Host, tls=ctx.TLSConfig or False, timeout=120)
+    return docker.from_env(timeout=120)
+
+
+def describe_host(client: Any) -> str:
+    """Where the engine is, as a user would write it (the SDK says http+docker://localhost for a socket)."""
+    url = str(getattr(client.api, "base_url", ""))
+    if url.startswith("http+docker://"):
+        return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return url or "docker"
+
+
+class Engine:
+    """A connection to one Docker engine, and the containers this session started on it."""
+
+    def __init__(self, client: Any = None, docker_host: str | None = None) -> None:
+        import docker
+
+        try:
+            if client is not None:
+                self.client = client
+            elif docker_host:
+                self.client = docker.DockerClient(base_url=docker_host, timeout=120)
+            else:
+                self.client = _client_from_environment()
+            self.client.ping()
+        except docker.errors.DockerException as exc:
+            where = docker_host or os.environ.get("DOCKER_HOST") or "the default socket"
+            raise EngineError(
+                f"cannot reach the Docker engine at {where} ({_short(exc)}); "
+                "start it (e.g. `dockerd`, or `.ci/docker-up`) or set DOCKER_HOST"
+            ) from None
+        self.host = describe_host(self.client)
+        self._live: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        _ENGINES.append(self)
+
+    # -- images ---------------------------------------------------------------------------------------
+    def image_info(self, reference: str) -> ImageInfo:
+        """Inspect a local image; ImageNotFound with a one-line reason when it is not there."""
+        import docker
+
+        try:
+            image = self.client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            raise ImageNotFound(f"image '{reference}' is not on the Docker engine at {self.host}") from None
+        except docker.errors.APIError as exc:
+            raise EngineError(f"cannot inspect image '{reference}': {_short(exc)}") from None
+        attrs = image.attrs
+        digests = attrs.get("RepoDigests") or []
+        return ImageInfo(
+            reference=reference,
+            image_id=image.id,
+            digest=_matching_digest(reference, digests),
+            size_bytes=int(attrs.get("Size") or 0),
+            created=str(attrs.get("Created") or ""),
+            architecture=str(attrs.get("Architecture") or ""),
+            user=str((attrs.get("Config") or {}).get("User") or ""),
+        )
+
+    # -- containers -----------------------------------------------------------------------------------
+    def labels(self, role: str) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "1",
+            LABEL_PID: str(os.getpid()),
+            LABEL_HOST: socket.gethostname(),
+            LABEL_SESSION: SESSION_ID,
+            LABEL_EXPIRES: str(int(time.time()) + MAX_AGE_S),
+            LABEL_ROLE: role,
+        }
+
+    def create(self, image: str, *, role: str, command: list[str] | None = None, **options: Any) -> Any:
+        """Create (not start) a hardened, labelled container; it is tracked until `remove`."""
+        import docker
+
+        settings: dict[str, Any] = {
+            "entrypoint": command or KEEPALIVE_COMMANDS[0],
+            "command": [],
+            "labels": self.labels(role),
+            "detach": True,
+            "privileged": False,
+            "network_mode": "none",
+            "mem_limit": DEFAULT_MEM_LIMIT,
+            "pids_limit": DEFAULT_PIDS_LIMIT,
+            "security_opt": ["no-new-privileges"],
+            "cap_drop": ["ALL"],
+            "cap_add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "KILL"],
+        }
+        settings.update(options)
+        for forbidden in ("volumes", "mounts", "privileged"):
+            if forbidden in options and options[forbidden]:
+                raise ValueError(f"candidates never get {forbidden}")
+        try:
+            container = self.client.containers.create(image, **settings)
+        except docker.errors.ImageNotFound:
+            raise ImageNotFound(f"image '{image}' is not on the Docker engine at {self.host}") from None
+        except docker.errors.APIError as exc:
+            raise EngineError(f"cannot create a container from '{image}': {_short(exc)}") from None
+        with self._lock:
+            self._live[container.id] = container
+        return container
+
+    def start(self, container: Any) -> bool:
+        """Start a created container; False when its command cannot run (e.g. the image has no `sleep`)."""
+        import docker
+
+        try:
+            container.start()
+        except docker.errors.APIError:
+            return False
+        container.reload()
+        return container.status == "running"
+
+    def remove(self, container: Any) -> None:
+        import docker
+
+        with self._lock:
+            self._live.pop(container.id, None)
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                raise
+
+    def remove_all(self) -> None:
+        with self._lock:
+            live = list(self._live.values())
+        for container in live:
+            try:
+                self.remove(container)
+            except Exception:  # best effort on the way out; reap_stale catches what is left
+                pass
+
+    def reap_stale(self) -> list[str]:
+        """Remove labelled containers whose owning process is gone (same host) or which are too old."""
+        host = socket.gethostname()
+        now = time.time()
+        removed = []
+        try:
+            containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=1"})
+        except Exception:
+            return removed
+        for container in containers:
+            labels = container.labels or {}
+            if container.id in self._live:
+                continue
+            expired = now > float(labels.get(LABEL_EXPIRES) or 0)
+            orphan = labels.get(LABEL_HOST) == host and not _pid_alive(int(labels.get(LABEL_PID) or 0))
+            if expired or orphan:
+                try:
+                    container.remove(force=True, v=True)
+                    removed.append(container.name)
+                except Exception:
+                    pass
+        return removed
+
+    # -- inside a container -------------------------------------------------------------------------
+    def exec(self, container: Any, cmd: list[str], *, timeout: float = 120, user: str = "") -> ExecResult:
+        """Run a command in a running container with a deadline; exit code 127 when it cannot start."""
+        import docker
+
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["result"] = container.exec_run(cmd, demux=True, user=user)
+            except docker.errors.APIError as exc:
+                box["error"] = exc
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            raise EngineError(f"`{cmd[0]}` in the candidate did not finish within {timeout:.0f} s")
+        if "error" in box:
+            return ExecResult(127, "", _short(box["error"]))
+        code, (out, err) = box["result"].exit_code, box["result"].output
+        return ExecResult(
+            int(code if code is not None else 127), _decode(out), _decode(err)
+        )
+
+    def read_file(self, container: Any, path: str, *, max_bytes: int = 64 << 20) -> bytes | None:
+        """Read a file through the archive API (no shell, no exec); follows symlinks; None when absent."""
+        import docker
+
+        for _ in range(8):  # bounded symlink chain
+            try:
+                stream, _stat = container.get_archive(path)
+            except docker.errors.NotFound:
+                return None
+            except docker.errors.APIError:
+                return None
+            buf = io.BytesIO()
+            for chunk in stream:
+                buf.write(chunk)
+                if buf.tell() > max_bytes + 1024 * 1024:
+                    return None
+            buf.seek(0)
+            with tarfile.open(fileobj=buf) as tar:
+                member = next(iter(tar), None)
+                if member is None:
+                    return None
+                if member.issym():
+                    target = member.linkname
+                    path = target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target)
+                    path = posixpath.normpath(path)
+                    continue
+                if not member.isfile():
+                    return None
+                handle = tar.extractfile(member)
+                return handle.read(max_bytes) if handle else None
+        return None
+
+    def put_files(self, container: Any, directory: str, files: dict[str, bytes], mode: int = 0o644) -> None:
+        """Copy files into a container (no host mounts): `files` maps relative names to content."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = mode
+                info.mtime = int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+        if not container.put_archive(directory, buf.getvalue()):
+            raise EngineError(f"could not copy files into the candidate at {directory}")
+
+    @contextmanager
+    def container(self, image: str, *, role: str, **options: Any) -> Iterator[Any]:
+        """A created container that is always removed, whatever happens inside the block."""
+        box = self.create(image, role=role, **options)
+        try:
+            yield box
+        finally:
+            self.remove(box)
+
+
+@dataclass
+class Candidate:
+    """The long-lived container of one image: started once per session, read by the probe."""
+
+    engine: Engine
+    image: str
+    container: Any
+    running: bool
+    keepalive: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, engine: Engine, image: str) -> Candidate:
+        """Create the container, then try each keep-alive command; a static-only candidate is still useful."""
+        for command in KEEPALIVE_COMMANDS:
+            container = engine.create(image, role="candidate", command=command)
+            if engine.start(container):
+                return cls(engine, image, container, True, command)
+            engine.remove(container)
+        # Nothing runs in this image (no sleep, no shell): keep a created container for the archive API.
+        container = engine.create(image, role="candidate", command=KEEPALIVE_COMMANDS[0])
+        return cls(engine, image, container, False, [])
+
+    @property
+    def id(self) -> str:
+        return self.container.id
+
+    def exec(self, cmd: list[str], timeout: float = 120) -> ExecResult:
+        return self.engine.exec(self.container, cmd, timeout=timeout)
+
+    def read_file(self, path: str) -> bytes | None:
+        return self.engine.read_file(self.container, path)
+
+    def stop(self) -> None:
+        self.engine.remove(self.container)
+
+
+_ENGINES: list[Engine] = []
+
+
+def cleanup_all() -> None:
+    """Remove every container any engine of this process started (atexit, signals, session end)."""
+    for engine in list(_ENGINES):
+        engine.remove_all()
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so that pytest's teardown, and ours, run as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):
+        pass
+
+
+atexit.register(cleanup_all)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _matching_digest(reference: str, digests: list[str]) -> str:
+    """The repo@sha256 digest that belongs to the reference's repository, else the first one."""
+    repo = reference.split("@")[0]
+    last = repo.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo = repo[: repo.rfind(":")]
+    for digest in digests:
+        if digest.split("@")[0] == repo:
+            return digest
+    return digests[0] if digests else ""
+
+
+def _decode(data: bytes | None) -> str:
+    return (data or b"").decode("utf-8", errors="replace")
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of an exception, without the SDK's long HTTP preamble."""
+    text = str(getattr(exc, "explanation", None) or exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

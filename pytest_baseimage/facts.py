@@ -1,0 +1,76 @@
+"""Facts: what the probe observed in a candidate image, gathered once and read by every stage."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OsRelease:
+    """The fields of /etc/os-release that the OS stage needs."""
+
+    id: str = ""
+    version_id: str = ""
+    pretty_name: str = ""
+    id_like: tuple[str, ...] = ()
+    codename: str = ""
+
+    def describe(self) -> str:
+        return self.pretty_name or f"{self.id} {self.version_id}".strip() or "unknown"
+
+
+@dataclass(frozen=True)
+class CondaInfo:
+    version: str = ""  # from `conda --version`, e.g. "4.5.11"
+    executable: str = ""
+    info: dict[str, Any] = field(default_factory=dict)  # `conda info --json`, when it answered
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class PythonInfo:
+    executable: str = ""
+    version: str = ""  # "3.6.9"
+    implementation: str = ""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    module: str
+    ok: bool
+    error: str = ""  # the last line of the traceback, e.g. "ModuleNotFoundError: No module named 'x'"
+    traceback: str = ""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the static stages read. A missing fact is None together with a note that says why."""
+
+    os: OsRelease | None = None
+    has_shell: bool = False
+    running: bool = False  # the keep-alive process started: exec is possible
+    user: str = ""  # the uid the image runs as
+    conda: CondaInfo | None = None
+    python: PythonInfo | None = None
+    dpkg: dict[str, str] | None = None  # installed package -> version; None when there is no dpkg database
+    pip: dict[str, str] = field(default_factory=dict)  # normalised distribution name -> version
+    imports: dict[str, ImportResult] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # answers to extension probes (e.g. gpu)
+    notes: dict[str, str] = field(default_factory=dict)  # why a fact is missing: "python" -> "no python on PATH"
+
+    def observed_versions(self) -> dict[str, Any]:
+        """A flat summary for reports and baseline diffs."""
+        return {
+            "os": self.os.describe() if self.os else None,
+            "os_id": self.os.id if self.os else None,
+            "os_version": self.os.version_id if self.os else None,
+            "conda": self.conda.version if self.conda else None,
+            "python": self.python.version if self.python else None,
+            "user": self.user,
+            "apt": dict(self.dpkg or {}),
+            "pip": dict(self.pip),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

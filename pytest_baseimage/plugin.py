@@ -1,0 +1,340 @@
+"""The pytest hooks: thin. Options in, Targets out; results travel on test reports (so xdist works) and
+come back together at the end for the verdict, the exit code and the reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from . import __version__, profiles, stages
+from .engine import cleanup_all, install_signal_handlers
+from .errors import BaseImageError, ExitCode
+from .results import STAGE_ORDER, ImageInfo, ImageReport, StageResult, Status, Verdict
+from .target import ImageCheck, Target, engine_for
+
+TARGETS_KEY = pytest.StashKey[list]()
+COLLECTED_KEY = pytest.StashKey[dict]()
+CHECKS_KEY = pytest.StashKey[dict]()
+STARTED_KEY = pytest.StashKey[str]()
+REPORT_ATTR = "baseimage"  # attribute on TestReport; plain JSON data, so it survives xdist
+
+
+# -- options -------------------------------------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("baseimage", "base image compliance (pytest-baseimage)")
+    group.addoption("--base-image", action="append", default=[], metavar="IMAGE", dest="base_images",
+                    help="Docker image to certify (repo:tag, repo@sha256:..., or an image id). Repeat for "
+                         "several images; each gets its own container and results.")
+    group.addoption("--profile", default=None, metavar="NAME|PATH",
+                    help=f"requirement set: a built-in name ({', '.join(profiles.builtin_names())}) or a "
+                         f".toml file that may extend one. Default: {profiles.DEFAULT_PROFILE}.")
+    group.addoption("--compliance-suite", choices=("auto", "always", "never"), default="auto",
+                    help="run the bundled compliance suite: auto = when no test paths are given (default), "
+                         "always = also next to your own tests, never = only your tests (use the "
+                         "`baseimage` / `baseimage_host` fixtures).")
+    group.addoption("--compat-json", default=None, metavar="PATH",
+                    help="write the verdict and every stage result as JSON (schema_version 1).")
+    group.addoption("--compat-html", default=None, metavar="PATH",
+                    help="write a self-contained HTML compatibility report.")
+    group.addoption("--compat-baseline", default=None, metavar="OLD.json",
+                    help="compare with an earlier --compat-json run; changes are shown at the top.")
+    parser.addini("base_image_profile", "default profile for --base-image runs", default="")
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    for name in STAGE_ORDER:
+        config.addinivalue_line("markers", f"{name}: the '{name}' compliance stage (select with -m {name})")
+    images = config.getoption("base_images") or []
+    config.stash[COLLECTED_KEY] = {}
+    config.stash[CHECKS_KEY] = {}
+    config.stash[STARTED_KEY] = _now()
+    if not images:
+        config.stash[TARGETS_KEY] = []
+        return
+    config.stash[TARGETS_KEY] = build_targets(config, images)
+    install_signal_handlers()
+    _add_suite(config)
+    if not hasattr(config, "workerinput"):
+        _preflight(config)
+
+
+def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
+    profile_ref = config.getoption("profile") or config.getini("base_image_profile") or profiles.DEFAULT_PROFILE
+    try:
+        profile = profiles.load(profile_ref)
+    except BaseImageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    seen: set[str] = set()
+    targets = []
+    for image in images:
+        if not image.strip():
+            raise pytest.UsageError("--base-image needs an image reference, e.g. --base-image=myimage:v1")
+        if image in seen:
+            continue
+        seen.add(image)
+        targets.append(Target(reference=image, profile=profile))
+    return targets
+
+
+def _add_suite(config: pytest.Config) -> None:
+    """Collect the bundled suite when no paths were given (or always, if asked)."""
+    mode = config.getoption("compliance_suite")
+    explicit = config.args_source == pytest.Config.ArgsSource.ARGS
+    suite = str(resources.files("pytest_baseimage.suites"))
+    if mode == "always" or (mode == "auto" and not explicit):
+        config.args = [*config.args, suite] if explicit else [suite]
+
+
+def _preflight(config: pytest.Config) -> None:
+    """Fail fast with one line when nothing can be checked: the engine is down or no image exists."""
+    checks = config.stash[CHECKS_KEY]
+    try:
+        for target in config.stash[TARGETS_KEY]:
+            engine_for(target.docker_host)
+            check = ImageCheck(target)
+            check.prepare()
+            checks[target.name] = check
+    except BaseImageError as exc:
+        pytest.exit(str(exc), returncode=int(exc.exit_code))
+    if checks and all(check.error for check in checks.values()):
+        pytest.exit("; ".join(check.error for check in checks.values()), returncode=int(ExitCode.UNCHECKED))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for check in config.stash.get(CHECKS_KEY, {}).values():
+        check.close()
+    cleanup_all()
+
+
+# -- parametrisation and fixtures --------------------------------------------------------------------------
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "baseimage" not in metafunc.fixturenames:
+        return
+    targets = metafunc.config.stash.get(TARGETS_KEY, [])
+    if not targets:
+        return
+    metafunc.parametrize("baseimage", targets, ids=[t.name for t in targets], indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep one image's tests on one xdist worker (with --dist loadgroup): one container per image."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        target = callspec.params.get("baseimage") if callspec else None
+        if isinstance(target, Target):
+            item.add_marker(pytest.mark.xdist_group(name=f"baseimage:{target.name}"))
+
+
+@pytest.fixture(scope="session")
+def baseimage(request: pytest.FixtureRequest) -> Iterator[ImageCheck]:
+    """The image under test (parametrised over every --base-image): facts, stage results, the container."""
+    target = getattr(request, "param", None)
+    if target is None:
+        pytest.skip("no --base-image given")
+    checks = request.config.stash[CHECKS_KEY]
+    check = checks.get(target.name) or checks.setdefault(target.name, ImageCheck(target))
+    yield check
+    check.close()
+
+
+@pytest.fixture
+def baseimage_host(baseimage: ImageCheck) -> Any:
+    """A testinfra host inside the running candidate, for a team's own checks."""
+    import testinfra
+
+    baseimage.prepare()
+    if baseimage.error:
+        pytest.fail(f"could not check the image: {baseimage.error}", pytrace=False)
+    if not baseimage.candidate.running:
+        pytest.skip("the image cannot run a process (no sleep/shell), so testinfra cannot reach it")
+    return testinfra.get_host(f"docker://{baseimage.candidate.id}")
+
+
+@pytest.fixture
+def stage_check(baseimage: ImageCheck, request: pytest.FixtureRequest) -> Any:
+    """Run one stage on the image and turn its result into a pytest outcome with a one-line message."""
+
+    def run(stage: str) -> StageResult:
+        result = baseimage.result(stage)
+        request.node.stash[RESULT_STASH] = (baseimage, result)
+        for key, value in junit_properties(baseimage, result).items():
+            request.node.user_properties.append((key, value))
+        if result.status is Status.PASS:
+            return result
+        if result.status in (Status.BLOCKED, Status.SKIPPED):
+            pytest.skip(result.reason)
+        if result.status is Status.ERROR:
+            pytest.fail(result.reason, pytrace=False)
+        pytest.fail(result.summary(), pytrace=False)
+
+    return run
+
+
+RESULT_STASH = pytest.StashKey[tuple]()
+
+
+def junit_properties(check: ImageCheck, result: StageResult) -> dict[str, str]:
+    return {
+        "image": check.target.reference,
+        "image_id": check.info.image_id,
+        "digest": check.info.digest,
+        "profile": check.profile.name,
+        "stage": result.stage,
+        "status": result.status.value,
+        "expected": result.expected,
+        "observed": result.observed,
+    }
+
+
+# -- results travel on reports ----------------------------------------------------------------------------
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    stashed = item.stash.get(RESULT_STASH, None)
+    if stashed is None or report.when != "call":
+        return
+    check, result = stashed
+    payload = check.report()
+    payload.results = [result]
+    setattr(report, REPORT_ATTR, payload.to_dict())
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    data = getattr(report, REPORT_ATTR, None)
+    if not data:
+        return
+    config = _CONFIG.get("config")
+    if config is None:
+        return
+    collected: dict[str, ImageReport] = config.stash[COLLECTED_KEY]
+    incoming = ImageReport.from_dict(data)
+    existing = collected.get(incoming.name)
+    if existing is None:
+        collected[incoming.name] = incoming
+        return
+    existing.results = [r for r in existing.results if r.stage not in {x.stage for x in incoming.results}]
+    existing.results += incoming.results
+    existing.results.sort(key=lambda r: STAGE_ORDER.index(r.stage))
+    existing.facts = incoming.facts or existing.facts
+    existing.info = incoming.info if incoming.info.image_id else existing.info
+
+
+_CONFIG: dict[str, pytest.Config] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG["config"] = session.config
+
+
+def image_reports(config: pytest.Config) -> list[ImageReport]:
+    """Reports in the order the images were given; an image no test reached still appears (with its error)."""
+    collected: dict[str, ImageReport] = config.stash.get(COLLECTED_KEY, {})
+    checks: dict[str, ImageCheck] = config.stash.get(CHECKS_KEY, {})
+    out = []
+    for target in config.stash.get(TARGETS_KEY, []):
+        report = collected.get(target.name)
+        if report is None:
+            check = checks.get(target.name)
+            info = check.info if check else ImageInfo(reference=target.reference)
+            error = check.error if check else ""
+            report = ImageReport(target.name, info, target.profile.name, [], error)
+        out.append(report)
+    return out
+
+
+def exit_code_for(reports: list[ImageReport]) -> ExitCode:
+    verdicts = {report.verdict for report in reports}
+    if Verdict.UNCHECKED in verdicts:
+        return ExitCode.UNCHECKED
+    if Verdict.NOT_COMPATIBLE in verdicts:
+        return ExitCode.NOT_COMPATIBLE
+    return ExitCode.COMPATIBLE
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if hasattr(config, "workerinput") or not config.stash.get(TARGETS_KEY, []):
+        return
+    reports = [r for r in image_reports(config) if r.results or r.error]
+    if not reports:
+        return
+    if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = int(exit_code_for(reports))
+    _write_outputs(config, reports)
+
+
+def _write_outputs(config: pytest.Config, reports: list[ImageReport]) -> None:
+    json_path, html_path = config.getoption("compat_json"), config.getoption("compat_html")
+    if not (json_path or html_path):
+        return
+    from . import report as reporting
+
+    run = reporting.Run(images=reports, plugin_version=__version__, started=config.stash[STARTED_KEY],
+                        finished=_now(), host=_host_of(config), argv=_safe_argv())
+    baseline = None
+    baseline_path = config.getoption("compat_baseline")
+    if baseline_path:
+        try:
+            baseline = reporting.load_json(baseline_path)
+        except (OSError, ValueError) as exc:
+            sys.stderr.write(f"pytest-baseimage: baseline {baseline_path} ignored: {exc}\n")
+    if json_path:
+        reporting.write_json(run, json_path)
+    if html_path:
+        reporting.write_html(run, html_path, baseline=baseline)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or not config.stash.get(TARGETS_KEY, []):
+        return
+    reports = image_reports(config)
+    if not any(r.results or r.error for r in reports):
+        return
+    terminalreporter.section("base image verdict")
+    for report in reports:
+        markup = {Verdict.COMPATIBLE: {"green": True}, Verdict.NOT_COMPATIBLE: {"red": True}}.get(
+            report.verdict, {"yellow": True})
+        line = f"{report.name}: {report.verdict.value.upper()} (profile {report.profile})"
+        terminalreporter.write_line(line, bold=True, **markup)
+        if report.error:
+            terminalreporter.write_line(f"  {report.error}")
+        for result in report.results:
+            if result.status in (Status.FAIL, Status.ERROR, Status.BLOCKED):
+                terminalreporter.write_line(f"  {result.stage:8} {result.status.value:7} "
+                                            f"{(result.reason or result.observed)[:160]}")
+    for option, label in (("compat_json", "JSON verdict"), ("compat_html", "HTML report")):
+        if config.getoption(option):
+            terminalreporter.write_line(f"{label}: {os.path.abspath(config.getoption(option))}")
+
+
+def _host_of(config: pytest.Config) -> str:
+    hosts = {t.docker_host or os.environ.get("DOCKER_HOST", "") or "local" for t in config.stash[TARGETS_KEY]}
+    return ", ".join(sorted(hosts))
+
+
+def _safe_argv() -> list[str]:
+    """The command line, without anything that looks like a secret."""
+    return [arg for arg in sys.argv if "password" not in arg.lower() and "token" not in arg.lower()]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def result_summary(results: list[StageResult]) -> str:
+    return json.dumps([r.to_dict() for r in results])
+
+
+__all__ = ["exit_code_for", "image_reports", "stages"]

@@ -1,0 +1,122 @@
+"""JUnit XML for a (merged) run: one <testsuite> per image, so CI dashboards group results by image.
+
+Status mapping: fail -> <failure>, error -> <error>, skipped -> <skipped>, and blocked -> <skipped
+type="blocked">: the stage did not run because a prerequisite did not pass, and that prerequisite is
+already counted as the failure, so counting its dependents again would only add noise.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+
+from pytest_baseimage.report.model import Run, sanitized
+from pytest_baseimage.report.safety import tail
+from pytest_baseimage.results import ImageReport, StageResult, Status
+
+_ELEMENT = {
+    Status.FAIL: "failure",
+    Status.ERROR: "error",
+    Status.SKIPPED: "skipped",
+    Status.BLOCKED: "skipped",
+}
+
+
+def to_junit_xml(run: Run, *, secrets: Sequence[str] = ()) -> str:
+    """The run as a JUnit XML document (UTF-8 declared); strings are sanitised, secrets redacted."""
+    run = sanitized(run, secrets)
+    root = ET.Element("testsuites", name="baseimage", tests="0", failures="0", errors="0", skipped="0")
+    totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
+    for image in run.images:
+        suite = _suite(image, run)
+        root.append(suite)
+        for key in totals:
+            totals[key] += int(suite.get(key, "0"))
+    for key, value in totals.items():
+        root.set(key, str(value))
+    root.set("time", _time(sum(float(s.get("time", "0")) for s in root)))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _suite(image: ImageReport, run: Run) -> ET.Element:
+    suite = ET.Element("testsuite", name=image.name)
+    props = ET.SubElement(suite, "properties")
+    for name, value in (
+        ("verdict", image.verdict.value),
+        ("plugin_version", run.plugin_version),
+        ("host", run.host),
+    ):
+        ET.SubElement(props, "property", name=name, value=value)
+    cases = [_case(image, result) for result in image.results]
+    if image.error:
+        cases.append(_image_error_case(image))
+    suite.extend(cases)
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
+    suite.set("errors", str(sum(1 for c in cases if c.find("error") is not None)))
+    suite.set("skipped", str(sum(1 for c in cases if c.find("skipped") is not None)))
+    suite.set("time", _time(sum(r.duration_s for r in image.results)))
+    if run.started:
+        suite.set("timestamp", run.started)
+    if run.host:
+        suite.set("hostname", run.host)
+    return suite
+
+
+def _case(image: ImageReport, result: StageResult) -> ET.Element:
+    case = ET.Element(
+        "testcase",
+        classname=f"baseimage.{image.name}",
+        name=f"test_{result.stage}",
+        time=_time(result.duration_s),
+    )
+    props = ET.SubElement(case, "properties")
+    for name, value in (
+        ("image", image.info.reference or image.name),
+        ("image_id", image.info.image_id),
+        ("digest", image.info.digest),
+        ("profile", image.profile),
+        ("stage", result.stage),
+        ("status", result.status.value),
+        ("expected", result.expected),
+        ("observed", result.observed),
+    ):
+        ET.SubElement(props, "property", name=name, value=value)
+    tag = _ELEMENT.get(result.status)
+    if tag is not None:
+        outcome = ET.SubElement(case, tag, message=result.summary())
+        outcome.set("type", result.status.value)
+        if result.status is Status.FAIL:
+            outcome.text = _failure_text(result)
+    if result.details and result.status in (Status.FAIL, Status.ERROR):
+        ET.SubElement(case, "system-out").text = _details_text(result)
+    return case
+
+
+def _image_error_case(image: ImageReport) -> ET.Element:
+    """An image that could not be checked at all still needs a red entry, or CI would see zero tests."""
+    case = ET.Element("testcase", classname=f"baseimage.{image.name}", name="test_image", time="0.000")
+    ET.SubElement(case, "error", message=image.error, type="image")
+    return case
+
+
+def _failure_text(result: StageResult) -> str:
+    lines = [f"expected: {result.expected}", f"observed: {result.observed}"]
+    if result.remediation:
+        lines.append(f"fix: {result.remediation}")
+    return "\n".join(lines)
+
+
+def _details_text(result: StageResult) -> str:
+    """The stage's details (server log, traceback, ...) for the CI log view, each cut to its last lines."""
+    parts = []
+    for key, value in result.details.items():
+        text = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
+        parts.append(f"--- {key} ---\n{tail(text)}")
+    return "\n".join(parts)
+
+
+def _time(seconds: float) -> str:
+    return f"{seconds:.3f}"

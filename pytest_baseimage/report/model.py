@@ -1,0 +1,224 @@
+"""A run: the images checked by one pytest session (or several, merged), and its JSON form."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Union
+
+from pytest_baseimage.errors import BaseImageError, ExitCode
+from pytest_baseimage.report.safety import clean_tree
+from pytest_baseimage.results import ImageReport, Verdict
+
+SCHEMA_VERSION = 1
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Worst first: a run is as bad as its worst image.
+_SEVERITY = (Verdict.UNCHECKED, Verdict.NOT_COMPATIBLE, Verdict.COMPATIBLE)
+_EXIT_CODES = {
+    Verdict.COMPATIBLE: ExitCode.COMPATIBLE,
+    Verdict.NOT_COMPATIBLE: ExitCode.NOT_COMPATIBLE,
+    Verdict.UNCHECKED: ExitCode.UNCHECKED,
+}
+
+
+class ReportError(BaseImageError, ValueError):
+    """A report file cannot be used (missing, malformed, another schema version): a one-line user error."""
+
+    exit_code = ExitCode.USAGE_ERROR
+
+
+def utc_now() -> str:
+    """The current time as ISO-8601 UTC, the format every timestamp in a report uses."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def parse_time(stamp: str) -> datetime | None:
+    """Read an ISO-8601 timestamp, a trailing Z too (3.9's fromisoformat refuses it); None if unreadable."""
+    try:
+        parsed = datetime.fromisoformat(stamp.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def worst_verdict(verdicts: Sequence[Verdict]) -> Verdict:
+    """Could not be checked beats not compatible beats compatible; nothing checked is not a pass."""
+    for verdict in _SEVERITY:
+        if verdict in verdicts:
+            return verdict
+    return Verdict.UNCHECKED
+
+
+@dataclass
+class Run:
+    """One session's images, with where and when it ran: the unit that is written, merged and compared."""
+
+    images: list[ImageReport] = field(default_factory=list)
+    plugin_version: str = ""
+    started: str = ""  # ISO-8601 UTC
+    finished: str = ""  # ISO-8601 UTC
+    host: str = ""  # the Docker engine, e.g. unix:///var/run/docker.sock
+    argv: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a merge decided (duplicates dropped, ...)
+
+    @property
+    def verdict(self) -> Verdict:
+        return worst_verdict([image.verdict for image in self.images])
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return _EXIT_CODES[self.verdict]
+
+    @property
+    def duration_s(self) -> float | None:
+        start, end = parse_time(self.started), parse_time(self.finished)
+        if start is None or end is None:
+            return None
+        return max((end - start).total_seconds(), 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "plugin_version": self.plugin_version,
+            "started": self.started,
+            "finished": self.finished,
+            "host": self.host,
+            "argv": list(self.argv),
+            "verdict": self.verdict.value,
+            "exit_code": int(self.exit_code),
+            "notes": list(self.notes),
+            "images": [image.to_dict() for image in self.images],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Run:
+        """Build a run from its JSON form; the verdicts in it are recomputed, never trusted."""
+        if not isinstance(data, dict):
+            raise ReportError("not a baseimage report: the top level is not a JSON object")
+        version = data.get("schema_version")
+        if version is None:
+            raise ReportError("not a baseimage report: no schema_version")
+        if version != SCHEMA_VERSION:
+            raise ReportError(f"unsupported schema_version {version!r} (this version reads {SCHEMA_VERSION})")
+        try:
+            return cls(
+                images=[ImageReport.from_dict(image) for image in data["images"]],
+                plugin_version=str(data.get("plugin_version", "")),
+                started=str(data.get("started", "")),
+                finished=str(data.get("finished", "")),
+                host=str(data.get("host", "")),
+                argv=[str(arg) for arg in data.get("argv", [])],
+                notes=[str(note) for note in data.get("notes", [])],
+            )
+        except KeyError as exc:
+            raise ReportError(f"malformed report: missing key {exc}") from exc
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ReportError(f"malformed report: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def sanitized(run: Run, secrets: Sequence[str] = ()) -> Run:
+    """A copy of the run with every string stripped of terminal escapes and the secrets redacted."""
+    return Run.from_dict(clean_tree(run.to_dict(), secrets))
+
+
+def write_json(run: Run, path: PathLike, *, secrets: Sequence[str] = ()) -> None:
+    """Write the run as JSON (schema.json describes it); strings are sanitised, secrets redacted."""
+    text = json.dumps(sanitized(run, secrets).to_dict(), indent=2, ensure_ascii=False)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+
+
+def load_json(path: PathLike) -> Run:
+    """Read a run written by :func:`write_json`; any problem is one :class:`ReportError` naming the file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: not valid JSON: {_first_line(exc)}") from exc
+    try:
+        return Run.from_dict(data)
+    except ReportError as exc:
+        raise ReportError(f"{path}: {exc}") from exc
+
+
+def merge(runs: Sequence[Run]) -> Run:
+    """One run out of several (a CI matrix fan-out). Images keep the order of the runs given; when an
+    image name appears in more than one run, the run that started last wins (the later one given, on a
+    tie), and a note says so. The merged run spans the earliest start to the latest finish."""
+    if not runs:
+        raise ReportError("nothing to merge: no runs given")
+    newest = _newest_run_per_image(runs)
+    counts = Counter(image.name for run in runs for image in run.images)
+    notes = [note for run in runs for note in run.notes]
+    images: list[ImageReport] = []
+    for run in runs:
+        for image in run.images:
+            if any(kept.name == image.name for kept in images):
+                continue
+            winner = newest[image.name]
+            images.append(_image_named(runs[winner], image.name))
+            if counts[image.name] > 1:
+                notes.append(
+                    f"image {image.name!r} appears {counts[image.name]} times; kept the one from run "
+                    f"{winner + 1} of {len(runs)} (started {runs[winner].started or 'unknown'})"
+                )
+    if len(runs) > 1:
+        notes.append(f"merged from {len(runs)} runs")
+    return Run(
+        images=images,
+        plugin_version=_joined(run.plugin_version for run in runs),
+        started=_extreme_time([run.started for run in runs], latest=False),
+        finished=_extreme_time([run.finished for run in runs], latest=True),
+        host=_joined(run.host for run in runs),
+        argv=list(runs[0].argv) if all(run.argv == runs[0].argv for run in runs) else [],
+        notes=notes,
+    )
+
+
+def _newest_run_per_image(runs: Sequence[Run]) -> dict[str, int]:
+    """For each image name, the index of the run that started last (ties go to the later index)."""
+    epoch = datetime.min.replace(tzinfo=timezone.utc)
+    newest: dict[str, int] = {}
+    for index, run in enumerate(runs):
+        started = parse_time(run.started) or epoch
+        for image in run.images:
+            best = newest.get(image.name)
+            if best is None or started >= (parse_time(runs[best].started) or epoch):
+                newest[image.name] = index
+    return newest
+
+
+def _image_named(run: Run, name: str) -> ImageReport:
+    """The last image of that name in the run (a run should not hold two, but a later entry wins)."""
+    return [image for image in run.images if image.name == name][-1]
+
+
+def _joined(values: Any) -> str:
+    """Distinct non-empty values in first-seen order, comma-separated."""
+    distinct: list[str] = []
+    for value in values:
+        if value and value not in distinct:
+            distinct.append(value)
+    return ", ".join(distinct)
+
+
+def _extreme_time(stamps: list[str], *, latest: bool) -> str:
+    """The earliest or latest readable timestamp, returned as it was written."""
+    readable = [(parse_time(s), s) for s in stamps if parse_time(s) is not None]
+    if not readable:
+        return next((s for s in stamps if s), "")
+    pick = max if latest else min
+    return pick(readable, key=lambda pair: pair[0])[1]

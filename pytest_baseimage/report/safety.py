@@ -1,0 +1,80 @@
+"""Text hygiene for untrusted values: everything observed in an image may be hostile or huge."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pytest_baseimage.results import clip
+
+# Terminal escape sequences: CSI (colours, cursor moves), OSC (titles, hyperlinks, clipboard writes),
+# DCS/SOS/PM/APC strings, 8-bit CSI, and the remaining two-byte ESC sequences. An unterminated string
+# sequence runs to the end of the text, as a terminal would swallow it.
+_ANSI = re.compile(
+    r"""
+    \x1b\[[0-?]*[ -/]*[@-~]                   # CSI
+    | \x9b[0-?]*[ -/]*[@-~]                   # 8-bit CSI
+    | \x1b\][^\x07\x1b]*(?:\x07|\x1b\\|$)     # OSC, ended by BEL or ST
+    | \x1b[PX^_][^\x1b]*(?:\x1b\\|$)          # DCS, SOS, PM, APC
+    | \x1b[ -/]*[0-~]                         # other ESC sequences (charset, keypad, ...)
+    """,
+    re.VERBOSE,
+)
+
+# Characters that XML 1.0 forbids, and C0/C1 controls a browser or terminal would misrender.
+# Tab, newline and carriage return stay.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+REDACTED = "***"
+
+# How much of a log a report keeps: the end is where the error is.
+LOG_MAX_LINES = 200
+LOG_MAX_CHARS = 20_000
+
+
+def strip_ansi(text: str) -> str:
+    """Remove terminal escapes and control characters: text must be inert in HTML, XML and terminals."""
+    return _CONTROL.sub("", _ANSI.sub("", text))
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """Replace every occurrence of each secret with ``***``; longest first, so overlapping secrets all go."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def clean(text: Any, secrets: Sequence[str] = ()) -> str:
+    """Make one untrusted value safe to show: no escapes, no secrets (redacted before any cut)."""
+    return redact(strip_ansi(str(text)), secrets)
+
+
+def clean_tree(value: Any, secrets: Sequence[str] = ()) -> Any:
+    """Apply :func:`clean` to every string in a JSON-like tree, keys included; other leaves are kept."""
+    if isinstance(value, str):
+        return clean(value, secrets)
+    if isinstance(value, dict):
+        return {clean_tree(k, secrets): clean_tree(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_tree(v, secrets) for v in value]
+    return value
+
+
+def tail(text: str, max_lines: int = LOG_MAX_LINES, max_chars: int = LOG_MAX_CHARS) -> str:
+    """Keep the end of a log, saying how much was cut: the error is usually in the last lines."""
+    lines = text.splitlines()
+    notes = []
+    if len(lines) > max_lines:
+        notes.append(f"{len(lines) - max_lines} earlier lines cut")
+        lines = lines[-max_lines:]
+    kept = "\n".join(lines)
+    if len(kept) > max_chars:
+        notes.append(f"{len(kept) - max_chars} earlier characters cut")
+        kept = kept[-max_chars:]
+    return f"[… {', '.join(notes)}]\n{kept}" if notes else kept
+
+
+def short(text: Any, limit: int) -> str:
+    """Clip a value for display (the result model already clips, but values may be set after construction)."""
+    return clip(str(text), limit)

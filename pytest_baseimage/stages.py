@@ -1,0 +1,168 @@
+"""The stages: one pure function each, Facts + Profile (+ an observation for live stages) -> StageResult.
+
+Stages never talk to Docker. The order and the prerequisites live here too, so the runner and the report
+agree on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from .facts import Facts
+from .profiles import Profile, describe_specs, version_matches
+from .results import STAGE_ORDER, StageResult, Status
+
+Check = Callable[[Facts, Profile, Any], StageResult]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    title: str
+    prerequisites: tuple[str, ...]
+    check: Check
+    # Live stages (scoring, gpu) observe a running process first; the runner calls this, never the check.
+    observe: Callable[[Any], Any] | None = None
+
+
+def not_required(stage: str, profile: Profile) -> StageResult:
+    return StageResult(stage, Status.SKIPPED, reason=f"not required by profile {profile.name}")
+
+
+def check_os(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
+    rules = profile.os_rules()
+    if not rules:
+        return not_required("os", profile)
+    expected = " or ".join(rule.describe() for rule in rules)
+    fix = profile.remediation("os")
+    if facts.os is None:
+        return StageResult("os", Status.FAIL, expected, facts.notes.get("os", "no os-release"), fix)
+    observed = f"{facts.os.describe()} (ID={facts.os.id}, VERSION_ID={facts.os.version_id or 'unset'})"
+    for rule in rules:
+        if rule.id == facts.os.id and version_matches(facts.os.version_id, rule.version):
+            return StageResult("os", Status.PASS, expected, observed)
+    return StageResult("os", Status.FAIL, expected, observed, fix)
+
+
+def check_conda(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
+    section = profile.section("conda")
+    if not section or not section.get("required", True):
+        return not_required("conda", profile)
+    specs = profile.specs("conda")
+    expected = f"conda {describe_specs(specs)}"
+    fix = profile.remediation("conda")
+    if facts.conda is None:
+        return StageResult("conda", Status.FAIL, expected, facts.notes.get("conda", "no conda"), fix)
+    if not facts.conda.version:
+        return StageResult("conda", Status.FAIL, expected, facts.conda.error or "version unknown", fix)
+    observed = f"conda {facts.conda.version} at {facts.conda.executable}"
+    status = Status.PASS if version_matches(facts.conda.version, specs) else Status.FAIL
+    return StageResult("conda", status, expected, observed, "" if status is Status.PASS else fix)
+
+
+def check_python(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
+    if profile.section("python") is None:
+        return not_required("python", profile)
+    specs = profile.specs("python")
+    expected = f"Python {describe_specs(specs)}"
+    fix = profile.remediation("python")
+    if facts.python is None or not facts.python.version:
+        return StageResult("python", Status.FAIL, expected, facts.notes.get("python", "no python"), fix)
+    observed = f"Python {facts.python.version} at {facts.python.executable}"
+    status = Status.PASS if version_matches(facts.python.version, specs) else Status.FAIL
+    return StageResult("python", status, expected, observed, "" if status is Status.PASS else fix)
+
+
+def check_apt(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
+    section = profile.section("apt")
+    if not section:
+        return not_required("apt", profile)
+    required = [str(p) for p in section.get("required", [])]
+    groups = [[str(p) for p in group] for group in section.get("any_of", [])]
+    expected = ", ".join(required + [" or ".join(group) for group in groups])
+    if facts.dpkg is None:
+        return StageResult("apt", Status.FAIL, expected, facts.notes.get("dpkg", "no dpkg database"),
+                           "Use a Debian or Ubuntu based image: the inferencing stack is installed with apt.")
+    installed = facts.dpkg
+    missing = [name for name in required if name not in installed]
+    missing += [" or ".join(group) for group in groups if not any(name in installed for name in group)]
+    present = {name: installed[name] for name in required if name in installed}
+    for group in groups:
+        present.update({name: installed[name] for name in group if name in installed})
+    observed_present = ", ".join(f"{name} {version}" for name, version in present.items())
+    details = {"missing": missing, "present": present}
+    if missing:
+        fix = profile.remediation("apt").replace("<missing packages>", " ".join(m.split(" or ")[0] for m in missing))
+        observed = f"missing: {', '.join(missing)}" + (f"; present: {observed_present}" if present else "")
+        return StageResult("apt", Status.FAIL, expected, observed, fix, details=details)
+    return StageResult("apt", Status.PASS, expected, f"all present: {observed_present}", details=details)
+
+
+def check_azureml(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
+    section = profile.section("azureml")
+    if not section:
+        return not_required("azureml", profile)
+    packages = profile.packages("azureml", "packages")
+    imports = [str(m) for m in section.get("imports", [])]
+    expected = ", ".join([f"{name} {describe_specs(specs)}" for name, specs in packages.items()]
+                         + [f"`import {m}` works" for m in imports])
+    fix = profile.remediation("azureml")
+    problems: list[str] = []
+    seen: list[str] = []
+    for name, specs in packages.items():
+        version = facts.pip.get(canonicalize_name(name))
+        if version is None:
+            problems.append(f"{name} is not installed")
+        elif not version_matches(version, specs):
+            problems.append(f"{name} {version} does not satisfy {describe_specs(specs)}")
+        else:
+            seen.append(f"{name} {version}")
+    details: dict[str, Any] = {}
+    for module in imports:
+        result = facts.imports.get(module)
+        if result is None:
+            problems.append(f"`import {module}` was not attempted")
+        elif not result.ok:
+            problems.append(f"`import {module}` failed: {result.error}")
+            details[f"traceback ({module})"] = result.traceback
+        else:
+            seen.append(f"import {module} ok")
+    if facts.python is None:
+        problems.insert(0, facts.notes.get("python", "no python"))
+    if problems:
+        return StageResult("azureml", Status.FAIL, expected, "; ".join(problems), fix, details=details)
+    return StageResult("azureml", Status.PASS, expected, ", ".join(seen), details=details)
+
+
+STAGES: dict[str, Stage] = {
+    "os": Stage("os", "Operating system", (), check_os),
+    "conda": Stage("conda", "Conda", (), check_conda),
+    "python": Stage("python", "Python", (), check_python),
+    "apt": Stage("apt", "Inferencing-stack apt packages", ("os",), check_apt),
+    "azureml": Stage("azureml", "Azure ML server package", ("python",), check_azureml),
+}
+
+
+def register(stage: Stage) -> None:
+    """Live stages (scoring, gpu) register themselves from their own modules."""
+    if stage.name not in STAGE_ORDER:
+        raise ValueError(f"unknown stage {stage.name}")
+    STAGES[stage.name] = stage
+
+
+def blocked_by(stage: str, results: dict[str, StageResult]) -> str | None:
+    """The first prerequisite that did not pass (skipped counts as passed: it was not required)."""
+    for prereq in STAGES[stage].prerequisites:
+        result = results.get(prereq)
+        if result is not None and result.status not in (Status.PASS, Status.SKIPPED):
+            return prereq
+    return None
+
+
+def ordered(names: list[str] | None = None) -> list[str]:
+    wanted = set(names or STAGE_ORDER)
+    return [name for name in STAGE_ORDER if name in wanted and name in STAGES]

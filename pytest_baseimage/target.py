@@ -1,0 +1,135 @@
+"""One image under test: its options, and the lazily built state of its run (container, facts, results).
+
+The suite's tests ask `ImageCheck.result(stage)`; the first ask starts the candidate and probes it once,
+and every later stage reads the same Facts. Results are cached, so the report sees exactly what the tests
+asserted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import probe, stages
+from .engine import Candidate, Engine
+from .errors import BaseImageError
+from .facts import Facts
+from .profiles import Profile
+from .results import ImageInfo, ImageReport, StageResult, Status
+
+
+@dataclass
+class Target:
+    """What the user asked to check: an image reference, its profile and per-image options."""
+
+    reference: str
+    profile: Profile
+    name: str = ""
+    docker_host: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.reference
+
+
+_ENGINES: dict[str | None, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def engine_for(docker_host: str | None) -> Engine:
+    """One Engine per Docker host per process; the first use reaps stale containers of killed runs."""
+    with _ENGINES_LOCK:
+        if docker_host not in _ENGINES:
+            engine = Engine(docker_host=docker_host)
+            engine.reap_stale()
+            _ENGINES[docker_host] = engine
+        return _ENGINES[docker_host]
+
+
+class ImageCheck:
+    """The state of one image in this session. Nothing starts until a stage asks for it."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.profile = target.profile
+        self.info = ImageInfo(reference=target.reference)
+        self.error = ""
+        self._engine: Engine | None = None
+        self._candidate: Candidate | None = None
+        self._facts: Facts | None = None
+        self._results: dict[str, StageResult] = {}
+        self._prepared = False
+
+    # -- lazily built state -----------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = engine_for(self.target.docker_host)
+        return self._engine
+
+    def prepare(self) -> None:
+        """Resolve the image; an image that cannot be had makes every stage an error with one reason."""
+        if self._prepared:
+            return
+        self._prepared = True
+        try:
+            self.info = self.engine.image_info(self.target.reference)
+        except BaseImageError as exc:
+            self.error = str(exc)
+
+    @property
+    def candidate(self) -> Candidate:
+        if self._candidate is None:
+            self._candidate = Candidate.start(self.engine, self.info.image_id or self.target.reference)
+        return self._candidate
+
+    @property
+    def facts(self) -> Facts:
+        if self._facts is None:
+            request = probe.ProbeRequest(imports=[str(m) for m in (self.profile.section("azureml") or {})
+                                                  .get("imports", [])])
+            for name, make in probe.EXTENSIONS.items():
+                code = make(self.profile)
+                if code:
+                    request.extensions[name] = code
+            self._facts = probe.gather(self.candidate, request)
+        return self._facts
+
+    # -- stages -------------------------------------------------------------------------------------------
+    def result(self, stage: str) -> StageResult:
+        if stage not in self._results:
+            self._results[stage] = self._run(stage)
+        return self._results[stage]
+
+    def _run(self, name: str) -> StageResult:
+        stage = stages.STAGES[name]
+        self.prepare()
+        if self.error:
+            return StageResult(name, Status.ERROR, reason=f"could not check the image: {self.error}")
+        for prereq in stage.prerequisites:
+            self.result(prereq)
+        blocker = stages.blocked_by(name, self._results)
+        if blocker:
+            return StageResult(name, Status.BLOCKED, reason=f"blocked by {blocker}")
+        started = time.monotonic()
+        try:
+            observation = stage.observe(self) if stage.observe else None
+            result = stage.check(self.facts, self.profile, observation)
+        except BaseImageError as exc:
+            result = StageResult(name, Status.ERROR, reason=str(exc))
+        result.duration_s = round(time.monotonic() - started, 3)
+        return result
+
+    def results(self) -> list[StageResult]:
+        return [self._results[name] for name in stages.ordered() if name in self._results]
+
+    def report(self) -> ImageReport:
+        facts = self._facts.observed_versions() if self._facts else {}
+        return ImageReport(self.target.name, self.info, self.profile.name, self.results(), self.error, facts)
+
+    def close(self) -> None:
+        if self._candidate is not None:
+            self._candidate.stop()
+            self._candidate = None
