@@ -7,6 +7,7 @@ Ctrl-C, at interpreter exit, and by the next run if this one was killed (see `re
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import os
 import posixpath
@@ -155,7 +156,7 @@ class Engine:
         }
         settings.update(options)
         for forbidden in ("volumes", "mounts", "privileged"):
-            if forbidden in options and options[forbidden]:
+            if options.get(forbidden):
                 raise ValueError(f"candidates never get {forbidden}")
         try:
             container = self.client.containers.create(image, **settings)
@@ -195,10 +196,8 @@ class Engine:
         with self._lock:
             live = list(self._live.values())
         for container in live:
-            try:
+            with contextlib.suppress(Exception):  # best effort on the way out; reap_stale catches the rest
                 self.remove(container)
-            except Exception:  # best effort on the way out; reap_stale catches what is left
-                pass
 
     def reap_stale(self) -> list[str]:
         """Remove labelled containers whose owning process is gone (same host) or which are too old."""
@@ -244,9 +243,7 @@ class Engine:
         if "error" in box:
             return ExecResult(127, "", _short(box["error"]))
         code, (out, err) = box["result"].exit_code, box["result"].output
-        return ExecResult(
-            int(code if code is not None else 127), _decode(out), _decode(err)
-        )
+        return ExecResult(int(code if code is not None else 127), _decode(out), _decode(err))
 
     def read_file(self, container: Any, path: str, *, max_bytes: int = 64 << 20) -> bytes | None:
         """Read a file through the archive API (no shell, no exec); follows symlinks; None when absent."""
@@ -356,10 +353,8 @@ def install_signal_handlers() -> None:
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    try:
+    with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGTERM, on_term)
-    except (ValueError, OSError):
-        pass
 
 
 atexit.register(cleanup_all)

@@ -4,7 +4,6 @@ come back together at the end for the verdict, the exit code and the reports."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -13,14 +12,13 @@ from typing import Any
 
 import pytest
 
-from . import __version__, profiles, stages
+from . import __version__, profiles
 from .engine import cleanup_all, install_signal_handlers
 from .errors import BaseImageError, ExitCode
 from .results import STAGE_ORDER, ImageInfo, ImageReport, StageResult, Status, Verdict
 from .target import ImageCheck, Target, engine_for
 
 TARGETS_KEY = pytest.StashKey[list]()
-COLLECTED_KEY = pytest.StashKey[dict]()
 CHECKS_KEY = pytest.StashKey[dict]()
 STARTED_KEY = pytest.StashKey[str]()
 REPORT_ATTR = "baseimage"  # attribute on TestReport; plain JSON data, so it survives xdist
@@ -29,22 +27,45 @@ REPORT_ATTR = "baseimage"  # attribute on TestReport; plain JSON data, so it sur
 # -- options -------------------------------------------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("baseimage", "base image compliance (pytest-baseimage)")
-    group.addoption("--base-image", action="append", default=[], metavar="IMAGE", dest="base_images",
-                    help="Docker image to certify (repo:tag, repo@sha256:..., or an image id). Repeat for "
-                         "several images; each gets its own container and results.")
-    group.addoption("--profile", default=None, metavar="NAME|PATH",
-                    help=f"requirement set: a built-in name ({', '.join(profiles.builtin_names())}) or a "
-                         f".toml file that may extend one. Default: {profiles.DEFAULT_PROFILE}.")
-    group.addoption("--compliance-suite", choices=("auto", "always", "never"), default="auto",
-                    help="run the bundled compliance suite: auto = when no test paths are given (default), "
-                         "always = also next to your own tests, never = only your tests (use the "
-                         "`baseimage` / `baseimage_host` fixtures).")
-    group.addoption("--compat-json", default=None, metavar="PATH",
-                    help="write the verdict and every stage result as JSON (schema_version 1).")
-    group.addoption("--compat-html", default=None, metavar="PATH",
-                    help="write a self-contained HTML compatibility report.")
-    group.addoption("--compat-baseline", default=None, metavar="OLD.json",
-                    help="compare with an earlier --compat-json run; changes are shown at the top.")
+    group.addoption(
+        "--base-image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        dest="base_images",
+        help="Docker image to certify (repo:tag, repo@sha256:..., or an image id). Repeat for "
+        "several images; each gets its own container and results.",
+    )
+    group.addoption(
+        "--profile",
+        default=None,
+        metavar="NAME|PATH",
+        help=f"requirement set: a built-in name ({', '.join(profiles.builtin_names())}) or a "
+        f".toml file that may extend one. Default: {profiles.DEFAULT_PROFILE}.",
+    )
+    group.addoption(
+        "--compliance-suite",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="run the bundled compliance suite: auto = when no test paths are given (default), "
+        "always = also next to your own tests, never = only your tests (use the "
+        "`baseimage` / `baseimage_host` fixtures).",
+    )
+    group.addoption(
+        "--compat-json",
+        default=None,
+        metavar="PATH",
+        help="write the verdict and every stage result as JSON (schema_version 1).",
+    )
+    group.addoption(
+        "--compat-html", default=None, metavar="PATH", help="write a self-contained HTML compatibility report."
+    )
+    group.addoption(
+        "--compat-baseline",
+        default=None,
+        metavar="OLD.json",
+        help="compare with an earlier --compat-json run; changes are shown at the top.",
+    )
     parser.addini("base_image_profile", "default profile for --base-image runs", default="")
 
 
@@ -54,7 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for name in STAGE_ORDER:
         config.addinivalue_line("markers", f"{name}: the '{name}' compliance stage (select with -m {name})")
     images = config.getoption("base_images") or []
-    config.stash[COLLECTED_KEY] = {}
+    _COLLECTED.clear()
     config.stash[CHECKS_KEY] = {}
     config.stash[STARTED_KEY] = _now()
     if not images:
@@ -113,6 +134,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     for check in config.stash.get(CHECKS_KEY, {}).values():
         check.close()
     cleanup_all()
+    xml_path = getattr(config.option, "xmlpath", None)
+    if xml_path and config.stash.get(TARGETS_KEY, []) and not hasattr(config, "workerinput"):
+        from .report.junit import split_by_image
+
+        if os.path.exists(xml_path):
+            split_by_image(xml_path)
 
 
 # -- parametrisation and fixtures --------------------------------------------------------------------------
@@ -210,36 +237,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Runs in the controller under xdist too: fold each stage's result into its image's report."""
     data = getattr(report, REPORT_ATTR, None)
-    if not data:
-        return
-    config = _CONFIG.get("config")
-    if config is None:
-        return
-    collected: dict[str, ImageReport] = config.stash[COLLECTED_KEY]
-    incoming = ImageReport.from_dict(data)
+    if data:
+        merge_result(_COLLECTED, ImageReport.from_dict(data))
+
+
+# Results arrive in pytest_runtest_logreport, which gets no config: one run per process, so a module dict.
+_COLLECTED: dict[str, ImageReport] = {}
+
+
+def merge_result(collected: dict[str, ImageReport], incoming: ImageReport) -> None:
     existing = collected.get(incoming.name)
     if existing is None:
         collected[incoming.name] = incoming
         return
-    existing.results = [r for r in existing.results if r.stage not in {x.stage for x in incoming.results}]
-    existing.results += incoming.results
+    stages_in = {result.stage for result in incoming.results}
+    existing.results = [r for r in existing.results if r.stage not in stages_in] + incoming.results
     existing.results.sort(key=lambda r: STAGE_ORDER.index(r.stage))
     existing.facts = incoming.facts or existing.facts
     existing.info = incoming.info if incoming.info.image_id else existing.info
 
 
-_CONFIG: dict[str, pytest.Config] = {}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _CONFIG["config"] = session.config
-
-
 def image_reports(config: pytest.Config) -> list[ImageReport]:
     """Reports in the order the images were given; an image no test reached still appears (with its error)."""
-    collected: dict[str, ImageReport] = config.stash.get(COLLECTED_KEY, {})
+    collected = _COLLECTED
     checks: dict[str, ImageCheck] = config.stash.get(CHECKS_KEY, {})
     out = []
     for target in config.stash.get(TARGETS_KEY, []):
@@ -253,39 +275,31 @@ def image_reports(config: pytest.Config) -> list[ImageReport]:
     return out
 
 
-def exit_code_for(reports: list[ImageReport]) -> ExitCode:
-    verdicts = {report.verdict for report in reports}
-    if Verdict.UNCHECKED in verdicts:
-        return ExitCode.UNCHECKED
-    if Verdict.NOT_COMPATIBLE in verdicts:
-        return ExitCode.NOT_COMPATIBLE
-    return ExitCode.COMPATIBLE
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The exit code a gate reads (0/1/2, see errors.ExitCode) and the reports, from the same results."""
     config = session.config
     if hasattr(config, "workerinput") or not config.stash.get(TARGETS_KEY, []):
         return
     reports = [r for r in image_reports(config) if r.results or r.error]
     if not reports:
         return
-    if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-        session.exitstatus = int(exit_code_for(reports))
-    _write_outputs(config, reports)
-
-
-def _write_outputs(config: pytest.Config, reports: list[ImageReport]) -> None:
-    json_path, html_path = config.getoption("compat_json"), config.getoption("compat_html")
-    if not (json_path or html_path):
-        return
     from . import report as reporting
 
     run = reporting.Run(images=reports, plugin_version=__version__, started=config.stash[STARTED_KEY],
                         finished=_now(), host=_host_of(config), argv=_safe_argv())
+    if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = int(run.exit_code)
+    _write_outputs(config, run)
+
+
+def _write_outputs(config: pytest.Config, run: Any) -> None:
+    from . import report as reporting
+
+    json_path, html_path = config.getoption("compat_json"), config.getoption("compat_html")
     baseline = None
     baseline_path = config.getoption("compat_baseline")
-    if baseline_path:
+    if baseline_path and html_path:
         try:
             baseline = reporting.load_json(baseline_path)
         except (OSError, ValueError) as exc:
@@ -305,15 +319,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("base image verdict")
     for report in reports:
         markup = {Verdict.COMPATIBLE: {"green": True}, Verdict.NOT_COMPATIBLE: {"red": True}}.get(
-            report.verdict, {"yellow": True})
+            report.verdict, {"yellow": True}
+        )
         line = f"{report.name}: {report.verdict.value.upper()} (profile {report.profile})"
         terminalreporter.write_line(line, bold=True, **markup)
         if report.error:
             terminalreporter.write_line(f"  {report.error}")
         for result in report.results:
             if result.status in (Status.FAIL, Status.ERROR, Status.BLOCKED):
-                terminalreporter.write_line(f"  {result.stage:8} {result.status.value:7} "
-                                            f"{(result.reason or result.observed)[:160]}")
+                terminalreporter.write_line(
+                    f"  {result.stage:8} {result.status.value:7} {(result.reason or result.observed)[:160]}"
+                )
     for option, label in (("compat_json", "JSON verdict"), ("compat_html", "HTML report")):
         if config.getoption(option):
             terminalreporter.write_line(f"{label}: {os.path.abspath(config.getoption(option))}")
@@ -331,10 +347,3 @@ def _safe_argv() -> list[str]:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def result_summary(results: list[StageResult]) -> str:
-    return json.dumps([r.to_dict() for r in results])
-
-
-__all__ = ["exit_code_for", "image_reports", "stages"]

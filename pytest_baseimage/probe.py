@@ -182,8 +182,13 @@ def parse_conda_info(text: str) -> dict[str, Any]:
 
 
 def parse_dpkg_status(text: str) -> dict[str, str]:
-    """Installed packages from /var/lib/dpkg/status (or `dpkg-query -W -f='${Package}\\t${Status}...'`)."""
+    """Installed packages from /var/lib/dpkg/status, and the names they provide.
+
+    A provided name (Debian 13 and Ubuntu 24.04 renamed libcurl4 to libcurl4t64, which `Provides: libcurl4`)
+    counts as installed, as it does for apt, with the provider named in its version text.
+    """
     packages: dict[str, str] = {}
+    provided: dict[str, str] = {}
     for stanza in re.split(r"\n\s*\n", text):
         fields: dict[str, str] = {}
         for line in stanza.splitlines():
@@ -192,8 +197,16 @@ def parse_dpkg_status(text: str) -> dict[str, str]:
             key, _, value = line.partition(":")
             fields[key.strip()] = value.strip()
         name, status = fields.get("Package"), fields.get("Status", "")
-        if name and status.split()[-1:] == ["installed"]:
-            packages[name] = fields.get("Version", "")
+        if not name or status.split()[-1:] != ["installed"]:
+            continue
+        version = fields.get("Version", "")
+        packages[name] = version
+        for entry in filter(None, (part.strip() for part in fields.get("Provides", "").split(","))):
+            virtual, _, rest = entry.partition(" ")
+            pinned = rest.strip("() ").lstrip("= ").strip()
+            provided.setdefault(virtual.split(":")[0], f"{pinned or version} (provided by {name})")
+    for virtual, version in provided.items():
+        packages.setdefault(virtual, version)
     return packages
 
 
@@ -274,13 +287,15 @@ def _read_os_release(candidate: Runner, notes: dict[str, str]) -> OsRelease | No
 
 
 def _exec_facts(
-    candidate: Runner, request: ProbeRequest, os_release: OsRelease | None, dpkg: dict[str, str] | None,
+    candidate: Runner,
+    request: ProbeRequest,
+    os_release: OsRelease | None,
+    dpkg: dict[str, str] | None,
     notes: dict[str, str],
 ) -> Facts:
     marker = f"@@{uuid.uuid4().hex}:"
     payload = json.dumps({"imports": request.imports, "extensions": request.extensions, "marker": marker})
-    result = candidate.exec(["/bin/sh", "-c", SHELL_SCRIPT, "sh", marker, PY_PROGRAM, payload],
-                            timeout=PROBE_TIMEOUT_S)
+    result = candidate.exec(["/bin/sh", "-c", SHELL_SCRIPT, "sh", marker, PY_PROGRAM, payload], timeout=PROBE_TIMEOUT_S)
     sections = split_sections(result.stdout, marker)
     if "end" not in sections and "user" not in sections:
         reason = (result.stderr or result.stdout).strip().splitlines()

@@ -27,19 +27,39 @@ DEFAULT_PROFILE = "azureml-2020"
 
 # The schema: section -> allowed keys. Unknown keys are errors, so a typo never silently weakens a gate.
 SCHEMA: dict[str, set[str]] = {
-    "": {"name", "description", "extends", "sources", "os", "conda", "python", "apt", "azureml", "scoring",
-         "gpu"},
+    "": {"name", "description", "extends", "sources", "os", "conda", "python", "apt", "azureml", "scoring", "gpu"},
     "os": {"accept", "remediation", "notes"},
     "conda": {"required", "version", "remediation", "notes"},
     "python": {"version", "remediation", "notes"},
     "apt": {"required", "any_of", "remediation", "notes"},
     "azureml": {"packages", "imports", "remediation", "notes"},
-    "scoring": {"enabled", "server", "command", "port", "env", "routes", "payload", "payload_file",
-                "expected", "expected_json", "score_script", "model_dir", "boot_timeout_s",
-                "request_timeout_s", "reproducible", "remediation", "notes", "workdir", "app_root",
-                "liveness_path", "score_path", "swagger_path", "swagger_expected", "content_type"},
-    "gpu": {"providers", "libraries", "device_type", "require_gpu", "provider_libraries", "remediation",
-            "notes"},
+    "scoring": {
+        "enabled",
+        "server",
+        "command",
+        "port",
+        "env",
+        "routes",
+        "payload",
+        "payload_file",
+        "expected",
+        "expected_json",
+        "score_script",
+        "model_dir",
+        "boot_timeout_s",
+        "request_timeout_s",
+        "reproducible",
+        "remediation",
+        "notes",
+        "workdir",
+        "app_root",
+        "liveness_path",
+        "score_path",
+        "swagger_path",
+        "swagger_expected",
+        "content_type",
+    },
+    "gpu": {"providers", "libraries", "device_type", "require_gpu", "provider_libraries", "remediation", "notes"},
 }
 
 
@@ -102,7 +122,7 @@ class Profile:
         for index, entry in enumerate(section.get("accept", [])):
             where = f"profile {self.name}: os.accept[{index}]"
             if not isinstance(entry, dict) or "id" not in entry:
-                raise ProfileError(f"{where}: expected {{ id = \"ubuntu\", version = \">=16.04\" }}")
+                raise ProfileError(f'{where}: expected {{ id = "ubuntu", version = ">=16.04" }}')
             rules.append(OsRule(str(entry["id"]).lower(), spec_list(entry.get("version", ""), where)))
         return rules
 
@@ -114,8 +134,7 @@ class Profile:
         table = (self.section(section) or {}).get(key, {})
         if not isinstance(table, dict):
             raise ProfileError(f"profile {self.name}: {section}.{key} must be a table of name = specifier")
-        return {name: spec_list(spec, f"profile {self.name}: {section}.{key}.{name}")
-                for name, spec in table.items()}
+        return {name: spec_list(spec, f"profile {self.name}: {section}.{key}.{name}") for name, spec in table.items()}
 
     def remediation(self, section: str, default: str = "") -> str:
         return str((self.section(section) or {}).get("remediation", default))
@@ -167,8 +186,9 @@ def _read(name_or_path: str, relative_to: Path | None) -> tuple[dict[str, Any], 
     return data, label, name_or_path
 
 
-def _load_merged(name_or_path: str, seen: tuple[str, ...], relative_to: Path | None = None
-                 ) -> tuple[dict[str, Any], str, list[str]]:
+def _load_merged(
+    name_or_path: str, seen: tuple[str, ...], relative_to: Path | None = None
+) -> tuple[dict[str, Any], str, list[str]]:
     data, label, _ = _read(name_or_path, relative_to)
     name = str(data.get("name") or Path(name_or_path).stem)
     if name in seen:

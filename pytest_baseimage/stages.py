@@ -85,8 +85,13 @@ def check_apt(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
     groups = [[str(p) for p in group] for group in section.get("any_of", [])]
     expected = ", ".join(required + [" or ".join(group) for group in groups])
     if facts.dpkg is None:
-        return StageResult("apt", Status.FAIL, expected, facts.notes.get("dpkg", "no dpkg database"),
-                           "Use a Debian or Ubuntu based image: the inferencing stack is installed with apt.")
+        return StageResult(
+            "apt",
+            Status.FAIL,
+            expected,
+            facts.notes.get("dpkg", "no dpkg database"),
+            "Use a Debian or Ubuntu based image: the inferencing stack is installed with apt.",
+        )
     installed = facts.dpkg
     missing = [name for name in required if name not in installed]
     missing += [" or ".join(group) for group in groups if not any(name in installed for name in group)]
@@ -108,8 +113,10 @@ def check_azureml(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
         return not_required("azureml", profile)
     packages = profile.packages("azureml", "packages")
     imports = [str(m) for m in section.get("imports", [])]
-    expected = ", ".join([f"{name} {describe_specs(specs)}" for name, specs in packages.items()]
-                         + [f"`import {m}` works" for m in imports])
+    expected = ", ".join(
+        [f"{name} {describe_specs(specs)}" for name, specs in packages.items()]
+        + [f"`import {m}` works" for m in imports]
+    )
     fix = profile.remediation("azureml")
     problems: list[str] = []
     seen: list[str] = []

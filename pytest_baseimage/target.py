@@ -88,8 +88,9 @@ class ImageCheck:
     @property
     def facts(self) -> Facts:
         if self._facts is None:
-            request = probe.ProbeRequest(imports=[str(m) for m in (self.profile.section("azureml") or {})
-                                                  .get("imports", [])])
+            request = probe.ProbeRequest(
+                imports=[str(m) for m in (self.profile.section("azureml") or {}).get("imports", [])]
+            )
             for name, make in probe.EXTENSIONS.items():
                 code = make(self.profile)
                 if code:

@@ -14,8 +14,8 @@ from pytest_baseimage.report.model import ReportError, Run, load_json, merge, wr
 PROG = "baseimage-report"
 
 DESCRIPTION = """\
-Merge the JSON reports that pytest-baseimage wrote for several runs, such as the jobs of a
-CI matrix, into one HTML, JUnit XML and/or JSON report."""
+Merge the JSON reports of several pytest-baseimage runs (pytest --compat-json=FILE), such as
+the jobs of a CI matrix, into one HTML, JUnit XML and/or JSON report."""
 
 EPILOG = """\
 exit status:
@@ -49,8 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge_cmd = commands.add_parser(
         "merge",
         help="merge several JSON reports into one",
-        description=DESCRIPTION
-        + "\n\nWhen an image appears in more than one report, the run that started last wins.",
+        description=DESCRIPTION + "\n\nWhen an image appears in more than one report, the run that started last wins.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -42,11 +42,7 @@ class ImageDiff:
 
     @property
     def changed(self) -> bool:
-        return (
-            self.presence != "both"
-            or bool(self.statuses or self.facts)
-            or self.old_verdict != self.new_verdict
-        )
+        return self.presence != "both" or bool(self.statuses or self.facts) or self.old_verdict != self.new_verdict
 
 
 def diff_runs(baseline: Run, current: Run) -> list[ImageDiff]:
@@ -91,12 +87,13 @@ def diff_statuses(old: ImageReport, new: ImageReport) -> list[StatusChange]:
 def diff_facts(old: dict[str, Any], new: dict[str, Any]) -> list[FactChange]:
     """Added, removed and changed versions. A nested dict (``apt``, ``pip``: package -> version) is compared
     package by package; anything else is compared as a whole value."""
+    old, new = _present(old), _present(new)
     changes: list[FactChange] = []
     for group in _ordered_keys(old, new):
         was, now = old.get(group), new.get(group)
         if isinstance(was, dict) or isinstance(now, dict):
-            was_map = was if isinstance(was, dict) else {}
-            now_map = now if isinstance(now, dict) else {}
+            was_map = _present(was) if isinstance(was, dict) else {}
+            now_map = _present(now) if isinstance(now, dict) else {}
             for name in _ordered_keys(was_map, now_map):
                 had, has = name in was_map, name in now_map
                 change = _fact_change(group, str(name), had, was_map.get(name), has, now_map.get(name))
@@ -107,6 +104,11 @@ def diff_facts(old: dict[str, Any], new: dict[str, Any]) -> list[FactChange]:
             if change:
                 changes.append(change)
     return changes
+
+
+def _present(facts: dict[Any, Any]) -> dict[Any, Any]:
+    """The probe records a fact it could not observe as None: that is absence, not a version called 'null'."""
+    return {key: value for key, value in facts.items() if value is not None}
 
 
 def _fact_change(group: str, name: str, had: bool, was: Any, has: bool, now: Any) -> FactChange | None:

@@ -153,9 +153,7 @@ def _image_view(index: int, image: ImageReport, run: Run) -> ImageView:
         if result is None:
             cells.append(Cell(stage, "none", "—", ""))
         else:
-            cells.append(
-                Cell(stage, result.status.value, GLYPHS[result.status.value], f"#{anchor}-{_slug(stage)}")
-            )
+            cells.append(Cell(stage, result.status.value, GLYPHS[result.status.value], f"#{anchor}-{_slug(stage)}"))
     info = image.info
     checked = sum(r.duration_s for r in image.results)
     scalar_facts, fact_groups = _facts_view(image.facts)
@@ -198,7 +196,7 @@ def _stage_row(anchor: str, result: StageResult) -> StageRow:
         expected=short(result.expected, MAX_OBSERVED_CHARS),
         observed=short(result.observed, MAX_OBSERVED_CHARS),
         remediation=short(result.remediation, MAX_OBSERVED_CHARS),
-        time=_seconds(result.duration_s),
+        time=_seconds(result.duration_s) if result.duration_s else "",
         details=[_detail(str(key), value) for key, value in result.details.items()],
     )
 
@@ -231,7 +229,8 @@ def _facts_view(facts: dict[str, Any]) -> tuple[list[tuple[str, str]], list[Fact
             rows = [(short(k, NAME_CHARS), short(_plain(v), NAME_CHARS)) for k, v in items[:MAX_ROWS]]
             groups.append(FactGroup(short(key, NAME_CHARS), rows, max(len(items) - MAX_ROWS, 0)))
         else:
-            scalars.append((short(key, NAME_CHARS), short(_plain(value), MAX_OBSERVED_CHARS)))
+            shown = "—" if value is None else short(_plain(value), MAX_OBSERVED_CHARS)  # None: not observed
+            scalars.append((short(key, NAME_CHARS), shown))
     return scalars, groups
 
 

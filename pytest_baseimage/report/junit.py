@@ -120,3 +120,41 @@ def _details_text(result: StageResult) -> str:
 
 def _time(seconds: float) -> str:
     return f"{seconds:.3f}"
+
+
+def split_by_image(path: str) -> None:
+    """Regroup pytest's own JUnit file into one <testsuite> per image (the `image` property).
+
+    pytest writes a single testsuite; CI test tabs read far better with one per image. Test cases and
+    their content stay exactly as pytest wrote them; only the grouping and the counts change.
+    """
+    tree = ET.parse(path)
+    root = tree.getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    if not suites:
+        return
+    template = suites[0]
+    grouped: dict[str, list[ET.Element]] = {}
+    rest: list[ET.Element] = []
+    for suite in suites:
+        for case in list(suite.findall("testcase")):
+            image = next((p.get("value") for p in case.iter("property") if p.get("name") == "image"), None)
+            (grouped.setdefault(image, []) if image else rest).append(case)
+    if not grouped:
+        return
+    new_root = ET.Element("testsuites", name=root.get("name", "pytest tests"))
+    for name, cases in [*grouped.items(), *([("pytest", rest)] if rest else [])]:
+        suite = ET.SubElement(new_root, "testsuite", {k: v for k, v in template.attrib.items() if k != "name"})
+        suite.set("name", name)
+        for case in cases:
+            suite.append(case)
+        _count(suite)
+    ET.ElementTree(new_root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _count(suite: ET.Element) -> None:
+    cases = suite.findall("testcase")
+    suite.set("tests", str(len(cases)))
+    for attr, tag in (("failures", "failure"), ("errors", "error"), ("skipped", "skipped")):
+        suite.set(attr, str(sum(1 for case in cases if case.find(tag) is not None)))
+    suite.set("time", _time(sum(float(case.get("time", "0")) for case in cases)))

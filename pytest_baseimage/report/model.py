@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections import Counter
@@ -164,12 +165,14 @@ def merge(runs: Sequence[Run]) -> Run:
     counts = Counter(image.name for run in runs for image in run.images)
     notes = [note for run in runs for note in run.notes]
     images: list[ImageReport] = []
+    seen: set[str] = set()
     for run in runs:
         for image in run.images:
-            if any(kept.name == image.name for kept in images):
+            if image.name in seen:
                 continue
+            seen.add(image.name)
             winner = newest[image.name]
-            images.append(_image_named(runs[winner], image.name))
+            images.append(copy.deepcopy(_image_named(runs[winner], image.name)))  # the inputs stay untouched
             if counts[image.name] > 1:
                 notes.append(
                     f"image {image.name!r} appears {counts[image.name]} times; kept the one from run "

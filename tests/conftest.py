@@ -1,0 +1,81 @@
+"""Shared helpers for the integration tests: a real Docker engine, the fixture images, a pytest subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_PROFILE = ROOT / "fixtures" / "profiles" / "fixture.toml"
+MANAGED = "org.pytest-baseimage.managed=1"
+
+
+def fixture_image(name: str) -> str:
+    return f"pytest-baseimage-fixture/{name}:latest"
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """The real engine. In CI a missing engine is a failure, elsewhere a skip with the reason."""
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs a Docker engine: {exc}")
+        pytest.skip(f"no Docker engine reachable: {exc}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def images(docker_client):
+    """Look up a fixture image by name; a missing one fails with the command that builds it."""
+
+    def get(name: str) -> str:
+        tag = fixture_image(name)
+        try:
+            docker_client.images.get(tag)
+        except Exception:  # noqa: BLE001
+            pytest.fail(f"fixture image {tag} is missing: run `python fixtures/build.py`")
+        return tag
+
+    return get
+
+
+def managed_containers(client, pid: int | None = None) -> list:
+    label = [MANAGED] + ([f"org.pytest-baseimage.pid={pid}"] if pid else [])
+    return client.containers.list(all=True, filters={"label": label})
+
+
+def run_pytest(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
+    """Run the plugin as a user would: a pytest process of its own, in an empty directory."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("PYTEST_ADDOPTS", None)
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def leaked_containers(client) -> list[str]:
+    """Labelled containers whose owning process has ended: every run must remove its own."""
+    leaked = []
+    for container in managed_containers(client):
+        pid = int(container.labels.get("org.pytest-baseimage.pid") or 0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            leaked.append(f"{container.name} (pid {pid}, {container.labels.get('org.pytest-baseimage.role')})")
+        except PermissionError:
+            pass
+    return leaked
+
+
+@pytest.fixture
+def no_leaks(docker_client):
+    """Fails the test if any process it started left a labelled container behind."""
+    yield
+    assert leaked_containers(docker_client) == []

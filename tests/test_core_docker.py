@@ -1,0 +1,235 @@
+"""The core stages against real fixture containers, driven as a user drives them: `pytest --base-image`."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import FIXTURE_PROFILE, managed_containers, run_pytest
+
+pytestmark = pytest.mark.docker
+
+
+def junit(path) -> dict[str, dict]:
+    """Test name -> {outcome, message, properties} from pytest's JUnit XML."""
+    out = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            node = case.find(tag)
+            if node is not None:
+                outcome, message = tag, node.get("message", "")
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        out[case.get("name").split("[")[0]] = {"outcome": outcome, "message": message, "props": props}
+    return out
+
+
+def certify(tmp_path, image, *extra, profile=FIXTURE_PROFILE):
+    xml = tmp_path / "junit.xml"
+    proc = run_pytest(f"--base-image={image}", f"--profile={profile}", f"--junitxml={xml}", "-q", *extra,
+                      cwd=tmp_path)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return proc, (junit(xml) if xml.exists() else {})
+
+
+def test_good_image_passes_every_stage(tmp_path, images, no_leaks):
+    proc, cases = certify(tmp_path, images("good"))
+    assert proc.returncode == 0, proc.stdout
+    assert [c["outcome"] for c in cases.values()] == ["passed"] * 5
+    props = {name: case["props"] for name, case in cases.items()}
+    assert props["test_os"]["observed"].startswith("Debian GNU/Linux 12")
+    assert props["test_conda"]["observed"].startswith("conda 23.11.0 at /opt/conda/bin/conda")
+    assert props["test_python"]["observed"].startswith("Python 3.11.")
+    assert "nginx-light" in props["test_apt"]["observed"]
+    assert "azureml-inference-server-http" in props["test_azureml"]["observed"]
+    assert props["test_os"]["image_id"].startswith("sha256:")
+    assert props["test_os"]["profile"] == "fixture"
+    assert "COMPATIBLE" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("variant", "stage", "observed"),
+    [
+        ("no-conda", "test_conda", "no `conda` on PATH"),
+        ("wrong-python", "test_python", "Python 3.13."),
+        ("missing-apt", "test_apt", "missing: nginx-light, runit"),
+        ("no-azureml", "test_azureml", "azureml-inference-server-http is not installed"),
+    ],
+)
+def test_each_broken_variant_fails_its_one_rule(tmp_path, images, no_leaks, variant, stage, observed):
+    proc, cases = certify(tmp_path, images(variant))
+    assert proc.returncode == 1, proc.stdout
+    assert cases[stage]["outcome"] == "failure"
+    assert observed in cases[stage]["props"]["observed"]
+    assert "fix:" in cases[stage]["message"]
+    failed = [name for name, case in cases.items() if case["outcome"] == "failure"]
+    assert failed == [stage], f"only {stage} should fail: {failed}"
+
+
+def test_failed_prerequisite_blocks_instead_of_failing_twice(tmp_path, images, no_leaks):
+    proc, cases = certify(tmp_path, images("wrong-python"))
+    assert cases["test_azureml"]["outcome"] == "skipped"
+    assert cases["test_azureml"]["message"] == "blocked by python"
+    assert proc.returncode == 1
+
+
+def test_image_without_a_shell_still_gets_its_os_judged(tmp_path, images, no_leaks):
+    proc, cases = certify(tmp_path, images("no-shell"))
+    assert proc.returncode == 1
+    assert cases["test_os"]["outcome"] == "passed"
+    assert cases["test_apt"]["outcome"] == "failure"  # only the dpkg database: the stack is absent
+    assert "no shell" in cases["test_conda"]["props"]["observed"]
+    assert "no shell" in cases["test_python"]["props"]["observed"]
+
+
+def test_non_root_user_is_probed_as_itself(tmp_path, images, no_leaks):
+    proc, cases = certify(tmp_path, images("nonroot"))
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_2020_profile_rejects_the_debian_fixture_for_the_right_reasons(tmp_path, images, no_leaks):
+    proc, cases = certify(tmp_path, images("good"), profile="azureml-2020")
+    assert proc.returncode == 1
+    assert cases["test_os"]["props"]["expected"] == "ubuntu >=16.04"
+    assert cases["test_python"]["props"]["expected"] == "Python ==3.5.* or ==3.6.*"
+    assert cases["test_apt"]["message"] == "blocked by os"
+    assert cases["test_azureml"]["message"] == "blocked by python"
+    assert cases["test_conda"]["outcome"] == "passed"  # conda 23.11 >= 4.5: the one rule this image meets
+
+
+def test_several_images_get_one_set_of_results_each(tmp_path, images, no_leaks):
+    xml = tmp_path / "j.xml"
+    proc = run_pytest(f"--base-image={images('good')}", f"--base-image={images('no-conda')}",
+                      f"--profile={FIXTURE_PROFILE}", f"--junitxml={xml}", "-q", cwd=tmp_path)
+    assert proc.returncode == 1
+    names = [case.get("name") for case in ET.parse(xml).getroot().iter("testcase")]
+    assert len(names) == 10
+    assert "test_conda[pytest-baseimage-fixture/no-conda:latest]" in names
+    assert "pytest-baseimage-fixture/good:latest: COMPATIBLE" in proc.stdout
+    assert "pytest-baseimage-fixture/no-conda:latest: NOT COMPATIBLE" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (["--base-image=pytest-baseimage-fixture/does-not-exist:1"], {}, 2, "is not on the Docker engine"),
+        (["--base-image=x:1"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, 2,
+         "cannot reach the Docker engine at unix:///nonexistent/docker.sock"),
+        (["--base-image=x:1", "--profile=nope"], {}, 4, "unknown profile 'nope'"),
+        (["--base-image=x:1", "--profile=/nonexistent/p.toml"], {}, 4, "does not exist"),
+        (["--base-image="], {}, 4, "--base-image needs an image reference"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, docker_client, args, env, code, message):
+    proc = run_pytest(*args, "-q", cwd=tmp_path, env=env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == code, output
+    assert message in output
+    assert "Traceback" not in output
+    assert len([line for line in proc.stderr.splitlines() if line.strip()]) <= 1
+
+
+def test_malformed_profile_file(tmp_path, docker_client):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('extends = "azureml-current"\n[pyhton]\nversion = ">=3"\n')
+    proc = run_pytest("--base-image=x:1", f"--profile={bad}", cwd=tmp_path)
+    assert proc.returncode == 4
+    assert "unknown field 'pyhton'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_without_base_image_or_with_the_plugin_off_user_tests_are_untouched(tmp_path, docker_client):
+    (tmp_path / "test_mine.py").write_text("def test_mine():\n    assert True\n")
+    plain = run_pytest("-q", cwd=tmp_path)
+    assert plain.returncode == 0 and "1 passed" in plain.stdout
+    off = run_pytest("-q", "-p", "no:baseimage", cwd=tmp_path)
+    assert off.returncode == 0 and "1 passed" in off.stdout
+
+
+def test_teams_write_their_own_checks_with_testinfra(tmp_path, images, no_leaks):
+    (tmp_path / "test_team.py").write_text(
+        "def test_nginx_present(baseimage_host):\n"
+        "    assert baseimage_host.package('nginx-light').is_installed\n"
+        "    assert baseimage_host.file('/opt/conda/bin/python').exists\n"
+        "def test_runs_as_root(baseimage_host):\n"
+        "    assert baseimage_host.user().uid == 0\n"
+    )
+    proc = run_pytest(f"--base-image={images('good')}", "test_team.py", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout
+    assert "2 passed" in proc.stdout
+    nonroot = run_pytest(f"--base-image={images('nonroot')}", "test_team.py", "-q", cwd=tmp_path)
+    assert nonroot.returncode == 1 and "1 failed, 1 passed" in nonroot.stdout
+
+
+def test_suite_runs_next_to_own_tests_when_asked(tmp_path, images, no_leaks):
+    (tmp_path / "test_team.py").write_text("def test_x(baseimage):\n    assert baseimage.info.image_id\n")
+    proc = run_pytest(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", "test_team.py",
+                      "--compliance-suite=always", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout
+    assert "6 passed" in proc.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_leaves_no_container(tmp_path, images, docker_client, sig):
+    (tmp_path / "test_slow.py").write_text(
+        "import time\n"
+        "def test_slow(baseimage_host):\n"
+        "    assert baseimage_host.file('/etc/os-release').exists\n"
+        "    time.sleep(120)\n"
+    )
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--base-image={images('good')}",
+           "test_slow.py", "-q"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not managed_containers(docker_client, proc.pid):
+            assert time.monotonic() < deadline, "the candidate never started"
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+        time.sleep(1.0)  # inside the test's sleep now
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, output
+    assert managed_containers(docker_client, proc.pid) == []
+
+
+def test_a_killed_run_is_reaped_by_the_next(tmp_path, images, docker_client):
+    (tmp_path / "test_slow.py").write_text("import time\ndef test_slow(baseimage_host):\n    time.sleep(120)\n")
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--base-image={images('good')}",
+           "test_slow.py", "-q"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not managed_containers(docker_client, proc.pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.kill()  # SIGKILL: no handler runs, the container stays behind
+    proc.wait()
+    assert managed_containers(docker_client, proc.pid), "SIGKILL cannot clean up: this is what reaping is for"
+    run_pytest(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", "-q", "-m", "os", cwd=tmp_path)
+    assert managed_containers(docker_client, proc.pid) == []
+
+
+def test_all_facts_come_from_one_exec(images, docker_client):
+    from pytest_baseimage import profiles
+    from pytest_baseimage.target import ImageCheck, Target
+
+    check = ImageCheck(Target(images("good"), profiles.load(str(FIXTURE_PROFILE))))
+    check.prepare()
+    candidate = check.candidate
+    calls: list[list[str]] = []
+    real_exec = candidate.exec
+    candidate.exec = lambda cmd, timeout=120: calls.append(cmd) or real_exec(cmd, timeout)
+    try:
+        results = [check.result(stage) for stage in ("os", "conda", "python", "apt", "azureml")]
+    finally:
+        check.close()
+    assert [r.status.value for r in results] == ["pass"] * 5
+    assert len(calls) == 1
+    assert check.facts.user == "0" and check.facts.pip["azureml-inference-server-http"]

@@ -1,0 +1,130 @@
+"""The HTML report in a real browser: headless Chromium parses it, and renders a screenshot of it."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from pytest_baseimage.report import Run, write_html
+from pytest_baseimage.results import STAGE_ORDER, ImageInfo, ImageReport, StageResult, Status
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; CI installs it
+HOSTILE = "<script>alert(1)</script>"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+
+def _run() -> Run:
+    """Two images: one compatible, one with a failure, an error, blocked and skipped stages, and hostile text."""
+    good = ImageReport(
+        name="mcr.microsoft.com/azureml/minimal-ubuntu22.04-py39-cpu-inference:latest",
+        info=ImageInfo("mcr.microsoft.com/azureml/minimal-ubuntu22.04-py39-cpu-inference:latest", "sha256:" + "a" * 64),
+        profile="azureml-current",
+        results=[StageResult(s, Status.PASS, f"{s} ok", f"{s} found", duration_s=0.4) for s in STAGE_ORDER[:-1]]
+        + [StageResult("gpu", Status.SKIPPED, reason="no GPU on this host")],
+        facts={"os": "Ubuntu 22.04.4 LTS"},
+    )
+    mixed = ImageReport(
+        name="python:3.11-slim",
+        info=ImageInfo("python:3.11-slim", "sha256:" + "c" * 64, size_bytes=130_000_000),
+        profile="azureml-current",
+        results=[
+            StageResult("os", Status.PASS, "debian >=11", "debian 12", duration_s=0.2),
+            StageResult("conda", Status.FAIL, "conda on PATH", HOSTILE, remediation="install miniconda"),
+            StageResult("python", Status.PASS, ">=3.8", "3.11.9"),
+            StageResult("apt", Status.ERROR, reason="dpkg-query exited 2", details={"log": f"\x1b[31m{HOSTILE}"}),
+            StageResult("azureml", Status.BLOCKED, reason="blocked by python"),
+            StageResult("scoring", Status.BLOCKED, reason="blocked by azureml"),
+            StageResult("gpu", Status.SKIPPED, reason="no GPU on this host"),
+        ],
+    )
+    return Run([good, mixed], "0.1.0", "2024-06-02T10:00:00+00:00", "2024-06-02T10:03:12+00:00", "unix:///x", [])
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium with everything that could reach the network turned off."""
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        *args,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+@pytest.fixture
+def report(tmp_path: Path) -> Path:
+    path = tmp_path / "report.html"
+    write_html(_run(), path)
+    return path
+
+
+class _Elements(HTMLParser):
+    """Start tags with their attributes, and the text inside each element that has an id."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text_by_id: dict[str, str] = {}
+        self._open: list[tuple[str, str]] = []  # (tag, id) of elements with an id, innermost last
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        self.tags.append((tag, values))
+        if "id" in values:
+            self._open.append((tag, values["id"]))
+            self.text_by_id[values["id"]] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open and self._open[-1][0] == tag:
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        for _, element_id in self._open:
+            self.text_by_id[element_id] += data
+
+
+def test_chromium_parses_the_report(report: Path, tmp_path: Path) -> None:
+    dom = chromium(tmp_path, "--dump-dom", report.as_uri()).stdout
+    elements = _Elements()
+    elements.feed(dom)
+    assert not [attrs for tag, attrs in elements.tags if tag == "script"]  # the hostile text stayed text
+    assert HOSTILE in elements.text_by_id["img-1-conda"]
+    assert "could not be checked" in " ".join(elements.text_by_id["run-verdict"].split())
+
+    sections = [attrs for tag, attrs in elements.tags if tag == "section" and "image" in attrs.get("class", "")]
+    assert [s["data-verdict"] for s in sections] == ["compatible", "could not be checked"]
+    cells = [attrs for tag, attrs in elements.tags if tag == "td" and "cell" in attrs.get("class", "").split()]
+    assert len(cells) == 2 * len(STAGE_ORDER)
+    mixed = {c["data-stage"]: c["class"].split() for c in cells if c["data-image"] == "python:3.11-slim"}
+    assert "status-fail" in mixed["conda"] and "status-error" in mixed["apt"]
+    assert "status-blocked" in mixed["azureml"] and "status-skipped" in mixed["gpu"]
+    ids = {attrs["id"] for _, attrs in elements.tags if "id" in attrs}
+    links = [attrs["href"] for tag, attrs in elements.tags if tag == "a" and attrs.get("href", "").startswith("#")]
+    assert links and all(link[1:] in ids for link in links)
+
+
+def test_chromium_screenshot(report: Path, tmp_path: Path) -> None:
+    png = tmp_path / "report.png"
+    chromium(tmp_path, f"--screenshot={png}", "--window-size=1280,1600", report.as_uri())
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    assert (width, height) == (1280, 1600)
+    assert len(data) > 20_000  # a blank page compresses to a few kB; a rendered report does not
