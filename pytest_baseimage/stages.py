@@ -99,7 +99,7 @@ def check_apt(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
     for group in groups:
         present.update({name: installed[name] for name in group if name in installed})
     observed_present = ", ".join(f"{name} {version}" for name, version in present.items())
-    details = {"missing": missing, "present": present}
+    details: dict[str, Any] = {"missing": missing, "present": present} if missing else {"present": present}
     if missing:
         fix = profile.remediation("apt").replace("<missing packages>", " ".join(m.split(" or ")[0] for m in missing))
         observed = f"missing: {', '.join(missing)}" + (f"; present: {observed_present}" if present else "")

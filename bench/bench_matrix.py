@@ -1,0 +1,116 @@
+"""Does a matrix run get faster with xdist? Serial vs `-n 2` wall time for one four-image matrix.
+
+Both modes run the same matrix file in the same invocation, alternating (so a noisy neighbour hurts both),
+after one warm-up each. Also measured, to say where the time goes: pytest's start-up alone, xdist's
+start-up alone (two workers, a no-op test), and the stage time reported in the JSON (container + probe
++ scoring server). Target on 2 cores: median(-n 2) <= 0.65 x median(serial).
+
+    python bench/bench_matrix.py [--repeat 3] [--workers 2] [--image good --image no-conda ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "fixtures" / "profiles" / "fixture.toml"
+DEFAULT_IMAGES = ("good", "no-conda", "missing-apt", "nonroot")
+TARGET_RATIO = 0.65
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+
+
+@dataclass
+class Timings:
+    """Wall times of one mode, and the stage seconds its JSON reports (summed over images and stages)."""
+
+    walls: list[float] = field(default_factory=list)
+    stage_s: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.walls)
+
+
+def write_matrix(work: Path, images: list[str]) -> Path:
+    lines = [f'[defaults]\nprofile = "{PROFILE}"\n']
+    for name in images:
+        lines.append(f'[[images]]\nname = "{name}"\nref = "pytest-baseimage-fixture/{name}:latest"\n')
+    path = work / "matrix.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def timed(cmd: list[str], cwd: Path, expect: tuple[int, ...]) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode not in expect:
+        sys.exit(f"bench: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+    return elapsed
+
+
+def stage_seconds(report: Path) -> float:
+    data = json.loads(report.read_text(encoding="utf-8"))
+    return sum(r["duration_s"] for image in data["images"] for r in image["results"])
+
+
+def run_mode(cmd: list[str], work: Path, into: Timings) -> None:
+    report = work / "run.json"
+    into.walls.append(timed([*cmd, f"--compat-json={report}"], work, expect=(0, 1)))
+    into.stage_s.append(stage_seconds(report))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="measured runs per mode (default 3, at least 2)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--image", action="append", help=f"fixture names (default: {', '.join(DEFAULT_IMAGES)})")
+    args = parser.parse_args()
+    images = args.image or list(DEFAULT_IMAGES)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        matrix = write_matrix(work, images)
+        (work / "test_noop.py").write_text("def test_a():\n    pass\n\n\ndef test_b():\n    pass\n")
+        serial_cmd = [*PYTEST, f"--base-image-matrix={matrix}"]
+        xdist_cmd = [*serial_cmd, "-n", str(args.workers)]
+        startup = [*PYTEST, "test_noop.py"]
+        xdist_startup = [*startup, "-n", str(args.workers)]
+        serial, xdist, start, xstart = Timings(), Timings(), Timings(), Timings()
+        run_mode(serial_cmd, work, Timings())  # warm-up: page cache, image layers, .pyc files
+        run_mode(xdist_cmd, work, Timings())
+        for index in range(max(args.repeat, 2)):
+            order = [(serial_cmd, serial), (xdist_cmd, xdist)]
+            for cmd, into in order if index % 2 == 0 else reversed(order):
+                run_mode(cmd, work, into)
+            start.walls.append(timed(startup, work, expect=(0,)))
+            xstart.walls.append(timed(xdist_startup, work, expect=(0,)))
+    report(images, args.workers, serial, xdist, start, xstart)
+
+
+def report(images: list[str], workers: int, serial: Timings, xdist: Timings, start: Timings, xstart: Timings) -> None:
+    ratio = xdist.median / serial.median
+    verdict = "meets" if ratio <= TARGET_RATIO else "misses"
+    print(f"matrix           {len(images)} images: {', '.join(images)}")
+    print(f"serial  runs     {' '.join(f'{t:.2f}' for t in serial.walls)} s   median {serial.median:.2f} s")
+    print(f"-n {workers:<2}   runs     {' '.join(f'{t:.2f}' for t in xdist.walls)} s   median {xdist.median:.2f} s")
+    print(f"ratio            {ratio:.2f}x  ({verdict} the target <= {TARGET_RATIO:.2f}x)")
+    print("where the time goes (medians):")
+    print(f"  pytest start-up, no-op test          {start.median:.2f} s")
+    print(f"  same with -n {workers} (xdist workers)       {xstart.median:.2f} s  "
+          f"(+{xstart.median - start.median:.2f} s fixed cost of xdist)")
+    print(f"  stage time, serial (sum of stages)   {statistics.median(serial.stage_s):.2f} s")
+    print(f"  stage time, -n {workers} (sum over workers)  {statistics.median(xdist.stage_s):.2f} s")
+    rest = serial.median - start.median - statistics.median(serial.stage_s)
+    print(f"  serial wall - start-up - stages      {rest:.2f} s  (container teardown, preflight, reports)")
+
+
+if __name__ == "__main__":
+    main()
