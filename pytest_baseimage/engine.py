@@ -55,19 +55,24 @@ class ExecResult:
 
 
 def _client_from_environment() -> Any:
-    """A Docker client configured as the docker CLI would be: DOCKER_HOST first, then the current context."""
+    """A Docker client configured as the docker CLI would be: DOCKER_HOST, else DOCKER_CONTEXT, else the
+    config's current context (the SDK alone ignores DOCKER_CONTEXT)."""
     import docker
     from docker.context import ContextAPI
+    from docker.context.config import get_current_context_name
 
     if os.environ.get("DOCKER_HOST"):
         return docker.from_env(timeout=120)
+    name = os.environ.get("DOCKER_CONTEXT") or get_current_context_name()
+    if not name or name == "default":
+        return docker.from_env(timeout=120)
     try:
-        ctx = ContextAPI.get_current_context()
-    except Exception:  # a broken ~/.docker/config.json must not stop a run on the default socket
-        ctx = None
-    if ctx is not None and ctx.name != "default" and ctx.Host:
-        return docker.DockerClient(base_url=ctx.Host, tls=ctx.TLSConfig or False, timeout=120)
-    return docker.from_env(timeout=120)
+        ctx = ContextAPI.get_context(name)
+    except docker.errors.DockerException as exc:
+        raise EngineError(f"cannot read Docker context '{name}': {_short(exc)}") from None
+    if ctx is None:
+        raise EngineError(f"Docker context '{name}' does not exist (see `docker context ls`)")
+    return docker.DockerClient(base_url=ctx.Host, tls=ctx.TLSConfig or False, timeout=120)
 
 
 def describe_host(client: Any) -> str:
@@ -93,7 +98,9 @@ class Engine:
                 self.client = _client_from_environment()
             self.client.ping()
         except docker.errors.DockerException as exc:
-            where = docker_host or os.environ.get("DOCKER_HOST") or "the default socket"
+            context = os.environ.get("DOCKER_CONTEXT")
+            where = docker_host or os.environ.get("DOCKER_HOST") or (f"context {context}" if context else "")
+            where = where or "unix:///var/run/docker.sock"
             raise EngineError(
                 f"cannot reach the Docker engine at {where} ({_short(exc)}); "
                 "start it (e.g. `dockerd`, or `.ci/docker-up`) or set DOCKER_HOST"

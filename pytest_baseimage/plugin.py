@@ -4,6 +4,7 @@ come back together at the end for the verdict, the exit code and the reports."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from . import __version__, profiles
+from . import __version__, matrix, profiles
 from .engine import cleanup_all, install_signal_handlers
 from .errors import BaseImageError, ExitCode
 from .results import STAGE_ORDER, ImageInfo, ImageReport, StageResult, Status, Verdict
@@ -35,6 +36,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="base_images",
         help="Docker image to certify (repo:tag, repo@sha256:..., or an image id). Repeat for "
         "several images; each gets its own container and results.",
+    )
+    group.addoption(
+        "--base-image-matrix",
+        default=None,
+        metavar="FILE.toml",
+        help="check every image listed in a matrix file ([[images]] with ref, name, profile, docker_host "
+        "or context, platform and part tables; [defaults] for common settings). With -n N (pytest-xdist) "
+        "images run in parallel, one worker per image: --dist=loadgroup is chosen unless you pick a mode.",
     )
     group.addoption(
         "--profile",
@@ -66,19 +75,47 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="OLD.json",
         help="compare with an earlier --compat-json run; changes are shown at the top.",
     )
+    for part in parts().values():
+        part.add_options(group)
     parser.addini("base_image_profile", "default profile for --base-image runs", default="")
 
 
 # -- configuration ---------------------------------------------------------------------------------------
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Iterator[Any]:
+    """Runs before xdist's own hook turns `-n` into --dist=load: images get --dist=loadgroup instead."""
+    option = config.option
+    if not hasattr(config, "workerinput") and hasattr(option, "dist"):
+        choice = matrix.choose_dist(dist=option.dist, distload=bool(getattr(option, "distload", False)),
+                                    numprocesses=getattr(option, "numprocesses", None),
+                                    has_images=bool(option.base_images or option.base_image_matrix))
+        if choice.dist:
+            option.dist = choice.dist
+        if choice.warning:
+            config.issue_config_time_warning(pytest.PytestConfigWarning(choice.warning), stacklevel=2)
+    return (yield)
+
+
+DIST_KEY = "baseimage_dist"  # workerinput: the controller's --dist, which workers cannot see in their args
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist workers re-parse the command line, so they would miss the loadgroup chosen above: pass it on."""
+    node.workerinput[DIST_KEY] = node.config.option.dist
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     for name in STAGE_ORDER:
         config.addinivalue_line("markers", f"{name}: the '{name}' compliance stage (select with -m {name})")
+    if getattr(config, "workerinput", {}).get(DIST_KEY) == matrix.GROUPING_MODE:
+        config.option.loadgroup = True  # what xdist's worker checks before adding @group to node ids
     images = config.getoption("base_images") or []
     _COLLECTED.clear()
     config.stash[CHECKS_KEY] = {}
     config.stash[STARTED_KEY] = _now()
-    if not images:
+    if not images and not config.getoption("base_image_matrix"):
         config.stash[TARGETS_KEY] = []
         return
     config.stash[TARGETS_KEY] = build_targets(config, images)
@@ -89,21 +126,31 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
+    """One Target per distinct image (--base-image, --base-image-matrix); every part adds its options to each."""
     profile_ref = config.getoption("profile") or config.getini("base_image_profile") or profiles.DEFAULT_PROFILE
     try:
-        profile = profiles.load(profile_ref)
+        found_parts = parts()
+        options = {name: part.options_from_config(config) for name, part in found_parts.items()}
+        found = matrix.entries(config.getoption("base_image_matrix"), images, matrix.part_schemas(found_parts))
+        return matrix.targets(found, matrix.Settings(profile=profile_ref, options=options), profiles.load)
     except BaseImageError as exc:
         raise pytest.UsageError(str(exc)) from None
-    seen: set[str] = set()
-    targets = []
-    for image in images:
-        if not image.strip():
-            raise pytest.UsageError("--base-image needs an image reference, e.g. --base-image=myimage:v1")
-        if image in seen:
-            continue
-        seen.add(image)
-        targets.append(Target(reference=image, profile=profile))
-    return targets
+
+
+# The optional parts of a check. Each module exports add_options(group) and options_from_config(config),
+# and registers its stage (if any) with `stages.register` when imported.
+PART_MODULES = ("scoring", "gpu", "registry")
+
+
+def parts() -> dict[str, Any]:
+    found = {}
+    for name in PART_MODULES:
+        try:
+            found[name] = importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as exc:  # a part under construction; remove once all exist
+            if exc.name != f"{__package__}.{name}":
+                raise
+    return found
 
 
 def _add_suite(config: pytest.Config) -> None:
@@ -152,6 +199,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("baseimage", targets, ids=[t.name for t in targets], indirect=True, scope="session")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook, which turns these marks into @group node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Keep one image's tests on one xdist worker (with --dist loadgroup): one container per image."""
     for item in items:
@@ -336,7 +384,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def _host_of(config: pytest.Config) -> str:
-    hosts = {t.docker_host or os.environ.get("DOCKER_HOST", "") or "local" for t in config.stash[TARGETS_KEY]}
+    hosts = set()
+    for target in config.stash[TARGETS_KEY]:
+        try:
+            hosts.add(engine_for(target.docker_host).host)
+        except BaseImageError:
+            hosts.add(target.docker_host or os.environ.get("DOCKER_HOST", "") or "unreachable")
     return ", ".join(sorted(hosts))
 
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import probe, stages
+from . import probe, registry, stages
 from .engine import Candidate, Engine
 from .errors import BaseImageError
 from .facts import Facts
@@ -75,7 +75,7 @@ class ImageCheck:
             return
         self._prepared = True
         try:
-            self.info = self.engine.image_info(self.target.reference)
+            self.info = registry.resolve(self.engine, self.target)  # pulls per --pull, pins the digest
         except BaseImageError as exc:
             self.error = str(exc)
 

@@ -30,3 +30,13 @@ def test_apt(stage_check):
 @pytest.mark.azureml
 def test_azureml(stage_check):
     stage_check("azureml")
+
+
+@pytest.mark.scoring
+def test_scoring(stage_check):
+    stage_check("scoring")
+
+
+@pytest.mark.gpu
+def test_gpu(stage_check):
+    stage_check("gpu")

@@ -47,9 +47,10 @@ def images(docker_client):
     return get
 
 
-def managed_containers(client, pid: int | None = None) -> list:
+def managed_containers(client, pid: int | None = None) -> list[dict]:
+    """Labelled containers, from one list call (no per-container inspect that races with removals)."""
     label = [MANAGED] + ([f"org.pytest-baseimage.pid={pid}"] if pid else [])
-    return client.containers.list(all=True, filters={"label": label})
+    return client.api.containers(all=True, filters={"label": label})
 
 
 def run_pytest(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
@@ -64,11 +65,12 @@ def leaked_containers(client) -> list[str]:
     """Labelled containers whose owning process has ended: every run must remove its own."""
     leaked = []
     for container in managed_containers(client):
-        pid = int(container.labels.get("org.pytest-baseimage.pid") or 0)
+        labels = container.get("Labels") or {}
+        pid = int(labels.get("org.pytest-baseimage.pid") or 0)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            leaked.append(f"{container.name} (pid {pid}, {container.labels.get('org.pytest-baseimage.role')})")
+            leaked.append(f"{container['Names']} (pid {pid}, {labels.get('org.pytest-baseimage.role')})")
         except PermissionError:
             pass
     return leaked

@@ -1,0 +1,780 @@
+"""The scoring stage: boot the server the profile names in a fresh container and score one request.
+
+Only this module's live half talks to Docker and the network (`observe_scoring`); it hands a plain
+`ScoringObservation` to `check_scoring`, which is pure and decides pass/fail and the failure's cause.
+The server container is separate from the probe's candidate (its entrypoint is the server, and it needs
+a network), gets the entry script and model through the archive API (never a host mount), publishes its
+port on 127.0.0.1 only, and is always removed (`Engine.container`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .engine import Engine
+from .errors import EngineError, ProfileError
+from .facts import Facts
+from .profiles import Profile
+from .results import StageResult, Status, clip
+from .stages import Stage, register
+
+# -- constants -------------------------------------------------------------------------------------------
+LOG_LINES = 50  # lines of server log a failure shows
+LOG_LINE_CHARS = 400  # one log line is cut here (a pathological line must not fill the report)
+LOG_CHARS = 8000  # the whole log excerpt is cut here
+LOG_SCAN_LINES = 2000  # lines read to find an exception (the traceback may be above the last 50)
+BODY_READ_BYTES = 1 << 20  # at most this much of any response is read
+POLL_INTERVAL_S = 0.05  # between liveness polls: short, so boot time is measured to ~50 ms
+MAX_MODEL_BYTES = 512 << 20  # model files are copied in memory through the archive API
+LOOPBACK = "127.0.0.1"
+PLACEHOLDER = re.compile(r"\{(entry_script|model_dir|app_root|port)\}")
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+# The causes a failure can have: machine-readable name -> what to do about it.
+CAUSES: dict[str, str] = {
+    "server-missing": "Install the server into the image so that its command is on PATH "
+                      "(for azmlinfsrv: pip install azureml-inference-server-http).",
+    "port-never-opened": "The server never listened on its port: check the command, the port setting "
+                         "and the log.",
+    "init-raised": "The entry script's init() (or its import) raised: see the exception and the log; "
+                   "often a missing package or model file.",
+    "run-raised": "The entry script's run() raised on the sample payload: see the exception and the log.",
+    "wrong-status": "The server answered with an unexpected HTTP status: see the log.",
+    "bad-body": "The score answer does not match the expected response.",
+    "timeout": "The server accepted connections but did not answer in time: a blocking init() or run(), "
+               "or too little memory/CPU.",
+    "server-exited": "The server process stopped before it could answer: see the exit code and the log.",
+}
+SERVER_MISSING_ERRORS = ("executable file not found", "no such file or directory", "permission denied")
+INIT_FAILED_MARKERS = ("User's init function failed", "Failed to import user script",
+                       "Worker failed to boot", "does not have a init() function",
+                       "does not have a run() function")
+SCHEMA_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,), "array": (list,), "string": (str,), "number": (int, float), "integer": (int,),
+    "boolean": (bool,), "null": (type(None),),
+}
+SCHEMA_KEYWORDS = {"type", "required", "properties", "items", "const", "enum"}
+
+# The built-in sample: used when neither the profile nor --score-script names an entry script. It is
+# written for Python 2.7/3.5+ (no f-strings) so that it runs in any image the profiles accept.
+SAMPLE_SCRIPT = b'''"""pytest-baseimage sample entry script: a linear model read from AZUREML_MODEL_DIR."""
+import json
+import os
+
+model = None
+
+
+def init():
+    global model
+    path = os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.json")
+    with open(path) as handle:
+        model = json.load(handle)
+
+
+def run(raw_data):
+    rows = json.loads(raw_data)["data"]
+    weights, bias = model["weights"], model["bias"]
+    return {"result": [sum(w * x for w, x in zip(weights, row)) + bias for row in rows]}
+'''
+SAMPLE_MODEL: dict[str, bytes] = {"model.json": b'{"weights": [0.5, -1.0, 2.0], "bias": 0.25}\n'}
+SAMPLE_NAME = "built-in sample (linear model)"
+
+
+# -- data ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScoringSpec:
+    """Everything one scoring run needs, resolved from the profile and the options (files already read)."""
+
+    server: str
+    command: tuple[str, ...]
+    port: int
+    env: dict[str, str]
+    workdir: str
+    entry_script: str  # path inside the container
+    model_path: str  # directory inside the container
+    script_source: str  # where the script came from, for messages
+    files: dict[str, bytes]  # container path without the leading "/" -> content
+    payload: bytes
+    content_type: str = "application/json"
+    expected_status: int = 200
+    expected_json: str = ""  # JSON text the body must equal; "" = no exact check
+    expected_schema: dict[str, Any] | None = None  # small JSON-schema subset; None = no check
+    liveness_path: str = "/"
+    score_path: str = "/score"
+    swagger_path: str = "/swagger.json"
+    swagger_expected: tuple[int, ...] = ()  # acceptable statuses; () = swagger is not requested
+    boot_timeout_s: float = 60.0
+    request_timeout_s: float = 30.0
+    remediation: str = ""
+
+
+@dataclass
+class Exchange:
+    """One HTTP request to the server: a status and body, or a transport error kind."""
+
+    method: str
+    path: str
+    status: int | None = None
+    body: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    error: str = ""  # "" | "closed" (refused/reset/empty reply) | "timeout" (connected, no answer) | text
+    elapsed_s: float = 0.0
+
+    def describe(self) -> str:
+        if self.status is not None:
+            return f"{self.method} {self.path} -> {self.status}"
+        what = {"closed": "connection refused or closed", "timeout": "no answer"}.get(self.error, self.error)
+        return f"{self.method} {self.path}: {what}"
+
+
+@dataclass
+class ScoringObservation:
+    """What happened to the server container; the pure check turns it into a StageResult."""
+
+    spec: ScoringSpec
+    start_error: str = ""  # the engine could not start the command (State.Error)
+    running: bool = False  # still running when the checks ended
+    exit_code: int | None = None
+    oom_killed: bool = False
+    healthy: bool = False
+    boot_s: float | None = None  # container start -> first 2xx from the liveness route
+    create_to_score_s: float | None = None  # container create -> score answer read (for the bench)
+    polls: int = 0
+    last_liveness: Exchange | None = None
+    score: Exchange | None = None
+    swagger: Exchange | None = None
+    log: str = ""  # raw tail of the container log (cleaned by the check)
+
+
+# -- pytest options --------------------------------------------------------------------------------------
+def add_options(group: Any) -> None:
+    """The scoring stage's command-line options, added to the plugin's option group."""
+    group.addoption("--score-script", default=None, metavar="PATH",
+                    help="entry script (score.py with init() and run()) for the scoring stage, instead of "
+                         "the built-in sample. It is copied into the server container (never mounted). "
+                         "Without --score-expected, any answer with the expected status passes.")
+    group.addoption("--model-dir", default=None, metavar="PATH",
+                    help="model directory copied into the server container where Azure ML puts models "
+                         "(AZUREML_MODEL_DIR, /var/azureml-app/azureml-models/<name>/<version>).")
+    group.addoption("--score-payload", default=None, metavar="FILE",
+                    help="request body POSTed to the score route (sent as is, Content-Type from the "
+                         "profile, application/json by default).")
+    group.addoption("--score-expected", default=None, metavar="FILE",
+                    help="JSON file: the exact response the score route must return for the payload.")
+
+
+def options_from_config(config: Any) -> dict[str, str]:
+    """The scoring options as Target.options["scoring"]: absolute paths, checked to exist (usage error)."""
+    import pytest
+
+    wanted = {"score_script": ("--score-script", Path.is_file), "model_dir": ("--model-dir", Path.is_dir),
+              "payload_file": ("--score-payload", Path.is_file),
+              "expected_file": ("--score-expected", Path.is_file)}
+    options: dict[str, str] = {}
+    for key, (flag, exists) in wanted.items():
+        value = config.getoption(flag.lstrip("-").replace("-", "_"), None)
+        if not value:
+            continue
+        path = Path(value).expanduser().resolve()
+        if not exists(path):
+            kind = "directory" if exists is Path.is_dir else "file"
+            raise pytest.UsageError(f"{flag} {value}: no such {kind}")
+        options[key] = str(path)
+    if "expected_file" in options:
+        try:
+            json.loads(Path(options["expected_file"]).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise pytest.UsageError(f"--score-expected {options['expected_file']}: not JSON ({exc})") from None
+    return options
+
+
+# -- the spec: profile + options -> ScoringSpec (reads host files, no Docker) --------------------------------
+def skip_result(profile: Profile) -> StageResult | None:
+    """SKIPPED when the profile does not ask for scoring, or names a server that cannot be run offline."""
+    section = profile.section("scoring")
+    if not section or not section.get("enabled", True):
+        return StageResult("scoring", Status.SKIPPED, reason=f"not required by profile {profile.name}")
+    if not section.get("reproducible", True):
+        notes = str(section.get("notes", "")).strip()
+        server = section.get("server", "the scoring server")
+        reason = f"not checked: {server} cannot be reproduced offline (profile {profile.name})"
+        return StageResult("scoring", Status.SKIPPED, reason=f"{reason}: {notes}" if notes else reason)
+    return None
+
+
+def build_spec(profile: Profile, options: dict[str, Any] | None = None) -> ScoringSpec:
+    """Resolve the profile's [scoring] table and the user's options into one ScoringSpec."""
+    section = dict(profile.section("scoring") or {})
+    options = options or {}
+    base = Path(profile.path).parent if profile.path and Path(profile.path).is_file() else Path.cwd()
+    where = f"profile {profile.name}: scoring"
+    app_root = str(section.get("app_root", "/var/azureml-app"))
+    model_path = str(section.get("model_path", f"{app_root}/azureml-models/sample-model/1"))
+    script_host = options.get("score_script") or _path(section.get("score_script"), base)
+    if script_host:
+        script_name, script = Path(script_host).name, _read(script_host, f"{where}.score_script")
+    else:
+        script_name, script = "score.py", SAMPLE_SCRIPT
+    entry_script = f"{app_root.rstrip('/')}/{script_name}"
+    model_host = options.get("model_dir") or _path(section.get("model_dir"), base)
+    model = _read_model(model_host) if model_host else ({} if script_host else SAMPLE_MODEL)
+    files = {entry_script.lstrip("/"): script}
+    files.update({f"{model_path.strip('/')}/{name}": data for name, data in model.items()})
+    port = _int(section.get("port", 5001), f"{where}.port")
+    values = {"entry_script": entry_script, "model_dir": model_path, "app_root": app_root, "port": str(port)}
+    command = section.get("command")
+    if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+        raise ProfileError(f"{where}.command must be a non-empty list of strings")
+    env = section.get("env", {})
+    if not isinstance(env, dict):
+        raise ProfileError(f"{where}.env must be a table of NAME = \"value\"")
+    expected_json, schema = _expectations(section, options, bool(options.get("score_script")), where)
+    return ScoringSpec(
+        server=str(section.get("server", command[0])),
+        command=tuple(_expand(c, values) for c in command),
+        port=port,
+        env={str(k): _expand(str(v), values) for k, v in env.items()},
+        workdir=_expand(str(section.get("workdir", app_root)), values),
+        entry_script=entry_script,
+        model_path=model_path,
+        script_source=script_host or SAMPLE_NAME,
+        files=files,
+        payload=_payload(section, options, base, where),
+        content_type=str(section.get("content_type", "application/json")),
+        expected_status=_int(section.get("expected_status", 200), f"{where}.expected_status"),
+        expected_json=expected_json,
+        expected_schema=schema,
+        liveness_path=str(section.get("liveness_path", "/")),
+        score_path=str(section.get("score_path", "/score")),
+        swagger_path=str(section.get("swagger_path", "/swagger.json")),
+        swagger_expected=_statuses(section.get("swagger_expected", []), f"{where}.swagger_expected"),
+        boot_timeout_s=float(section.get("boot_timeout_s", 60)),
+        request_timeout_s=float(section.get("request_timeout_s", 30)),
+        remediation=str(section.get("remediation", "")),
+    )
+
+
+def _expand(text: str, values: dict[str, str]) -> str:
+    """Fill {entry_script}, {model_dir}, {app_root}, {port}; other braces stay as they are."""
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def _path(value: Any, base: Path) -> str:
+    if not value:
+        return ""
+    path = Path(str(value)).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"{what}: cannot read {path} ({exc.strerror or exc})") from None
+
+
+def _read_model(directory: str) -> dict[str, bytes]:
+    """Every regular file under the model directory, by relative path; bounded, since it goes via memory."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ProfileError(f"model directory {directory} does not exist")
+    files: dict[str, bytes] = {}
+    total = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        total += path.stat().st_size
+        if total > MAX_MODEL_BYTES:
+            raise ProfileError(f"model directory {directory} is larger than {MAX_MODEL_BYTES >> 20} MiB; "
+                               "use a smaller sample model for the scoring stage")
+        files[path.relative_to(root).as_posix()] = path.read_bytes()
+    return files
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProfileError(f"{where} must be an integer, got {value!r}")
+    return value
+
+
+def _statuses(value: Any, where: str) -> tuple[int, ...]:
+    if value is False or value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    return tuple(_int(item, where) for item in items)
+
+
+def _payload(section: dict[str, Any], options: dict[str, Any], base: Path, where: str) -> bytes:
+    """--score-payload (bytes as is), else payload_file, else the inline `payload` value as JSON."""
+    if options.get("payload_file"):
+        return _read(options["payload_file"], "--score-payload")
+    if section.get("payload_file"):
+        return _read(_path(section["payload_file"], base), f"{where}.payload_file")
+    value = section.get("payload", {})
+    return (value if isinstance(value, str) else json.dumps(value)).encode("utf-8")
+
+
+def _expectations(section: dict[str, Any], options: dict[str, Any], own_script: bool, where: str
+                  ) -> tuple[str, dict[str, Any] | None]:
+    """The body checks. The profile's describe its own script: a --score-script alone resets them."""
+    if options.get("expected_file"):
+        return _read(options["expected_file"], "--score-expected").decode("utf-8"), None
+    if own_script:
+        return "", None
+    text = str(section.get("expected_json", "") or "")
+    if text:
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            raise ProfileError(f"{where}.expected_json is not JSON text: {exc}") from None
+    schema = section.get("expected") or None
+    if schema is not None:
+        _validate_schema(schema, f"{where}.expected")
+    return text, schema
+
+
+def _validate_schema(schema: Any, where: str) -> None:
+    """A typo in a schema must be an error, not a check that silently passes."""
+    if not isinstance(schema, dict):
+        raise ProfileError(f"{where} must be a table")
+    unknown = set(schema) - SCHEMA_KEYWORDS
+    if unknown:
+        raise ProfileError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(SCHEMA_KEYWORDS)})")
+    types = schema.get("type", [])
+    for name in types if isinstance(types, list) else [types]:
+        if name not in SCHEMA_TYPES:
+            raise ProfileError(f"{where}.type: unknown type {name!r} (known: {', '.join(SCHEMA_TYPES)})")
+    for key, sub in (schema.get("properties") or {}).items():
+        _validate_schema(sub, f"{where}.properties.{key}")
+    if "items" in schema:
+        _validate_schema(schema["items"], f"{where}.items")
+
+
+# -- pure decisions --------------------------------------------------------------------------------------
+def clean_log(text: str, lines: int = LOG_LINES) -> str:
+    """The last lines of an untrusted log, without terminal escapes or control bytes, bounded in size."""
+    text = ANSI.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    kept = [CONTROL.sub("", line)[:LOG_LINE_CHARS] for line in text.rstrip("\n").split("\n")[-lines:]]
+    return clip("\n".join(kept), LOG_CHARS)
+
+
+def exception_lines(log: str) -> list[str]:
+    """The `Type: message` line that ends each Python traceback in the log, in order."""
+    found: list[str] = []
+    in_traceback = False
+    for line in log.splitlines():
+        if "Traceback (most recent call last):" in line:
+            in_traceback = True
+        elif in_traceback and line.strip() and not line.startswith((" ", "\t")):
+            found.append(line.strip()[:LOG_LINE_CHARS])
+            in_traceback = False
+    return found
+
+
+def user_exception(log: str) -> str:
+    """The exception the user's code raised: the server re-raises it wrapped in its own exception types."""
+    lines = exception_lines(log)
+    own = [line for line in lines if not line.startswith("azureml_inference_server_http.")]
+    return (own or lines or [""])[-1]
+
+
+def schema_problems(value: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
+    """A small JSON-schema subset (type, required, properties, items, const, enum): what does not match."""
+    types = schema.get("type")
+    if types is not None:
+        names = types if isinstance(types, list) else [types]
+        if not any(_is_type(value, name) for name in names):
+            return [f"{where} is {_json_type(value)}, expected {' or '.join(names)}"]
+    problems = []
+    if "const" in schema and not same_json(value, schema["const"]):
+        problems.append(f"{where} is {_short_json(value)}, expected {_short_json(schema['const'])}")
+    if "enum" in schema and not any(same_json(value, option) for option in schema["enum"]):
+        problems.append(f"{where} is {_short_json(value)}, expected one of {_short_json(schema['enum'])}")
+    if isinstance(value, dict):
+        problems += [f"{where} has no key {key!r}" for key in schema.get("required", []) if key not in value]
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in value:
+                problems += schema_problems(value[key], sub, f"{where}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            problems += schema_problems(item, schema["items"], f"{where}[{index}]")
+    return problems
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """JSON equality: 1 == 1.0, but true != 1 (Python's == says otherwise)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def body_problems(body: str, spec: ScoringSpec) -> list[str]:
+    """Why the score answer is not the expected one ([] when it is, or when nothing is expected)."""
+    if not spec.expected_json and spec.expected_schema is None:
+        return []
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return [f"the body is not JSON: {body[:200]!r}"]
+    problems = _value_problems(value, spec)
+    inner = _unwrap(value)
+    if problems and inner is not value:  # run() returned json.dumps(...): the server encoded it twice
+        return _value_problems(inner, spec)
+    return problems
+
+
+def _value_problems(value: Any, spec: ScoringSpec) -> list[str]:
+    problems = []
+    if spec.expected_json:
+        want = json.loads(spec.expected_json)
+        if not same_json(value, want):
+            problems.append(f"body {_short_json(value)} differs from the expected {_short_json(want)}")
+    if spec.expected_schema is not None:
+        problems += schema_problems(value, spec.expected_schema)
+    return problems
+
+
+def _unwrap(value: Any) -> Any:
+    """The JSON inside a JSON string, when there is an object or array in it; else the value itself."""
+    if isinstance(value, str):
+        try:
+            inner = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(inner, (dict, list)):
+            return inner
+    return value
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if name in ("number", "integer") and isinstance(value, bool):
+        return False
+    return isinstance(value, SCHEMA_TYPES.get(name, ()))
+
+
+def _json_type(value: Any) -> str:
+    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
+        if _is_type(value, name):
+            return name
+    return type(value).__name__
+
+
+def _short_json(value: Any, limit: int = 200) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Why scoring failed: a machine-readable name and one human sentence."""
+
+    name: str
+    text: str
+    exception: str = ""
+
+
+def classify(obs: ScoringObservation) -> Cause | None:
+    """The first thing that went wrong, in the order a request meets it; None when all passed."""
+    spec = obs.spec
+    if obs.start_error:
+        return _start_failure(obs)
+    if not obs.healthy:
+        return _boot_failure(obs)
+    score = obs.score
+    if score is None or score.status is None:
+        return _transport_failure(score, spec, "run-raised", obs)
+    if score.status != spec.expected_status:
+        failed_in_run = score.headers.get("x-ms-run-function-failed", "").lower() == "true"
+        exception = user_exception(obs.log)
+        if score.status >= 500 and (failed_in_run or exception):
+            return Cause("run-raised", f"POST {spec.score_path} answered {score.status}: run() raised"
+                         + (f" {exception}" if exception else ""), exception)
+        return Cause("wrong-status", f"POST {spec.score_path} answered {score.status}, expected "
+                     f"{spec.expected_status}: {score.body[:200]!r}")
+    problems = body_problems(score.body, spec)
+    if problems:
+        return Cause("bad-body", "; ".join(problems))
+    if spec.swagger_expected:
+        swagger = obs.swagger
+        if swagger is None or swagger.status is None:
+            return _transport_failure(swagger, spec, "wrong-status", obs)
+        if swagger.status not in spec.swagger_expected:
+            wanted = " or ".join(str(s) for s in spec.swagger_expected)
+            return Cause("wrong-status", f"GET {spec.swagger_path} answered {swagger.status}, expected {wanted}")
+    return None
+
+
+def _start_failure(obs: ScoringObservation) -> Cause:
+    error = obs.start_error
+    if any(marker in error.lower() for marker in SERVER_MISSING_ERRORS):
+        return Cause("server-missing", f"the server command `{obs.spec.command[0]}` cannot run in the image: "
+                     f"{_runtime_error(error)}")
+    return Cause("server-exited", f"the server container did not start: {error[:300]}")
+
+
+def _boot_failure(obs: ScoringObservation) -> Cause:
+    spec = obs.spec
+    if not obs.running and obs.exit_code is not None:
+        return _exit_cause(obs)
+    last = obs.last_liveness
+    waited = f"within {spec.boot_timeout_s:g} s ({obs.polls} polls)"
+    if last is None or last.error == "closed":
+        return Cause("port-never-opened", f"nothing answered on port {spec.port} {waited}")
+    if last.status is not None:
+        return Cause("wrong-status", f"GET {spec.liveness_path} still answered {last.status} after "
+                     f"{spec.boot_timeout_s:g} s, expected 2xx")
+    if last.error == "timeout":
+        return Cause("timeout", f"port {spec.port} accepted connections but GET {spec.liveness_path} got no "
+                     f"answer {waited}: is init() blocking?")
+    return Cause("port-never-opened", f"GET {spec.liveness_path} failed {waited}: {last.error}")
+
+
+def _exit_cause(obs: ScoringObservation) -> Cause:
+    code, command = obs.exit_code, obs.spec.command[0]
+    if obs.oom_killed:
+        return Cause("server-exited", f"the server was killed for using too much memory (exit {code})")
+    if code in (126, 127):
+        return Cause("server-missing", f"`{command}` could not be run in the image (exit {code})")
+    exception = user_exception(obs.log)
+    if code == 3 or any(marker in obs.log for marker in INIT_FAILED_MARKERS):
+        text = f"the worker failed to boot (exit {code}): init() or importing the entry script raised"
+        return Cause("init-raised", f"{text} {exception}" if exception else text, exception)
+    return Cause("server-exited", f"the server exited with code {code} before answering"
+                 + (f": {exception}" if exception else ""), exception)
+
+
+def _transport_failure(exchange: Exchange | None, spec: ScoringSpec, otherwise: str,
+                       obs: ScoringObservation) -> Cause:
+    if exchange is None:
+        return Cause(otherwise, "the request was not made")
+    if exchange.error == "timeout":
+        return Cause("timeout", f"{exchange.method} {exchange.path} got no answer within "
+                     f"{spec.request_timeout_s:g} s")
+    exception = user_exception(obs.log)
+    return Cause(otherwise, f"{exchange.describe()} (the worker crashed?)"
+                 + (f" {exception}" if exception else ""), exception)
+
+
+def _runtime_error(error: str) -> str:
+    match = re.search(r"exec: (.*?)(?:: unknown)?$", error)
+    return (match.group(1) if match else error)[:300]
+
+
+def expected_text(spec: ScoringSpec) -> str:
+    parts = [f"{spec.server} answers GET {spec.liveness_path} (2xx) within {spec.boot_timeout_s:g} s",
+             f"POST {spec.score_path} -> {spec.expected_status}"]
+    if spec.expected_json:
+        parts[-1] += f" with {_short_json(json.loads(spec.expected_json))}"
+    elif spec.expected_schema is not None:
+        parts[-1] += " matching the expected schema"
+    if spec.swagger_expected:
+        parts.append(f"GET {spec.swagger_path} -> {' or '.join(str(s) for s in spec.swagger_expected)}")
+    return "; ".join(parts)
+
+
+def observed_text(obs: ScoringObservation) -> str:
+    parts = []
+    if obs.boot_s is not None:
+        parts.append(f"healthy after {obs.boot_s:.2f} s")
+    if obs.score and obs.score.status is not None:
+        parts.append(f"POST {obs.score.path} {obs.score.status} in {obs.score.elapsed_s * 1000:.0f} ms")
+    if obs.swagger and obs.swagger.status is not None:
+        parts.append(f"GET {obs.swagger.path} {obs.swagger.status}")
+    return "; ".join(parts)
+
+
+def timing_details(obs: ScoringObservation) -> dict[str, Any]:
+    details: dict[str, Any] = {"script": obs.spec.script_source, "command": " ".join(obs.spec.command),
+                               "polls": obs.polls}
+    if obs.boot_s is not None:
+        details["boot_s"] = round(obs.boot_s, 3)
+    if obs.score and obs.score.status is not None:
+        details["score_latency_s"] = round(obs.score.elapsed_s, 4)
+        details["score_status"] = obs.score.status
+        server = obs.score.headers.get("x-ms-server-version")
+        if server:
+            details["server_version"] = server[:100]
+    if obs.create_to_score_s is not None:
+        details["create_to_score_s"] = round(obs.create_to_score_s, 3)
+    if obs.swagger and obs.swagger.status is not None:
+        details["swagger_status"] = obs.swagger.status
+    if obs.exit_code is not None and not obs.running:
+        details["exit_code"] = obs.exit_code
+    return details
+
+
+def check_scoring(_facts: Facts, profile: Profile, observation: ScoringObservation | None) -> StageResult:
+    """Pass when the server booted, scored the payload as expected and served its routes."""
+    skipped = skip_result(profile)
+    if skipped is not None:
+        return skipped
+    if observation is None:
+        return StageResult("scoring", Status.ERROR, reason="the scoring server was not observed")
+    spec = observation.spec
+    details = timing_details(observation)
+    cause = classify(observation)
+    if cause is None:
+        return StageResult("scoring", Status.PASS, expected_text(spec), observed_text(observation),
+                           details=details)
+    details.update(cause=cause.name, log=clean_log(observation.log))
+    if cause.exception:
+        details["exception"] = cause.exception
+    if observation.score is not None and observation.score.status is not None:
+        details["score_body"] = clip(observation.score.body, 1000)
+    fix = " ".join(part for part in (CAUSES.get(cause.name, ""), spec.remediation) if part)
+    observed = f"{cause.name}: {cause.text}"
+    so_far = observed_text(observation)
+    return StageResult("scoring", Status.FAIL, expected_text(spec), f"{observed} ({so_far})" if so_far
+                       else observed, fix, details=details)
+
+
+# -- the live part: Docker and HTTP ----------------------------------------------------------------------
+def observe_scoring(check: Any) -> ScoringObservation | None:
+    """Run the profile's server on the candidate image (an `ImageCheck`); None when the stage is skipped."""
+    if skip_result(check.profile) is not None:
+        return None
+    spec = build_spec(check.profile, check.target.options.get("scoring"))
+    engine: Engine = check.engine
+    _require_local(engine)
+    return run_server(engine, check.info.image_id or check.target.reference, spec)
+
+
+def _require_local(engine: Engine) -> None:
+    """The port is published on 127.0.0.1 only, so the engine must run on this machine."""
+    url = str(getattr(engine.client.api, "base_url", ""))
+    if url.startswith(("http+docker://", "http+unix://")) or re.match(r"^\w+://(localhost|127\.0\.0\.1)[:/]",
+                                                                       url):
+        return
+    raise EngineError(f"the scoring stage needs a local Docker engine (it publishes the server port on "
+                      f"127.0.0.1 only); {engine.host} is remote")
+
+
+def run_server(engine: Engine, image: str, spec: ScoringSpec) -> ScoringObservation:
+    """Create, fill, start and exercise one server container; it is removed whatever happens."""
+    obs = ScoringObservation(spec=spec)
+    created = time.monotonic()
+    options = {
+        "command": list(spec.command),
+        "environment": spec.env,
+        "working_dir": spec.workdir,
+        "network_mode": "bridge",
+        "ports": {f"{spec.port}/tcp": (LOOPBACK, None)},
+    }
+    with engine.container(image, role="scoring", **options) as box:
+        engine.put_files(box, "/", spec.files)
+        started = time.monotonic()
+        if engine.start(box):
+            host_port = _host_port(box, spec.port)
+            if host_port is not None:
+                _wait_healthy(box, obs, host_port, started)
+            if obs.healthy and host_port is not None:
+                _exercise(obs, host_port, created)
+        _record_state(box, obs)
+        obs.log = _logs(box)
+    return obs
+
+
+def _host_port(box: Any, port: int) -> int | None:
+    for binding in (box.ports or {}).get(f"{port}/tcp") or []:
+        if binding.get("HostPort"):
+            return int(binding["HostPort"])
+    return None
+
+
+def _wait_healthy(box: Any, obs: ScoringObservation, host_port: int, started: float) -> None:
+    """Poll the liveness route until a 2xx, the container exits, or the boot deadline passes."""
+    spec = obs.spec
+    deadline = started + spec.boot_timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        obs.polls += 1
+        exchange = request(host_port, "GET", spec.liveness_path, timeout=min(spec.request_timeout_s, remaining))
+        obs.last_liveness = exchange
+        if exchange.status is not None and 200 <= exchange.status < 300:
+            obs.healthy, obs.boot_s = True, time.monotonic() - started
+            return
+        if not _still_running(box):
+            return
+        time.sleep(min(POLL_INTERVAL_S, max(deadline - time.monotonic(), 0)))
+
+
+def _exercise(obs: ScoringObservation, host_port: int, created: float) -> None:
+    """Score the payload, then ask for the swagger document if the profile expects one."""
+    spec = obs.spec
+    obs.score = request(host_port, "POST", spec.score_path, body=spec.payload,
+                        headers={"Content-Type": spec.content_type}, timeout=spec.request_timeout_s)
+    if obs.score.status is not None:
+        obs.create_to_score_s = time.monotonic() - created
+    if spec.swagger_expected:
+        obs.swagger = request(host_port, "GET", spec.swagger_path, timeout=spec.request_timeout_s)
+
+
+def request(port: int, method: str, path: str, *, body: bytes | None = None,
+            headers: dict[str, str] | None = None, timeout: float = 30.0) -> Exchange:
+    """One HTTP request to 127.0.0.1:port with the stdlib; transport failures become `Exchange.error`."""
+    exchange = Exchange(method, path)
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=max(timeout, 0.05))
+    try:
+        connection.request(method, path, body=body, headers={"Connection": "close", **(headers or {})})
+        response = connection.getresponse()
+        data = response.read(BODY_READ_BYTES)
+        exchange.status = response.status
+        exchange.headers = {k.lower(): v for k, v in response.getheaders()}
+        exchange.body = data.decode("utf-8", errors="replace")
+    except (socket.timeout, TimeoutError):
+        exchange.error = "timeout"
+    except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
+        exchange.error = "closed"
+    except (OSError, http.client.HTTPException) as exc:
+        exchange.error = f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        connection.close()
+        exchange.elapsed_s = time.monotonic() - started
+    return exchange
+
+
+def _still_running(box: Any) -> bool:
+    try:
+        box.reload()
+    except Exception:  # gone or engine hiccup: treat as stopped, the state read below says which
+        return False
+    return box.status in ("running", "created", "restarting")
+
+
+def _record_state(box: Any, obs: ScoringObservation) -> None:
+    try:
+        box.reload()
+    except Exception:
+        return
+    state = box.attrs.get("State") or {}
+    obs.running = bool(state.get("Running"))
+    obs.oom_killed = bool(state.get("OOMKilled"))
+    obs.start_error = str(state.get("Error") or "") if not obs.healthy else ""
+    if not obs.running and state.get("Status") in ("exited", "dead", "created"):
+        obs.exit_code = int(state.get("ExitCode") or 0)
+
+
+def _logs(box: Any) -> str:
+    try:
+        data = box.logs(stdout=True, stderr=True, tail=LOG_SCAN_LINES)
+    except Exception as exc:  # the log is evidence, not a requirement: say why it is missing
+        return f"(could not read the server log: {type(exc).__name__})"
+    return data.decode("utf-8", errors="replace")
+
+
+register(Stage("scoring", "Scoring server", ("azureml",), check_scoring, observe=observe_scoring))

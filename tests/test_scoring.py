@@ -1,0 +1,357 @@
+"""The scoring stage's decisions, fed with observations: no Docker, no network."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pytest_baseimage import profiles, scoring, stages
+from pytest_baseimage.errors import ProfileError
+from pytest_baseimage.facts import Facts
+from pytest_baseimage.results import Status
+from pytest_baseimage.scoring import Exchange, ScoringObservation
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures" / "scoring"
+
+INIT_LOG = """\
+2026-11-25 12:27:17,984 I [6] azmlinfsrv.user_script - Invoking user's init function
+2026-11-25 12:27:17,984 E [6] azmlinfsrv - User's init function failed
+2026-11-25 12:27:17,985 E [6] azmlinfsrv - Encountered Exception Traceback (most recent call last):
+  File "/opt/conda/lib/python3.11/site-packages/azureml_inference_server_http/server/user_script.py", line 119
+    self._user_init()
+  File "/var/azureml-app/score.py", line 2, in init
+    raise RuntimeError("model file is corrupt")
+RuntimeError: model file is corrupt
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "/opt/conda/lib/python3.11/site-packages/azureml_inference_server_http/server/aml_blueprint.py", line 109
+    self.user_script.invoke_init()
+azureml_inference_server_http.server.user_script.UserScriptException: Caught an unhandled exception from the user script
+
+2026-11-25 12:27:18,152 E [1] gunicorn.error - Worker (pid:6) exited with code 3.
+2026-11-25 12:27:18,157 E [1] gunicorn.error - Reason: Worker failed to boot.
+"""
+RUN_LOG = INIT_LOG.replace("init", "run").replace("RuntimeError: model file is corrupt",
+                                                  "ValueError: cannot score this input")
+
+
+@pytest.fixture(scope="module")
+def profile() -> profiles.Profile:
+    return profiles.load("azureml-current")
+
+
+@pytest.fixture(scope="module")
+def spec(profile) -> scoring.ScoringSpec:
+    return scoring.build_spec(profile)
+
+
+def healthy(spec, *, status=200, body='{"result": [4.75, 0.25]}', swagger=200, headers=None, log=""):
+    """An observation of a server that booted, with the score and swagger answers given."""
+    return ScoringObservation(
+        spec=spec, running=True, healthy=True, boot_s=0.6, polls=3, log=log,
+        last_liveness=Exchange("GET", "/", status=200, body="Healthy"),
+        score=Exchange("POST", "/score", status=status, body=body, headers=headers or {}, elapsed_s=0.012),
+        swagger=Exchange("GET", "/swagger.json", status=swagger, body="{}"),
+        create_to_score_s=0.7,
+    )  # fmt: skip
+
+
+def check(profile, obs):
+    return scoring.check_scoring(Facts(), profile, obs)
+
+
+# -- registration and options ------------------------------------------------------------------------------
+def test_registers_after_azureml():
+    stage = stages.STAGES["scoring"]
+    assert stage.prerequisites == ("azureml",)
+    assert stage.observe is scoring.observe_scoring
+    assert stage.check is scoring.check_scoring
+
+
+def test_options_are_resolved_and_checked(tmp_path):
+    script = tmp_path / "score.py"
+    script.write_text("def init(): pass\n")
+    expected = tmp_path / "expected.json"
+    expected.write_text('{"ok": true}')
+    values = {"score_script": str(script), "model_dir": str(tmp_path), "score_payload": None,
+              "score_expected": str(expected)}
+    config = SimpleNamespace(getoption=lambda name, default=None: values.get(name, default))
+    options = scoring.options_from_config(config)
+    assert options == {"score_script": str(script), "model_dir": str(tmp_path), "expected_file": str(expected)}
+    values["score_payload"] = str(tmp_path / "missing.json")
+    with pytest.raises(pytest.UsageError, match=r"--score-payload .*no such file"):
+        scoring.options_from_config(config)
+    values["score_payload"] = None
+    expected.write_text("{not json")
+    with pytest.raises(pytest.UsageError, match=r"--score-expected .*not JSON"):
+        scoring.options_from_config(config)
+
+
+def test_add_options_declares_the_four_flags():
+    seen = []
+    scoring.add_options(SimpleNamespace(addoption=lambda flag, **kw: seen.append((flag, kw["help"]))))
+    assert [flag for flag, _ in seen] == ["--score-script", "--model-dir", "--score-payload", "--score-expected"]
+    assert all(len(text) > 40 for _, text in seen)
+
+
+# -- the spec ------------------------------------------------------------------------------------------
+def test_current_profile_runs_azmlinfsrv_as_azure_ml_lays_it_out(spec):
+    assert spec.command == ("azmlinfsrv", "--entry_script", "/var/azureml-app/score.py", "--port", "5001")
+    assert spec.env["AML_APP_ROOT"] == "/var/azureml-app"
+    assert spec.env["AZUREML_ENTRY_SCRIPT"] == "/var/azureml-app/score.py"
+    assert spec.env["AZUREML_MODEL_DIR"] == "/var/azureml-app/azureml-models/sample-model/1"
+    assert set(spec.files) == {"var/azureml-app/score.py",
+                               "var/azureml-app/azureml-models/sample-model/1/model.json"}
+    assert json.loads(spec.payload) == {"data": [[1, 2, 3], [0, 0, 0]]}
+    assert (spec.liveness_path, spec.score_path, spec.swagger_path) == ("/", "/score", "/swagger.json")
+
+
+def test_sample_script_gives_the_profiles_expected_answer(spec, tmp_path, monkeypatch):
+    """The built-in sample, the sample model and expected_json must agree, or every image would fail."""
+    for name, data in scoring.SAMPLE_MODEL.items():
+        (tmp_path / name).write_bytes(data)
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path))
+    namespace: dict = {}
+    exec(compile(scoring.SAMPLE_SCRIPT, "score.py", "exec"), namespace)
+    namespace["init"]()
+    answer = namespace["run"](spec.payload.decode())
+    assert scoring.body_problems(json.dumps(answer), spec) == []
+
+
+def test_user_script_resets_the_samples_expectations(profile):
+    own = scoring.build_spec(profile, {"score_script": str(FIXTURES / "score.py")})
+    assert own.files["var/azureml-app/score.py"] == (FIXTURES / "score.py").read_bytes()
+    assert not any("azureml-models" in name for name in own.files)  # no --model-dir: no sample model either
+    assert own.expected_json == "" and own.expected_schema is None
+    with_all = scoring.build_spec(profile, {
+        "score_script": str(FIXTURES / "score.py"), "model_dir": str(FIXTURES / "model"),
+        "payload_file": str(FIXTURES / "payload.json"), "expected_file": str(FIXTURES / "expected.json")})
+    assert with_all.payload == (FIXTURES / "payload.json").read_bytes()
+    assert json.loads(with_all.expected_json) == {"result": [5.0, -1.0]}
+    assert "var/azureml-app/azureml-models/sample-model/1/model.json" in with_all.files
+
+
+def test_2020_profile_is_skipped_honestly_not_passed():
+    legacy = profiles.load("azureml-2020")
+    result = check(legacy, None)
+    assert result.status is Status.SKIPPED
+    assert "cannot be reproduced offline" in result.reason
+    assert "non-public" in result.reason
+    assert scoring.observe_scoring(SimpleNamespace(profile=legacy)) is None
+
+
+def test_disabled_scoring_is_not_required(profile):
+    off = replace(profile, data={**profile.data, "scoring": {**profile.data["scoring"], "enabled": False}})
+    assert check(off, None).reason == "not required by profile azureml-current"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"command": "azmlinfsrv"}, "command must be a non-empty list"),
+        ({"port": "5001"}, "port must be an integer"),
+        ({"expected_json": "{nope"}, "expected_json is not JSON"),
+        ({"expected": {"tpye": "object"}}, "unknown keys"),
+        ({"expected": {"type": "dict"}}, "unknown type 'dict'"),
+    ],
+)
+def test_bad_scoring_settings_are_profile_errors(profile, change, message):
+    broken = replace(profile, data={**profile.data, "scoring": {**profile.data["scoring"], **change}})
+    with pytest.raises(ProfileError, match=message):
+        scoring.build_spec(broken)
+
+
+def test_placeholders_fill_only_known_names(profile):
+    custom = {**profile.data["scoring"], "command": ["srv", "{port}", "{other}"], "env": {"J": '{"a": 1}'}}
+    spec = scoring.build_spec(replace(profile, data={**profile.data, "scoring": custom}))
+    assert spec.command == ("srv", "5001", "{other}")
+    assert spec.env == {"J": '{"a": 1}'}
+
+
+# -- cause classification ------------------------------------------------------------------------------------
+def test_pass_reports_boot_time_and_latency(profile, spec):
+    result = check(profile, healthy(spec))
+    assert result.status is Status.PASS, result.summary()
+    assert result.details["boot_s"] == 0.6
+    assert result.details["score_latency_s"] == 0.012
+    assert result.details["create_to_score_s"] == 0.7
+    assert "healthy after 0.60 s" in result.observed
+    assert "log" not in result.details and "cause" not in result.details
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        ('failed to create shim task: OCI runtime create failed: runc create failed: unable to start container '
+         'process: exec: "azmlinfsrv": executable file not found in $PATH: unknown', "server-missing"),
+        ("something else broke", "server-exited"),
+    ],
+)
+def test_start_errors(profile, spec, error, cause):
+    result = check(profile, ScoringObservation(spec=spec, start_error=error, exit_code=127))
+    assert result.status is Status.FAIL
+    assert result.details["cause"] == cause
+    if cause == "server-missing":
+        assert '"azmlinfsrv": executable file not found in $PATH' in result.observed
+        assert "pip install azureml-inference-server-http" in result.remediation
+
+
+def test_exit_code_3_is_init_raised_with_the_users_exception(profile, spec):
+    obs = ScoringObservation(spec=spec, exit_code=3, log=INIT_LOG, polls=12,
+                             last_liveness=Exchange("GET", "/", error="closed"))
+    result = check(profile, obs)
+    assert result.details["cause"] == "init-raised"
+    assert result.details["exception"] == "RuntimeError: model file is corrupt"
+    assert "RuntimeError: model file is corrupt" in result.observed
+    assert result.details["exit_code"] == 3
+    assert "Worker failed to boot" in result.details["log"]
+
+
+@pytest.mark.parametrize(("code", "cause"), [(127, "server-missing"), (1, "server-exited"), (0, "server-exited")])
+def test_other_exits(profile, spec, code, cause):
+    assert check(profile, ScoringObservation(spec=spec, exit_code=code)).details["cause"] == cause
+
+
+def test_out_of_memory_is_said(profile, spec):
+    result = check(profile, ScoringObservation(spec=spec, exit_code=137, oom_killed=True))
+    assert result.details["cause"] == "server-exited" and "too much memory" in result.observed
+
+
+@pytest.mark.parametrize(
+    ("last", "cause", "words"),
+    [
+        (None, "port-never-opened", "nothing answered on port 5001"),
+        (Exchange("GET", "/", error="closed"), "port-never-opened", "nothing answered"),
+        (Exchange("GET", "/", error="timeout"), "timeout", "is init() blocking"),
+        (Exchange("GET", "/", status=502), "wrong-status", "still answered 502"),
+    ],
+)
+def test_boot_deadline_causes(profile, spec, last, cause, words):
+    obs = ScoringObservation(spec=spec, running=True, polls=40, last_liveness=last)
+    result = check(profile, obs)
+    assert result.details["cause"] == cause
+    assert words in result.observed
+
+
+def test_run_raised_from_500_and_the_log(profile, spec):
+    obs = healthy(spec, status=500, body='{"message": "An unexpected error occurred in scoring script."}',
+                  headers={"x-ms-run-function-failed": "True"}, log=RUN_LOG)
+    result = check(profile, obs)
+    assert result.details["cause"] == "run-raised"
+    assert result.details["exception"] == "ValueError: cannot score this input"
+    assert result.details["score_status"] == 500
+    assert "An unexpected error" in result.details["score_body"]
+
+
+def test_a_500_without_a_traceback_is_a_wrong_status(profile, spec):
+    result = check(profile, healthy(spec, status=503, body="busy"))
+    assert result.details["cause"] == "wrong-status"
+    assert "answered 503, expected 200" in result.observed
+
+
+def test_4xx_is_wrong_status(profile, spec):
+    assert check(profile, healthy(spec, status=422, body="{}")).details["cause"] == "wrong-status"
+
+
+def test_score_without_answer_is_timeout(profile, spec):
+    obs = healthy(spec)
+    obs.score = Exchange("POST", "/score", error="timeout")
+    assert check(profile, obs).details["cause"] == "timeout"
+
+
+def test_connection_dropped_during_score_is_run_raised(profile, spec):
+    obs = healthy(spec)
+    obs.score = Exchange("POST", "/score", error="closed")
+    result = check(profile, obs)
+    assert result.details["cause"] == "run-raised" and "worker crashed" in result.observed
+
+
+def test_wrong_body_is_bad_body(profile, spec):
+    result = check(profile, healthy(spec, body='{"result": [4.75, 0.5]}'))
+    assert result.details["cause"] == "bad-body"
+    assert "differs from the expected" in result.observed
+
+
+def test_swagger_status_is_checked_when_expected(profile, spec):
+    assert check(profile, healthy(spec, swagger=500)).details["cause"] == "wrong-status"
+    assert check(profile, healthy(spec, swagger=404)).status is Status.PASS
+    unasked = replace(spec, swagger_expected=())
+    obs = healthy(unasked, swagger=500)
+    obs.swagger = None
+    assert scoring.classify(obs) is None
+
+
+# -- body checks ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "ok"),
+    [
+        ('{"result": [4.75, 0.25]}', True),
+        ('{"result": [4.75, 0.25000]}', True),
+        ('"{\\"result\\": [4.75, 0.25]}"', True),  # run() returned json.dumps(...): encoded twice
+        ('{"result": [4.75]}', False),
+        ('{"result": [4.75, 0.25], "extra": 1}', False),
+        ("not json", False),
+    ],
+)
+def test_exact_body(spec, body, ok):
+    assert (scoring.body_problems(body, spec) == []) is ok
+
+
+def test_a_json_string_expectation_is_not_unwrapped(spec):
+    wants_string = replace(spec, expected_json='"{\\"a\\": 1}"', expected_schema=None)
+    assert scoring.body_problems('"{\\"a\\": 1}"', wants_string) == []
+
+
+def test_json_equality_keeps_booleans_apart():
+    assert scoring.same_json({"a": [1, 2.0]}, {"a": [1.0, 2]})
+    assert not scoring.same_json(True, 1)
+    assert not scoring.same_json([0], [False])
+    assert not scoring.same_json({"a": 1}, {"b": 1})
+
+
+def test_schema_subset():
+    schema = {"type": "object", "required": ["result", "model"],
+              "properties": {"result": {"type": "array", "items": {"type": "number"}},
+                             "model": {"enum": ["a", "b"]}, "ok": {"const": True}}}
+    assert scoring.schema_problems({"result": [1, 2.5], "model": "a", "ok": True}, schema) == []
+    problems = scoring.schema_problems({"result": [1, "x", True], "ok": 1}, schema)
+    assert problems == ["$ has no key 'model'", "$.result[1] is string, expected number",
+                        "$.result[2] is boolean, expected number", "$.ok is 1, expected true"]
+    assert scoring.schema_problems([], {"type": ["object", "null"]}) == ["$ is array, expected object or null"]
+
+
+def test_schema_only_expectation(spec):
+    schema_only = replace(spec, expected_json="", expected_schema={"type": "object", "required": ["result"]})
+    assert scoring.body_problems('{"result": 1}', schema_only) == []
+    assert scoring.body_problems('{"other": 1}', schema_only) == ["$ has no key 'result'"]
+    assert scoring.body_problems("anything", replace(spec, expected_json="", expected_schema=None)) == []
+
+
+# -- logs --------------------------------------------------------------------------------------------------
+def test_log_is_cut_cleaned_and_bounded():
+    noisy = "".join(f"\x1b[31mline {i}\x1b[0m\r\n" for i in range(200)) + "bell\x07 \x1b]0;title\x07end"
+    text = scoring.clean_log(noisy)
+    lines = text.splitlines()
+    assert len(lines) == scoring.LOG_LINES
+    assert lines[0] == "line 151" and lines[-1] == "bell end"
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+    huge = scoring.clean_log("x" * 10_000 + "\n" + "y" * 100)
+    assert len(huge.splitlines()[0]) == scoring.LOG_LINE_CHARS
+    assert len(scoring.clean_log(("z" * 399 + "\n") * 50)) <= scoring.LOG_CHARS + 60
+
+
+def test_exception_lines_find_each_traceback_end():
+    assert scoring.exception_lines(INIT_LOG) == [
+        "RuntimeError: model file is corrupt",
+        "azureml_inference_server_http.server.user_script.UserScriptException: Caught an unhandled exception "
+        "from the user script",
+    ]
+    assert scoring.user_exception(INIT_LOG) == "RuntimeError: model file is corrupt"
+    assert scoring.user_exception("no traceback here") == ""

@@ -1,0 +1,213 @@
+"""The scoring stage against real server containers: each broken case must end in its named cause, by its
+deadline, and leave no container behind."""
+
+from __future__ import annotations
+
+import copy
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FIXTURE_PROFILE, ROOT, managed_containers, run_pytest
+
+from pytest_baseimage import profiles, scoring
+from pytest_baseimage.engine import LABEL_ROLE, LABEL_SESSION, SESSION_ID
+from pytest_baseimage.results import StageResult, Status
+from pytest_baseimage.target import ImageCheck, Target
+
+pytestmark = pytest.mark.docker
+
+SCRIPTS = ROOT / "fixtures" / "scoring"
+SHORT_BOOT_S = 4.0  # the deadline the hang cases get
+SLACK_S = 6.0  # container create/remove and the last poll, on a loaded CI machine
+
+
+@pytest.fixture
+def stage(docker_client, images):
+    """Run the scoring stage on a fixture image in this process; check afterwards that nothing is left."""
+    checks: list[ImageCheck] = []
+
+    def run(image: str, options: dict[str, str] | None = None, top: dict[str, Any] | None = None,
+            **scoring_changes: Any) -> StageResult:
+        profile = profiles.load(str(FIXTURE_PROFILE))
+        profile.data = copy.deepcopy(profile.data)
+        profile.data.update(top or {})
+        profile.data["scoring"].update(scoring_changes)
+        check = ImageCheck(Target(images(image), profile, options={"scoring": options or {}}))
+        checks.append(check)
+        return check.result("scoring")
+
+    yield run
+    for check in checks:
+        check.close()
+    mine = [c.name for c in docker_client.containers.list(
+        all=True, filters={"label": [f"{LABEL_SESSION}={SESSION_ID}", f"{LABEL_ROLE}=scoring"]})]
+    assert mine == [], "a scoring container outlived its stage"
+
+
+def fixture_options(script: str = "score.py", **extra: str) -> dict[str, str]:
+    return {"score_script": str(SCRIPTS / script), **{k: str(SCRIPTS / v) for k, v in extra.items()}}
+
+
+def assert_cause(result: StageResult, cause: str) -> None:
+    assert result.status is Status.FAIL, result.summary()
+    assert result.details["cause"] == cause, result.summary()
+    assert result.observed.startswith(f"{cause}: ")
+    assert result.remediation
+    assert isinstance(result.details["log"], str)
+    assert len(result.details["log"].splitlines()) <= scoring.LOG_LINES
+
+
+# -- in process: ImageCheck.result("scoring") ------------------------------------------------------------------
+def test_good_image_scores_the_builtin_sample(stage):
+    result = stage("good")
+    assert result.status is Status.PASS, result.summary()
+    assert 0 < result.details["boot_s"] < 30
+    assert 0 < result.details["score_latency_s"] < 5
+    assert result.details["server_version"].startswith("azmlinfsrv/")
+    assert result.details["swagger_status"] in (200, 404)
+    assert result.observed.startswith("healthy after ")
+
+
+def test_users_own_script_model_payload_and_expected_answer(stage):
+    options = fixture_options(model_dir="model", payload_file="payload.json", expected_file="expected.json")
+    result = stage("good", options)
+    assert result.status is Status.PASS, result.summary()
+    assert result.details["script"].endswith("fixtures/scoring/score.py")
+
+
+def test_non_root_image_serves_as_its_own_user(stage):
+    assert stage("nonroot").status is Status.PASS
+
+
+def test_init_raising_is_init_raised_with_the_exception(stage):
+    result = stage("good", fixture_options("score_init_raises.py"))
+    assert_cause(result, "init-raised")
+    assert result.details["exception"] == "RuntimeError: model file is corrupt"
+    assert result.details["exit_code"] == 3
+    assert "User's init function failed" in result.details["log"]
+
+
+def test_run_raising_is_run_raised(stage):
+    result = stage("good", fixture_options("score_run_raises.py"))
+    assert_cause(result, "run-raised")
+    assert result.details["exception"] == "ValueError: cannot score this input"
+    assert result.details["score_status"] == 500
+    assert "boot_s" in result.details  # it did boot: the timing is still reported
+
+
+def test_run_answering_422_is_wrong_status(stage):
+    result = stage("good", fixture_options("score_wrong_status.py"))
+    assert_cause(result, "wrong-status")
+    assert "answered 422, expected 200" in result.observed
+
+
+def test_unexpected_answer_is_bad_body(stage):
+    result = stage("good", fixture_options("score_bad_body.py", expected_file="expected.json"))
+    assert_cause(result, "bad-body")
+    assert '"not a number"' in result.observed
+
+
+def test_blocking_init_times_out_by_its_deadline(stage):
+    result = stage("good", fixture_options("score_init_hangs.py"), boot_timeout_s=SHORT_BOOT_S)
+    assert_cause(result, "timeout")
+    assert result.duration_s < SHORT_BOOT_S + SLACK_S
+
+
+def test_server_that_never_listens_is_port_never_opened(stage):
+    result = stage("good", command=["sleep", "600"], boot_timeout_s=SHORT_BOOT_S)
+    assert_cause(result, "port-never-opened")
+    assert result.details["polls"] > 5
+    assert result.duration_s < SHORT_BOOT_S + SLACK_S
+
+
+def test_image_without_the_server_is_server_missing(stage):
+    # With the azureml stage required, this image is blocked before scoring; switch it off to reach scoring.
+    result = stage("no-azureml", top={"azureml": False})
+    assert_cause(result, "server-missing")
+    assert "azmlinfsrv" in result.observed and "pip install azureml-inference-server-http" in result.remediation
+
+
+def test_image_without_the_server_package_is_blocked_by_azureml(stage):
+    result = stage("no-azureml")
+    assert result.status is Status.BLOCKED and result.reason == "blocked by azureml"
+
+
+def test_unreproducible_server_is_skipped_without_a_container(stage, docker_client):
+    before = {c["Id"] for c in managed_containers(docker_client)}
+    result = stage("good", reproducible=False, notes="server code not public")
+    assert result.status is Status.SKIPPED
+    assert "cannot be reproduced offline" in result.reason and "server code not public" in result.reason
+    roles = {c["Labels"].get(LABEL_ROLE) for c in managed_containers(docker_client) if c["Id"] not in before}
+    assert "scoring" not in roles
+
+
+# -- as a user runs it: pytest --base-image ------------------------------------------------------------------
+def junit_case(path: Path, name: str) -> dict[str, Any]:
+    for case in ET.parse(path).getroot().iter("testcase"):
+        if case.get("name", "").split("[")[0] == name:
+            outcome, message = "passed", ""
+            for tag in ("failure", "error", "skipped"):
+                node = case.find(tag)
+                if node is not None:
+                    outcome, message = tag, node.get("message", "")
+            return {"outcome": outcome, "message": message,
+                    "props": {p.get("name"): p.get("value") for p in case.iter("property")}}
+    raise AssertionError(f"{name} not in {path}")
+
+
+def test_end_to_end_good_image(tmp_path, images, no_leaks):
+    xml = tmp_path / "junit.xml"
+    proc = run_pytest(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", f"--junitxml={xml}",
+                      "-m", "scoring", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    case = junit_case(xml, "test_scoring")
+    assert case["outcome"] == "passed"
+    assert case["props"]["stage"] == "scoring"
+    assert case["props"]["observed"].startswith("healthy after ")
+
+
+def test_end_to_end_users_failing_script(tmp_path, images, no_leaks):
+    xml = tmp_path / "junit.xml"
+    proc = run_pytest(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", f"--junitxml={xml}",
+                      f"--score-script={SCRIPTS / 'score_run_raises.py'}", "-m", "scoring", "-q", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    case = junit_case(xml, "test_scoring")
+    assert case["outcome"] == "failure"
+    assert "run-raised" in case["message"] and "ValueError: cannot score this input" in case["message"]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_end_to_end_missing_option_file_is_a_usage_error(tmp_path, images):
+    proc = run_pytest(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}",
+                      f"--score-script={tmp_path / 'nope.py'}", cwd=tmp_path)
+    assert proc.returncode == 4
+    assert "--score-script" in proc.stderr and "no such file" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_while_booting_removes_the_server_container(tmp_path, images, docker_client, sig):
+    """Ctrl-C (or a CI job's SIGTERM) during the boot wait: the scoring container goes with the run."""
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--base-image={images('good')}",
+           f"--profile={FIXTURE_PROFILE}", f"--score-script={SCRIPTS / 'score_init_hangs.py'}", "-m", "scoring"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not [c for c in managed_containers(docker_client, proc.pid)
+                   if c["Labels"].get(LABEL_ROLE) == "scoring" and c["State"] == "running"]:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the scoring container never started"
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, output
+    assert managed_containers(docker_client, proc.pid) == []
