@@ -31,7 +31,8 @@ from .engine import KEEPALIVE_COMMANDS, Engine, ExecResult, describe_host
 from .errors import ProfileError
 from .facts import Facts
 from .profiles import Profile
-from .results import StageResult, Status, clip
+from .results import StageResult, Status
+from .text import clip
 
 STAGE = "gpu"
 CPU = "CPUExecutionProvider"

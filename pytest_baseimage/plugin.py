@@ -257,8 +257,12 @@ def stage_check(baseimage: ImageCheck, request: pytest.FixtureRequest) -> Any:
 RESULT_STASH = pytest.StashKey[tuple]()
 
 
+# Stage details that CI dashboards chart or filter on; long ones (logs, tracebacks) stay in the HTML/JSON.
+JUNIT_DETAIL_KEYS = ("cause", "boot_s", "score_latency_s", "server_version")
+
+
 def junit_properties(check: ImageCheck, result: StageResult) -> dict[str, str]:
-    return {
+    properties = {
         "image": check.target.reference,
         "image_id": check.info.image_id,
         "digest": check.info.digest,
@@ -268,6 +272,10 @@ def junit_properties(check: ImageCheck, result: StageResult) -> dict[str, str]:
         "expected": result.expected,
         "observed": result.observed,
     }
+    for key in JUNIT_DETAIL_KEYS:
+        if result.details.get(key) not in (None, ""):
+            properties[key] = str(result.details[key])
+    return properties
 
 
 # -- results travel on reports ----------------------------------------------------------------------------

@@ -6,11 +6,10 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .text import untrusted
+
 # The order in which stages run for each image; a stage's prerequisites always come before it.
 STAGE_ORDER: tuple[str, ...] = ("os", "conda", "python", "apt", "azureml", "scoring", "gpu")
-
-# Values observed in an image are untrusted: they are cut to this length before they reach any report.
-MAX_OBSERVED_CHARS = 2000
 
 
 class Status(str, enum.Enum):
@@ -22,13 +21,6 @@ class Status(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-def clip(text: str, limit: int = MAX_OBSERVED_CHARS) -> str:
-    """Cut untrusted text to a bounded length, saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… [{len(text) - limit} more characters cut]"
 
 
 @dataclass
@@ -46,8 +38,9 @@ class StageResult:
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
-        self.expected = clip(str(self.expected))
-        self.observed = clip(str(self.observed))
+        self.expected = untrusted(str(self.expected))
+        self.observed = untrusted(str(self.observed))
+        self.reason = untrusted(str(self.reason))
 
     @property
     def ok(self) -> bool:

@@ -22,8 +22,9 @@ from .engine import Engine
 from .errors import EngineError, ProfileError
 from .facts import Facts
 from .profiles import Profile
-from .results import StageResult, Status, clip
+from .results import StageResult, Status
 from .stages import Stage, register
+from .text import clip
 
 # -- constants -------------------------------------------------------------------------------------------
 LOG_LINES = 50  # lines of server log a failure shows

@@ -25,7 +25,7 @@ def docker_client():
     try:
         client = docker.from_env()
         client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+    except Exception as exc:
         if os.environ.get("CI"):
             pytest.fail(f"CI needs a Docker engine: {exc}")
         pytest.skip(f"no Docker engine reachable: {exc}")
@@ -40,7 +40,7 @@ def images(docker_client):
         tag = fixture_image(name)
         try:
             docker_client.images.get(tag)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pytest.fail(f"fixture image {tag} is missing: run `python fixtures/build.py`")
         return tag
 

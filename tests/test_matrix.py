@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 import types
 from pathlib import Path
@@ -317,3 +318,16 @@ def test_the_example_matrix_is_valid(monkeypatch):
 def test_the_fixture_profile_path_is_absolute_in_a_matrix(tmp_path):
     found = load(tmp_path, f'[defaults]\nprofile = "{FIXTURE_PROFILE}"\n[[images]]\nref = "a:1"\n')
     assert found.defaults.profile == str(FIXTURE_PROFILE)
+
+
+@pytest.mark.parametrize("name", ["github-actions.yml", "azure-pipelines.yml"])
+def test_the_ci_examples_parse_and_use_real_options(name):
+    yaml = pytest.importorskip("yaml")
+    path = Path(__file__).resolve().parents[1] / "examples" / "ci" / name
+    text = path.read_text(encoding="utf-8")
+    assert yaml.safe_load(text)
+    help_text = run_pytest("--help", cwd=path.parent).stdout
+    not_ours = {"--html", "--junit", "--json", "--password-stdin", "--junitxml"}  # merge's, docker's, pytest's
+    used = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)(?==|\s)", text)) - not_ours
+    assert used and all(option in help_text for option in used), sorted(o for o in used if o not in help_text)
+    assert "baseimage-report merge" in text

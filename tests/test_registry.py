@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,7 +104,8 @@ def test_reference_syntax(image, ok):
 
 def test_require_digest():
     parse_options({"require_digest": True}, images=["r.example/x@" + DIGEST, "sha256:" + "0" * 64])
-    with pytest.raises(RegistryUsageError, match="'r.example/x:1' is a moving tag; pin it as r.example/x@sha256"):
+    refusal = re.escape("'r.example/x:1' is a moving tag; pin it as r.example/x@sha256")
+    with pytest.raises(RegistryUsageError, match=refusal):
         parse_options({"require_digest": True}, images=["r.example/x:1"])
 
 
@@ -291,10 +293,11 @@ def test_missing_pulls_only_what_is_not_local():
 
 
 def test_always_refreshes_a_tag_but_never_a_digest_or_an_id():
-    engine = FakeEngine({"x:1": "sha256:" + "2" * 64, "x@" + DIGEST: "sha256:" + "3" * 64})
+    engine = FakeEngine({"x:1": "sha256:" + "2" * 64, "x@" + DIGEST: "sha256:" + "3" * 64, "z:1": "sha256:" + "4" * 64})
     resolve(engine, "x:1", pull="always")
     resolve(engine, "x@" + DIGEST, pull="always")
-    resolve(engine, "2" * 12, pull="always")
+    resolve(engine, "4" * 12, pull="always")
+    resolve(engine, "sha256:" + "4" * 64, pull="always")
     assert [pull[:2] for pull in engine.pulls] == [("x", "1")]
 
 

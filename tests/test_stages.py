@@ -61,7 +61,7 @@ def test_conda_missing_or_too_old(good_2020, p2020):
     missing = stages.check_conda(replace(good_2020, conda=None, notes={"conda": "no conda here"}), p2020)
     assert (missing.status, missing.observed) == (Status.FAIL, "no conda here")
     old = stages.check_conda(replace(good_2020, conda=CondaInfo("4.4.10", "/c")), p2020)
-    assert old.status is Status.FAIL and "4.4.10" in old.observed and "conda >=4.5" == old.expected
+    assert old.status is Status.FAIL and "4.4.10" in old.observed and old.expected == "conda >=4.5"
     unknown = stages.check_conda(replace(good_2020, conda=CondaInfo("", "/c", error="garbled")), p2020)
     assert unknown.status is Status.FAIL and unknown.observed == "garbled"
 
@@ -119,3 +119,13 @@ def test_blocked_by_the_first_failed_prerequisite():
     assert stages.blocked_by("azureml", results) is None
     results["python"] = StageResult("python", Status.SKIPPED)
     assert stages.blocked_by("azureml", results) is None
+
+
+def test_observed_text_is_inert_and_bounded():
+    from pytest_baseimage.results import StageResult
+
+    hostile = "\x1b]0;pwned\x07\x1b[31mUbuntu\x1b[0m" + "x" * 50_000
+    result = StageResult("os", Status.FAIL, expected="\x1b[2J", observed=hostile, reason="\x1b[1mwhy")
+    assert "\x1b" not in result.observed + result.expected + result.reason
+    assert result.observed.startswith("Ubuntu") and len(result.observed) < 2100
+    assert "more characters cut" in result.observed

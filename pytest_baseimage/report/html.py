@@ -19,7 +19,8 @@ import jinja2
 from pytest_baseimage.report.diff import ImageDiff, diff_runs
 from pytest_baseimage.report.model import PathLike, Run, sanitized
 from pytest_baseimage.report.safety import short, tail
-from pytest_baseimage.results import MAX_OBSERVED_CHARS, STAGE_ORDER, ImageReport, StageResult, Verdict
+from pytest_baseimage.results import STAGE_ORDER, ImageReport, StageResult, Verdict
+from pytest_baseimage.text import MAX_OBSERVED_CHARS
 
 GLYPHS = {"pass": "✔", "fail": "✘", "blocked": "⊘", "skipped": "↷", "error": "⚠"}
 VERDICT_CLASS = {

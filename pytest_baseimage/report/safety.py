@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_baseimage.results import clip
-
-# Terminal escape sequences: CSI (colours, cursor moves), OSC (titles, hyperlinks, clipboard writes),
-# DCS/SOS/PM/APC strings, 8-bit CSI, and the remaining two-byte ESC sequences. An unterminated string
-# sequence runs to the end of the text, as a terminal would swallow it.
-_ANSI = re.compile(
-    r"""
-    \x1b\[[0-?]*[ -/]*[@-~]                   # CSI
-    | \x9b[0-?]*[ -/]*[@-~]                   # 8-bit CSI
-    | \x1b\][^\x07\x1b]*(?:\x07|\x1b\\|$)     # OSC, ended by BEL or ST
-    | \x1b[PX^_][^\x1b]*(?:\x1b\\|$)          # DCS, SOS, PM, APC
-    | \x1b[ -/]*[0-~]                         # other ESC sequences (charset, keypad, ...)
-    """,
-    re.VERBOSE,
-)
-
-# Characters that XML 1.0 forbids, and C0/C1 controls a browser or terminal would misrender.
-# Tab, newline and carriage return stay.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+from pytest_baseimage.text import clip, strip_ansi
 
 REDACTED = "***"
 
 # How much of a log a report keeps: the end is where the error is.
 LOG_MAX_LINES = 200
 LOG_MAX_CHARS = 20_000
-
-
-def strip_ansi(text: str) -> str:
-    """Remove terminal escapes and control characters: text must be inert in HTML, XML and terminals."""
-    return _CONTROL.sub("", _ANSI.sub("", text))
 
 
 def redact(text: str, secrets: Sequence[str] = ()) -> str:
