@@ -5,13 +5,19 @@ after one warm-up each. Also measured, to say where the time goes: pytest's star
 start-up alone (two workers, a no-op test), and the stage time reported in the JSON (container + probe
 + scoring server). Target on 2 cores: median(-n 2) <= 0.65 x median(serial).
 
-    python bench/bench_matrix.py [--repeat 3] [--workers 2] [--image good --image no-conda ...]
+Each is measured twice: with every pytest plugin the machine has installed ("as installed": this
+machine has hypothesis and pytest-benchmark, which cost ~0.8 s in every process, and xdist pays them in
+each worker), and with only this plugin and xdist loaded ("isolated", PYTEST_DISABLE_PLUGIN_AUTOLOAD=1),
+as in a CI virtualenv made for the check.
+
+    python bench/bench_matrix.py [--repeat 3] [--workers 2] [--plugins both|installed|isolated]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -25,6 +31,7 @@ PROFILE = ROOT / "fixtures" / "profiles" / "fixture.toml"
 DEFAULT_IMAGES = ("good", "no-conda", "missing-apt", "nonroot")
 TARGET_RATIO = 0.65
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+ISOLATED = ["-p", "pytest_baseimage.plugin", "-p", "xdist.plugin"]  # with PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
 
 
 @dataclass
@@ -48,9 +55,9 @@ def write_matrix(work: Path, images: list[str]) -> Path:
     return path
 
 
-def timed(cmd: list[str], cwd: Path, expect: tuple[int, ...]) -> float:
+def timed(cmd: list[str], cwd: Path, expect: tuple[int, ...], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - started
     if proc.returncode not in expect:
         sys.exit(f"bench: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
@@ -62,9 +69,9 @@ def stage_seconds(report: Path) -> float:
     return sum(r["duration_s"] for image in data["images"] for r in image["results"])
 
 
-def run_mode(cmd: list[str], work: Path, into: Timings) -> None:
+def run_mode(cmd: list[str], work: Path, into: Timings, env: dict[str, str]) -> None:
     report = work / "run.json"
-    into.walls.append(timed([*cmd, f"--compat-json={report}"], work, expect=(0, 1)))
+    into.walls.append(timed([*cmd, f"--compat-json={report}"], work, (0, 1), env))
     into.stage_s.append(stage_seconds(report))
 
 
@@ -72,33 +79,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="measured runs per mode (default 3, at least 2)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--plugins", choices=("both", "installed", "isolated"), default="both")
     parser.add_argument("--image", action="append", help=f"fixture names (default: {', '.join(DEFAULT_IMAGES)})")
     args = parser.parse_args()
     images = args.image or list(DEFAULT_IMAGES)
+    variants = ("installed", "isolated") if args.plugins == "both" else (args.plugins,)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         matrix = write_matrix(work, images)
         (work / "test_noop.py").write_text("def test_a():\n    pass\n\n\ndef test_b():\n    pass\n")
-        serial_cmd = [*PYTEST, f"--base-image-matrix={matrix}"]
-        xdist_cmd = [*serial_cmd, "-n", str(args.workers)]
-        startup = [*PYTEST, "test_noop.py"]
-        xdist_startup = [*startup, "-n", str(args.workers)]
-        serial, xdist, start, xstart = Timings(), Timings(), Timings(), Timings()
-        run_mode(serial_cmd, work, Timings())  # warm-up: page cache, image layers, .pyc files
-        run_mode(xdist_cmd, work, Timings())
-        for index in range(max(args.repeat, 2)):
-            order = [(serial_cmd, serial), (xdist_cmd, xdist)]
-            for cmd, into in order if index % 2 == 0 else reversed(order):
-                run_mode(cmd, work, into)
-            start.walls.append(timed(startup, work, expect=(0,)))
-            xstart.walls.append(timed(xdist_startup, work, expect=(0,)))
-    report(images, args.workers, serial, xdist, start, xstart)
+        for variant in variants:
+            measure(variant, images, matrix, work, args.workers, max(args.repeat, 2))
 
 
-def report(images: list[str], workers: int, serial: Timings, xdist: Timings, start: Timings, xstart: Timings) -> None:
+def measure(variant: str, images: list[str], matrix: Path, work: Path, workers: int, repeat: int) -> None:
+    env = dict(os.environ)
+    pytest = list(PYTEST)
+    if variant == "isolated":
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        pytest += ISOLATED
+    serial_cmd = [*pytest, f"--base-image-matrix={matrix}"]
+    xdist_cmd = [*serial_cmd, "-n", str(workers)]
+    startup = [*pytest, "test_noop.py"]
+    xdist_startup = [*startup, "-n", str(workers)]
+    serial, xdist, start, xstart = Timings(), Timings(), Timings(), Timings()
+    load_before = os.getloadavg()[0]
+    run_mode(serial_cmd, work, Timings(), env)  # warm-up: page cache, image layers, .pyc files
+    run_mode(xdist_cmd, work, Timings(), env)
+    for index in range(repeat):
+        order = [(serial_cmd, serial), (xdist_cmd, xdist)]
+        for cmd, into in order if index % 2 == 0 else reversed(order):
+            run_mode(cmd, work, into, env)
+        start.walls.append(timed(startup, work, (0,), env))
+        xstart.walls.append(timed(xdist_startup, work, (0,), env))
+    report(f"{len(images)} images ({', '.join(images)}), plugins {variant}", workers, serial, xdist, start, xstart)
+    print(f"  1-min load average before / after    {load_before:.2f} / {os.getloadavg()[0]:.2f}"
+          f"  ({os.cpu_count()} CPUs; other work on the machine slows both modes unevenly)")
+
+
+def report(title: str, workers: int, serial: Timings, xdist: Timings, start: Timings, xstart: Timings) -> None:
     ratio = xdist.median / serial.median
     verdict = "meets" if ratio <= TARGET_RATIO else "misses"
-    print(f"matrix           {len(images)} images: {', '.join(images)}")
+    print(f"== {title}")
     print(f"serial  runs     {' '.join(f'{t:.2f}' for t in serial.walls)} s   median {serial.median:.2f} s")
     print(f"-n {workers:<2}   runs     {' '.join(f'{t:.2f}' for t in xdist.walls)} s   median {xdist.median:.2f} s")
     print(f"ratio            {ratio:.2f}x  ({verdict} the target <= {TARGET_RATIO:.2f}x)")

@@ -310,9 +310,10 @@ def test_pytest_refuses_a_bad_matrix_with_exit_4(tmp_path, text, message):
 def test_the_example_matrix_is_valid(monkeypatch):
     example = Path(__file__).resolve().parents[1] / "examples" / "matrix.toml"
     monkeypatch.setattr(matrix, "resolve_context", lambda name, where: f"ssh://{name}")
-    found = matrix.load(example, SCHEMAS)
-    assert len(found.entries) >= 3
-    assert len({entry.name for entry in found.entries}) == len(found.entries)
+    targets = matrix.targets(matrix.entries(str(example), [], SCHEMAS), Settings(profile="azureml-2020"), profiles.load)
+    assert len(targets) >= 3
+    assert {t.profile.name for t in targets} >= {"azureml-current", "onnxruntime-cuda"}
+    assert any(t.docker_host for t in targets) and any(t.options.get("scoring") for t in targets)
 
 
 def test_the_fixture_profile_path_is_absolute_in_a_matrix(tmp_path):
