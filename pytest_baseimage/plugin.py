@@ -186,7 +186,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         from .report.junit import split_by_image
 
         if os.path.exists(xml_path):
-            split_by_image(xml_path)
+            split_by_image(xml_path, order=[t.reference for t in config.stash[TARGETS_KEY]])
 
 
 # -- parametrisation and fixtures --------------------------------------------------------------------------

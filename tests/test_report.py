@@ -740,3 +740,29 @@ def test_python_dash_m_entry_point(two_reports: tuple[Path, Path], tmp_path: Pat
     )
     assert bad.returncode == 4
     assert bad.stderr.startswith("baseimage-report: error: ") and bad.stderr.count("\n") == 1
+
+
+def test_split_pytest_junit_by_image_in_given_order(tmp_path: Path) -> None:
+    from pytest_baseimage.report.junit import split_by_image
+
+    def case(name: str, image: str | None, outcome: str = "") -> str:
+        props = f'<properties><property name="image" value="{image}" /></properties>' if image else ""
+        return f'<testcase classname="suite" name="{name}" time="0.5">{props}{outcome}</testcase>'
+
+    path = tmp_path / "junit.xml"
+    path.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests">'
+        '<testsuite name="pytest" errors="0" failures="1" skipped="0" tests="4" time="2" hostname="h">'
+        + case("test_os[b:1]@baseimage:b:1", "b:1", '<failure message="x">x</failure>')
+        + case("test_os[a:1]", "a:1")
+        + case("test_conda[a:1]", "a:1", '<skipped message="blocked by os" />')
+        + case("test_mine", None)
+        + "</testsuite></testsuites>"
+    )
+    split_by_image(str(path), order=["a:1", "b:1"])
+    suites = ET.parse(path).getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == ["a:1", "b:1", "pytest"]
+    assert [(s.get("tests"), s.get("failures"), s.get("skipped")) for s in suites] == [
+        ("2", "0", "1"), ("1", "1", "0"), ("1", "0", "0")]
+    assert suites[1].find("testcase").get("name") == "test_os[b:1]"
+    assert suites[0].get("hostname") == "h"

@@ -8,12 +8,16 @@ already counted as the failure, so counting its dependents again would only add 
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 from pytest_baseimage.report.model import Run, sanitized
 from pytest_baseimage.report.safety import tail
 from pytest_baseimage.results import ImageReport, StageResult, Status
+
+# pytest-xdist's loadgroup appends "@<group>" to test names; CI tabs should show the plain name.
+_XDIST_GROUP = re.compile(r"@baseimage:.*$")
 
 _ELEMENT = {
     Status.FAIL: "failure",
@@ -122,11 +126,11 @@ def _time(seconds: float) -> str:
     return f"{seconds:.3f}"
 
 
-def split_by_image(path: str) -> None:
-    """Regroup pytest's own JUnit file into one <testsuite> per image (the `image` property).
+def split_by_image(path: str, order: Sequence[str] = ()) -> None:
+    """Regroup pytest's own JUnit file into one <testsuite> per image (the `image` property), in `order`.
 
-    pytest writes a single testsuite; CI test tabs read far better with one per image. Test cases and
-    their content stay exactly as pytest wrote them; only the grouping and the counts change.
+    pytest writes a single testsuite; CI test tabs read far better with one per image. Test cases keep
+    pytest's content; only the grouping, the counts, and xdist's "@group" suffix on names change.
     """
     tree = ET.parse(path)
     root = tree.getroot()
@@ -140,8 +144,11 @@ def split_by_image(path: str) -> None:
         for case in list(suite.findall("testcase")):
             image = next((p.get("value") for p in case.iter("property") if p.get("name") == "image"), None)
             (grouped.setdefault(image, []) if image else rest).append(case)
+            case.set("name", _XDIST_GROUP.sub("", case.get("name", "")))
     if not grouped:
         return
+    rank = {name: index for index, name in enumerate(order)}
+    grouped = dict(sorted(grouped.items(), key=lambda item: rank.get(item[0], len(rank))))
     new_root = ET.Element("testsuites", name=root.get("name", "pytest tests"))
     for name, cases in [*grouped.items(), *([("pytest", rest)] if rest else [])]:
         suite = ET.SubElement(new_root, "testsuite", {k: v for k, v in template.attrib.items() if k != "name"})
