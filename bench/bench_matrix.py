@@ -113,8 +113,10 @@ def measure(variant: str, images: list[str], matrix: Path, work: Path, workers: 
         start.walls.append(timed(startup, work, (0,), env))
         xstart.walls.append(timed(xdist_startup, work, (0,), env))
     report(f"{len(images)} images ({', '.join(images)}), plugins {variant}", workers, serial, xdist, start, xstart)
-    print(f"  1-min load average before / after    {load_before:.2f} / {os.getloadavg()[0]:.2f}"
-          f"  ({os.cpu_count()} CPUs; other work on the machine slows both modes unevenly)")
+    print(
+        f"  1-min load average before / after    {load_before:.2f} / {os.getloadavg()[0]:.2f}"
+        f"  ({os.cpu_count()} CPUs; other work on the machine slows both modes unevenly)"
+    )
 
 
 def report(title: str, workers: int, serial: Timings, xdist: Timings, start: Timings, xstart: Timings) -> None:
@@ -126,8 +128,10 @@ def report(title: str, workers: int, serial: Timings, xdist: Timings, start: Tim
     print(f"ratio            {ratio:.2f}x  ({verdict} the target <= {TARGET_RATIO:.2f}x)")
     print("where the time goes (medians):")
     print(f"  pytest start-up, no-op test          {start.median:.2f} s")
-    print(f"  same with -n {workers} (xdist workers)       {xstart.median:.2f} s  "
-          f"(+{xstart.median - start.median:.2f} s fixed cost of xdist)")
+    print(
+        f"  same with -n {workers} (xdist workers)       {xstart.median:.2f} s  "
+        f"(+{xstart.median - start.median:.2f} s fixed cost of xdist)"
+    )
     print(f"  stage time, serial (sum of stages)   {statistics.median(serial.stage_s):.2f} s")
     print(f"  stage time, -n {workers} (sum over workers)  {statistics.median(xdist.stage_s):.2f} s")
     rest = serial.median - start.median - statistics.median(serial.stage_s)

@@ -40,14 +40,30 @@ def stage_once(engine: Engine, image: str, spec: scoring.ScoringSpec) -> float:
 
 def by_hand_once(image: str, spec: scoring.ScoringSpec) -> float:
     """What a person would type: docker run, docker port, then poll with curl until it answers."""
-    writes = " && ".join(f'mkdir -p "$(dirname /{path})" && printf %s "$F{i}" > /{path}'
-                         for i, path in enumerate(spec.files))
+    writes = " && ".join(
+        f'mkdir -p "$(dirname /{path})" && printf %s "$F{i}" > /{path}' for i, path in enumerate(spec.files)
+    )
     env = [arg for i, data in enumerate(spec.files.values()) for arg in ("-e", f"F{i}={data.decode()}")]
     env += [arg for key, value in spec.env.items() for arg in ("-e", f"{key}={value}")]
     server = " ".join(spec.command)
     started = time.perf_counter()
-    container = _cli("docker", "run", "-d", "--label", BENCH_LABEL, "-p", f"127.0.0.1::{spec.port}", *env,
-                     "-w", spec.workdir, "--entrypoint", "sh", image, "-c", f"{writes} && exec {server}")
+    container = _cli(
+        "docker",
+        "run",
+        "-d",
+        "--label",
+        BENCH_LABEL,
+        "-p",
+        f"127.0.0.1::{spec.port}",
+        *env,
+        "-w",
+        spec.workdir,
+        "--entrypoint",
+        "sh",
+        image,
+        "-c",
+        f"{writes} && exec {server}",
+    )
     try:
         port = int(_cli("docker", "port", container, f"{spec.port}/tcp").splitlines()[0].rsplit(":", 1)[1])
         while _status(port, "GET", spec.liveness_path) != 200:

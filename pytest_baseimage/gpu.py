@@ -89,7 +89,7 @@ class GpuOptions:
         import docker
 
         if self.gpus.startswith("device="):
-            ids = self.gpus[len("device="):].split(",")
+            ids = self.gpus[len("device=") :].split(",")
             return docker.types.DeviceRequest(device_ids=ids, capabilities=[["gpu"]])
         count = -1 if self.gpus == "all" else int(self.gpus)
         return docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])
@@ -101,12 +101,22 @@ MATRIX_OPTIONS: dict[str, str] = {"gpus": "parse_gpus", "require_gpu": "bool"}
 
 def add_options(group: Any) -> None:
     """Register --gpus and --require-gpu on the plugin's option group."""
-    group.addoption("--gpus", default=None, type=parse_gpus, metavar="all|N|device=I,J|none",
-                    help="GPUs to give the candidate for the gpu stage's usable check, as `docker run "
-                         "--gpus`. Default: all, when the host has any; none skips that check.")
-    group.addoption("--require-gpu", action="store_true", default=False, dest="require_gpu",
-                    help="make the gpu stage's usable check a gate: fail, not skip, when no GPU can be "
-                         "used (no GPU on the host, no NVIDIA container toolkit, --gpus none).")
+    group.addoption(
+        "--gpus",
+        default=None,
+        type=parse_gpus,
+        metavar="all|N|device=I,J|none",
+        help="GPUs to give the candidate for the gpu stage's usable check, as `docker run "
+        "--gpus`. Default: all, when the host has any; none skips that check.",
+    )
+    group.addoption(
+        "--require-gpu",
+        action="store_true",
+        default=False,
+        dest="require_gpu",
+        help="make the gpu stage's usable check a gate: fail, not skip, when no GPU can be "
+        "used (no GPU on the host, no NVIDIA container toolkit, --gpus none).",
+    )
 
 
 def options_from_config(config: Any) -> dict[str, Any]:
@@ -156,7 +166,7 @@ def requirements(profile: Profile) -> GpuRequirements | None:
         libraries.append(tuple(alternatives))
     table = section.get("provider_libraries", {})
     if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
-        raise ProfileError(f"{where}.provider_libraries must be a table of provider = \"library file\"")
+        raise ProfileError(f'{where}.provider_libraries must be a table of provider = "library file"')
     return GpuRequirements(
         providers=tuple(providers),
         libraries=tuple(libraries),
@@ -213,11 +223,16 @@ def tiny_model() -> bytes:
     """Z = Add(X, Y) on float[1,4]: an op every execution provider implements, so none can decline it."""
     shape = (1, len(MODEL_OUTPUT))
     node = _pb_str(1, "X") + _pb_str(1, "Y") + _pb_str(2, "Z") + _pb_str(3, "add") + _pb_str(4, "Add")
-    graph = (_pb_bytes(1, node) + _pb_str(2, "pytest_baseimage_gpu")
-             + _pb_bytes(11, _value_info("X", shape)) + _pb_bytes(11, _value_info("Y", shape))
-             + _pb_bytes(12, _value_info("Z", shape)))
-    return (_pb_int(1, IR_VERSION) + _pb_str(2, "pytest-baseimage") + _pb_bytes(7, graph)
-            + _pb_bytes(8, _pb_int(2, OPSET)))
+    graph = (
+        _pb_bytes(1, node)
+        + _pb_str(2, "pytest_baseimage_gpu")
+        + _pb_bytes(11, _value_info("X", shape))
+        + _pb_bytes(11, _value_info("Y", shape))
+        + _pb_bytes(12, _value_info("Z", shape))
+    )
+    return (
+        _pb_int(1, IR_VERSION) + _pb_str(2, "pytest-baseimage") + _pb_bytes(7, graph) + _pb_bytes(8, _pb_int(2, OPSET))
+    )
 
 
 # -- code that runs in the candidate (Python 2.7 and 3.5+: no f-strings, no annotations) ----------------
@@ -417,8 +432,7 @@ def probe_source(profile: Profile) -> str | None:
         "provider_libraries": {p: req.library_of(p) for p in req.providers if req.library_of(p)},
         "timeout": ORT_TIMEOUT_S,
     }
-    return (EXTENSION.replace("__CFG__", repr(json.dumps(config)))
-            .replace("__ORT_PROGRAM__", repr(ORT_PROGRAM)))
+    return EXTENSION.replace("__CFG__", repr(json.dumps(config))).replace("__ORT_PROGRAM__", repr(ORT_PROGRAM))
 
 
 # -- parsers (pure) -------------------------------------------------------------------------------------
@@ -547,8 +561,14 @@ def layer_compiled(req: GpuRequirements, answer: ProbeAnswer, pip: dict[str, str
         return Layer("compiled", Status.FAIL, expected, observed, _install_hint(req, pip))
     if not ort.get("import_ok"):
         observed = f"`import onnxruntime` failed: {probe.last_line(str(ort.get('import_error', '')))}"
-        return Layer("compiled", Status.FAIL, expected, observed, _install_hint(req, pip),
-                     {"traceback": ort.get("import_error", "")})
+        return Layer(
+            "compiled",
+            Status.FAIL,
+            expected,
+            observed,
+            _install_hint(req, pip),
+            {"traceback": ort.get("import_error", "")},
+        )
     available = [str(p) for p in ort.get("available") or []]
     build = f"onnxruntime {ort.get('version', '?')} (pip: {_distribution(pip)})"
     details = {"available": available, "version": ort.get("version", ""), "device": ort.get("device", "")}
@@ -576,8 +596,10 @@ def _install_hint(req: GpuRequirements, pip: dict[str, str]) -> str:
     others = [name for name in pip if name.startswith("onnxruntime") and name != wanted]
     text = f"pip install {wanted} into the image's Python"
     if others:
-        text = f"pip uninstall {' '.join(others)}, then {text} (every build installs the same `onnxruntime` " \
-               "module: keep exactly one)"
+        text = (
+            f"pip uninstall {' '.join(others)}, then {text} (every build installs the same `onnxruntime` "
+            "module: keep exactly one)"
+        )
     return text + "."
 
 
@@ -598,8 +620,10 @@ class _Resolution:
         drivers = [n for n in report.missing if is_driver_library(n)]
         if drivers:
             verb = "comes" if len(drivers) == 1 else "come"
-            self.notes.append(f"{', '.join(drivers)} {verb} from the host's NVIDIA driver at run time "
-                              "(the NVIDIA container toolkit mounts it into GPU containers)")
+            self.notes.append(
+                f"{', '.join(drivers)} {verb} from the host's NVIDIA driver at run time "
+                "(the NVIDIA container toolkit mounts it into GPU containers)"
+            )
 
 
 def layer_loadable(req: GpuRequirements, answer: ProbeAnswer) -> Layer:
@@ -610,8 +634,13 @@ def layer_loadable(req: GpuRequirements, answer: ProbeAnswer) -> Layer:
     if answer.problem:
         return Layer("loadable", Status.ERROR, expected, answer.problem)
     if not answer.data.get("package_dir"):
-        return Layer("loadable", Status.FAIL, expected, "no onnxruntime package on the image Python's sys.path",
-                     "Install the ONNX Runtime build the profile names (see layer compiled).")
+        return Layer(
+            "loadable",
+            Status.FAIL,
+            expected,
+            "no onnxruntime package on the image Python's sys.path",
+            "Install the ONNX Runtime build the profile names (see layer compiled).",
+        )
     found = _Resolution()
     available = set(answer.ort.get("available") or [])
     for provider in req.providers:
@@ -623,8 +652,11 @@ def layer_loadable(req: GpuRequirements, answer: ProbeAnswer) -> Layer:
         if not any(fnmatch.filter(known, pattern) for pattern in group) and not set(found.missing) & set(group):
             found.missing.append(" or ".join(group))
     missing = list(dict.fromkeys(found.missing))
-    hints = [f"{m} is in {answer.pip_location(m)} (a pip package) but not on the loader's path"
-             for m in missing if answer.pip_location(m)]
+    hints = [
+        f"{m} is in {answer.pip_location(m)} (a pip package) but not on the loader's path"
+        for m in missing
+        if answer.pip_location(m)
+    ]
     details: dict[str, Any] = {**found.ldd, "missing": missing, "resolved": dict(sorted(found.resolved.items()))}
     if found.notes:
         details["notes"] = found.notes
@@ -637,8 +669,9 @@ def layer_loadable(req: GpuRequirements, answer: ProbeAnswer) -> Layer:
     return Layer("loadable", Status.PASS, expected, observed, details=details)
 
 
-def _resolve_provider(provider: str, req: GpuRequirements, answer: ProbeAnswer, available: set[str],
-                      found: _Resolution) -> None:
+def _resolve_provider(
+    provider: str, req: GpuRequirements, answer: ProbeAnswer, available: set[str], found: _Resolution
+) -> None:
     """ldd one provider's library; a provider with no library file of its own is explained, not resolved."""
     library = req.library_of(provider)
     if provider == CPU or not library:
@@ -659,13 +692,17 @@ def _resolve_provider(provider: str, req: GpuRequirements, answer: ProbeAnswer, 
 
 def _loadable_fix(req: GpuRequirements, missing: list[str], pip_hint: bool) -> str:
     libs = " ".join(m.split(" or ")[0] for m in missing)
-    default = ("Install the native libraries the provider links, in the versions the ONNX Runtime build "
-               "was made for (e.g. start FROM the matching nvidia/cuda *-cudnn-runtime image, or install "
-               f"the CUDA/cuDNN/TensorRT runtime packages): {libs}.")
+    default = (
+        "Install the native libraries the provider links, in the versions the ONNX Runtime build "
+        "was made for (e.g. start FROM the matching nvidia/cuda *-cudnn-runtime image, or install "
+        f"the CUDA/cuDNN/TensorRT runtime packages): {libs}."
+    )
     fix = req.remediation.replace("<missing libraries>", libs) if req.remediation else default
     if pip_hint:
-        fix += " Libraries from pip packages are found only when their lib directories are on " \
-               "LD_LIBRARY_PATH (or after onnxruntime.preload_dlls() in ONNX Runtime >= 1.21)."
+        fix += (
+            " Libraries from pip packages are found only when their lib directories are on "
+            "LD_LIBRARY_PATH (or after onnxruntime.preload_dlls() in ONNX Runtime >= 1.21)."
+        )
     return fix
 
 
@@ -693,8 +730,15 @@ def layer_usable(req: GpuRequirements, answer: ProbeAnswer, obs: GpuObservation,
     require = obs.options.require or req.require_gpu
     expected = f"an InferenceSession asked for {', '.join(req.providers)} runs on them, with no fallback"
     if req.placement == "candidate":
-        return _judge_session(expected, req, answer.ort.get("session"), answer.ort_log, "in the candidate",
-                              earlier, notes=["needs no GPU: run in the candidate"] if require else [])
+        return _judge_session(
+            expected,
+            req,
+            answer.ort.get("session"),
+            answer.ort_log,
+            "in the candidate",
+            earlier,
+            notes=["needs no GPU: run in the candidate"] if require else [],
+        )
     where = {"nvidia": "an NVIDIA GPU", "intel": f"an Intel {req.device_type} device"}[req.placement]
     expected += f" (needs {where} in the container)"
     unavailable = _why_unavailable(req, obs)
@@ -704,13 +748,22 @@ def layer_usable(req: GpuRequirements, answer: ProbeAnswer, obs: GpuObservation,
         return Layer("usable", status, expected, unavailable, fix)
     failed = [layer.name for layer in earlier if layer.status is not Status.PASS]
     if failed:
-        return Layer("usable", Status.BLOCKED, expected,
-                     f"not run: layer {failed[0]} did not pass, so a session could only fall back to the CPU")
+        return Layer(
+            "usable",
+            Status.BLOCKED,
+            expected,
+            f"not run: layer {failed[0]} did not pass, so a session could only fall back to the CPU",
+        )
     if obs.error:
         status = Status.FAIL if require else Status.SKIPPED
-        return Layer("usable", status, expected, f"the engine could not give the container a GPU: {obs.error}",
-                     "Install the NVIDIA container toolkit on the Docker host, then `nvidia-ctk runtime "
-                     "configure --runtime=docker` and restart dockerd.")
+        return Layer(
+            "usable",
+            status,
+            expected,
+            f"the engine could not give the container a GPU: {obs.error}",
+            "Install the NVIDIA container toolkit on the Docker host, then `nvidia-ctk runtime "
+            "configure --runtime=docker` and restart dockerd.",
+        )
     layer = _judge_session(expected, req, obs.session, obs.log, "in a container with GPUs", earlier)
     smi = (obs.session or {}).get("nvidia_smi") or {}
     if smi:
@@ -725,8 +778,9 @@ def layer_usable(req: GpuRequirements, answer: ProbeAnswer, obs: GpuObservation,
 def _why_unavailable(req: GpuRequirements, obs: GpuObservation) -> str:
     """The reason layer 3 cannot run on this host, or '' when it can."""
     if req.placement == "intel":
-        return (f"needs an Intel {req.device_type} device passed to the container; pytest-baseimage passes "
-                "only NVIDIA GPUs")
+        return (
+            f"needs an Intel {req.device_type} device passed to the container; pytest-baseimage passes only NVIDIA GPUs"
+        )
     if obs.options.gpus == "none":
         return "--gpus none: the candidate gets no GPU"
     if obs.host is None:
@@ -736,8 +790,15 @@ def _why_unavailable(req: GpuRequirements, obs: GpuObservation) -> str:
     return ""
 
 
-def _judge_session(expected: str, req: GpuRequirements, session: dict[str, Any] | None, log: str, where: str,
-                   earlier: list[Layer], notes: list[str] | None = None) -> Layer:
+def _judge_session(
+    expected: str,
+    req: GpuRequirements,
+    session: dict[str, Any] | None,
+    log: str,
+    where: str,
+    earlier: list[Layer],
+    notes: list[str] | None = None,
+) -> Layer:
     details: dict[str, Any] = {"notes": notes} if notes else {}
     if log.strip():
         details["onnxruntime log"] = clip(log, 6000)
@@ -753,14 +814,21 @@ def _judge_session(expected: str, req: GpuRequirements, session: dict[str, Any] 
     lost = [p for p in req.providers if p not in used]
     if lost:
         reason = _fallback_reason(log)
-        observed = (f"asked for {', '.join(req.providers)} {where}; the session runs on {', '.join(used)}: "
-                    "ONNX Runtime fell back to the CPU" + (f" ({reason})" if reason else ""))
+        observed = (
+            f"asked for {', '.join(req.providers)} {where}; the session runs on {', '.join(used)}: "
+            "ONNX Runtime fell back to the CPU" + (f" ({reason})" if reason else "")
+        )
         return Layer("usable", Status.FAIL, expected, observed, _session_fix(req), details)
     if session.get("output") != MODEL_OUTPUT:
         observed = f"the session on {', '.join(used)} computed {session.get('output')}, not {MODEL_OUTPUT}"
         return Layer("usable", Status.FAIL, expected, observed, _session_fix(req), details)
-    return Layer("usable", Status.PASS, expected, f"a session {where} ran on {', '.join(used)} and computed "
-                 "the right answer", details=details)
+    return Layer(
+        "usable",
+        Status.PASS,
+        expected,
+        f"a session {where} ran on {', '.join(used)} and computed the right answer",
+        details=details,
+    )
 
 
 def _fallback_reason(log: str) -> str:
@@ -773,8 +841,10 @@ def _fallback_reason(log: str) -> str:
 
 def _session_fix(req: GpuRequirements) -> str:
     if req.placement == "nvidia":
-        return ("Make the GPU libraries the provider needs match the host's driver (nvidia-smi shows the "
-                "highest CUDA version it supports); ONNX Runtime's log in the details says what failed.")
+        return (
+            "Make the GPU libraries the provider needs match the host's driver (nvidia-smi shows the "
+            "highest CUDA version it supports); ONNX Runtime's log in the details says what failed."
+        )
     return "See ONNX Runtime's log in the details for why the provider could not be used."
 
 
@@ -799,8 +869,10 @@ def summarise(req: GpuRequirements, layers: list[Layer], answer: ProbeAnswer) ->
     """Fail if any layer failed; an error otherwise wins; a skipped layer 3 skips the stage with its reason.
 
     The observed text leads with the layers that did not pass: reports cut long lines."""
-    expected = (f"{', '.join(req.providers)}: compiled in, loadable (its libraries resolve in the image) and "
-                "usable (a session runs on it without falling back to the CPU)")
+    expected = (
+        f"{', '.join(req.providers)}: compiled in, loadable (its libraries resolve in the image) and "
+        "usable (a session runs on it without falling back to the CPU)"
+    )
     ordered = sorted(layers, key=lambda layer: layer.status is Status.PASS)
     observed = "; ".join(f"{layer.name} {layer.status.value}: {layer.observed}" for layer in ordered)
     statuses = [layer.status for layer in layers]
@@ -812,8 +884,9 @@ def summarise(req: GpuRequirements, layers: list[Layer], answer: ProbeAnswer) ->
         return StageResult(STAGE, Status.FAIL, expected, observed, fix, details=details)
     if Status.ERROR in statuses:
         bad = next(layer for layer in layers if layer.status is Status.ERROR)
-        return StageResult(STAGE, Status.ERROR, expected, observed, reason=f"{bad.name}: {bad.observed}",
-                           details=details)
+        return StageResult(
+            STAGE, Status.ERROR, expected, observed, reason=f"{bad.name}: {bad.observed}", details=details
+        )
     usable = layers[-1]
     if usable.status in (Status.SKIPPED, Status.BLOCKED):
         reason = f"{usable.observed}; layers compiled and loadable passed, usable not checked"
@@ -865,24 +938,37 @@ def observe_gpu(check: Any) -> GpuObservation:
         return obs
     facts = check.facts
     answer = ProbeAnswer.from_facts(facts)
-    if any(layer.status is not Status.PASS for layer in (layer_compiled(req, answer, facts.pip),
-                                                          layer_loadable(req, answer))):
+    if any(
+        layer.status is not Status.PASS
+        for layer in (layer_compiled(req, answer, facts.pip), layer_loadable(req, answer))
+    ):
         return obs  # layer 3 is blocked: do not start a container for a session that can only fall back
     image = check.info.image_id or check.target.reference
     run_gpu_session(check.engine, image, facts.python.executable, req, obs)
     return obs
 
 
-def run_gpu_session(engine: Engine, image: str, python: str, req: GpuRequirements, obs: GpuObservation,
-                    device_requests: list[Any] | None = None) -> GpuObservation:
+def run_gpu_session(
+    engine: Engine,
+    image: str,
+    python: str,
+    req: GpuRequirements,
+    obs: GpuObservation,
+    device_requests: list[Any] | None = None,
+) -> GpuObservation:
     """Start the image with GPUs, run ORT_PROGRAM there in one exec, and record the answer in `obs`."""
     marker = f"@@{uuid.uuid4().hex}:"
     payload = json.dumps(ort_request(req, marker, session=True, nvidia_smi=True))
     requests = [obs.options.device_request()] if device_requests is None else device_requests
     for command in KEEPALIVE_COMMANDS:
-        with engine.container(image, role="gpu", command=command, device_requests=requests,
-                              environment={"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"},
-                              mem_limit=GPU_MEM_LIMIT) as box:
+        with engine.container(
+            image,
+            role="gpu",
+            command=command,
+            device_requests=requests,
+            environment={"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"},
+            mem_limit=GPU_MEM_LIMIT,
+        ) as box:
             if not engine.start(box):
                 obs.error = obs.error or _start_error(box)
                 continue
@@ -907,7 +993,7 @@ def _record_run(obs: GpuObservation, result: ExecResult, marker: str) -> None:
     for line in result.stdout.splitlines():
         if line.startswith(marker):
             try:
-                answer = json.loads(line[len(marker):])
+                answer = json.loads(line[len(marker) :])
             except ValueError:
                 break
             obs.session = answer.get("session") or {"error": answer.get("import_error", "no session result")}

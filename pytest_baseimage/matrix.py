@@ -67,8 +67,10 @@ class Settings:
 
     def over(self, base: Settings) -> Settings:
         """These settings where given, `base` elsewhere; part tables merge key by key."""
-        options = {part: {**base.options.get(part, {}), **self.options.get(part, {})}
-                   for part in (*base.options, *(p for p in self.options if p not in base.options))}
+        options = {
+            part: {**base.options.get(part, {}), **self.options.get(part, {})}
+            for part in (*base.options, *(p for p in self.options if p not in base.options))
+        }
         return Settings(
             profile=self.profile if self.profile is not None else base.profile,
             docker_host=self.docker_host if self.docker_host is not None else base.docker_host,
@@ -146,16 +148,18 @@ def _entry(table: dict[str, Any], where: str, base: Path, schemas: Mapping[str, 
     return Entry(ref.strip(), name.strip(), settings, f"{where} ({name.strip()})")
 
 
-def _settings(table: dict[str, Any], where: str, base: Path, schemas: Mapping[str, Mapping[str, Kind]],
-              keys: tuple[str, ...]) -> Settings:
+def _settings(
+    table: dict[str, Any], where: str, base: Path, schemas: Mapping[str, Mapping[str, Kind]], keys: tuple[str, ...]
+) -> Settings:
     _known(table, (*keys, *schemas), where)
     for key in SETTING_KEYS:
         if key in table and not isinstance(table[key], str):
             raise MatrixError(f"{where}: {key} must be a string")
     if all(key in table for key in ENGINE_KEYS):
         raise MatrixError(f"{where}: give docker_host or context, not both")
-    options = {part: _part_options(table[part], f"{where}: {part}", base, schemas[part])
-               for part in schemas if part in table}
+    options = {
+        part: _part_options(table[part], f"{where}: {part}", base, schemas[part]) for part in schemas if part in table
+    }
     profile = table.get("profile")
     return Settings(
         profile=_profile_ref(profile, base) if profile is not None else None,
@@ -247,8 +251,10 @@ def resolve_context(name: str, where: str) -> str:
     if context is None or not context.Host:
         raise MatrixError(f"{where}: no docker context {name!r} (see `docker context ls`)")
     if context.TLSConfig:
-        raise MatrixError(f"{where}: docker context {name!r} uses TLS, which is not supported yet; "
-                          "use an ssh:// context or docker_host")
+        raise MatrixError(
+            f"{where}: docker context {name!r} uses TLS, which is not supported yet; "
+            "use an ssh:// context or docker_host"
+        )
     return str(context.Host)
 
 
@@ -278,8 +284,10 @@ def _distinct(found: list[Entry]) -> list[Entry]:
         if twin is not None:
             if twin.settings == entry.settings and twin.name == entry.name:
                 continue
-            raise MatrixError(f"{entry.where}: image {entry.ref} is already checked by {twin.where}; one run "
-                              "starts each image once per engine, so check other settings in a second run")
+            raise MatrixError(
+                f"{entry.where}: image {entry.ref} is already checked by {twin.where}; one run "
+                "starts each image once per engine, so check other settings in a second run"
+            )
         clash = by_name.get(entry.name)
         if clash is not None:
             raise MatrixError(f"{entry.where}: name {entry.name!r} is already used by {clash.where}")
@@ -304,8 +312,15 @@ def targets(found: list[Entry], cli: Settings, load_profile: Callable[[str], Pro
         options: dict[str, Any] = {part: copy.deepcopy(dict(table)) for part, table in settings.options.items()}
         if settings.platform:
             options["platform"] = settings.platform
-        out.append(Target(reference=entry.ref, profile=loaded[ref], name=entry.name,
-                          docker_host=settings.docker_host or None, options=options))
+        out.append(
+            Target(
+                reference=entry.ref,
+                profile=loaded[ref],
+                name=entry.name,
+                docker_host=settings.docker_host or None,
+                options=options,
+            )
+        )
     return out
 
 
@@ -334,7 +349,10 @@ def choose_dist(*, dist: str, distload: bool, numprocesses: Any, has_images: boo
     chosen = "load" if distload and dist == "no" else dist
     if chosen in (GROUPING_MODE, "no"):
         return DistChoice()
-    return DistChoice(warning=(
-        f"pytest-baseimage: --dist={chosen} may split one image's stages over several workers, and each "
-        f"worker then starts its own container; drop --dist (the default with images is {GROUPING_MODE}) "
-        f"or pass --dist={GROUPING_MODE}"))
+    return DistChoice(
+        warning=(
+            f"pytest-baseimage: --dist={chosen} may split one image's stages over several workers, and each "
+            f"worker then starts its own container; drop --dist (the default with images is {GROUPING_MODE}) "
+            f"or pass --dist={GROUPING_MODE}"
+        )
+    )

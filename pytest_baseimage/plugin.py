@@ -86,9 +86,12 @@ def pytest_cmdline_main(config: pytest.Config) -> Iterator[Any]:
     """Runs before xdist's own hook turns `-n` into --dist=load: images get --dist=loadgroup instead."""
     option = config.option
     if not hasattr(config, "workerinput") and hasattr(option, "dist"):
-        choice = matrix.choose_dist(dist=option.dist, distload=bool(getattr(option, "distload", False)),
-                                    numprocesses=getattr(option, "numprocesses", None),
-                                    has_images=bool(option.base_images or option.base_image_matrix))
+        choice = matrix.choose_dist(
+            dist=option.dist,
+            distload=bool(getattr(option, "distload", False)),
+            numprocesses=getattr(option, "numprocesses", None),
+            has_images=bool(option.base_images or option.base_image_matrix),
+        )
         if choice.dist:
             option.dist = choice.dist
         if choice.warning:
@@ -342,8 +345,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     from . import report as reporting
 
-    run = reporting.Run(images=reports, plugin_version=__version__, started=config.stash[STARTED_KEY],
-                        finished=_now(), host=_host_of(config), argv=_safe_argv())
+    run = reporting.Run(
+        images=reports,
+        plugin_version=__version__,
+        started=config.stash[STARTED_KEY],
+        finished=_now(),
+        host=_host_of(config),
+        argv=_safe_argv(),
+    )
     if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         session.exitstatus = int(run.exit_code)
     _write_outputs(config, run)

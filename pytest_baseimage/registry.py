@@ -142,28 +142,62 @@ class RegistryOptions:
 
 def add_options(group: Any) -> None:
     """The registry, pull and build options (plugin.pytest_addoption calls this)."""
-    group.addoption("--pull", choices=PULL_POLICIES, default="missing",
-                    help="when to pull --base-image: missing (default: only if it is not on the engine), "
-                    "always (refresh a tag; a digest is never re-pulled), never (local images only).")
-    group.addoption("--registry", default="", metavar="ADDRESS",
-                    help="private registry address (e.g. myacr.azurecr.io), as Azure ML's base_image_registry: "
-                    "an image given without a registry host is pulled from it, and --registry-username's "
-                    "credentials are sent only to it. Without a user, the Docker config's credentials are used.")
+    group.addoption(
+        "--pull",
+        choices=PULL_POLICIES,
+        default="missing",
+        help="when to pull --base-image: missing (default: only if it is not on the engine), "
+        "always (refresh a tag; a digest is never re-pulled), never (local images only).",
+    )
+    group.addoption(
+        "--registry",
+        default="",
+        metavar="ADDRESS",
+        help="private registry address (e.g. myacr.azurecr.io), as Azure ML's base_image_registry: "
+        "an image given without a registry host is pulled from it, and --registry-username's "
+        "credentials are sent only to it. Without a user, the Docker config's credentials are used.",
+    )
     group.addoption("--registry-username", default="", metavar="USER", help="user name for --registry.")
-    group.addoption("--registry-password-env", default="", metavar="NAME",
-                    help="read --registry-username's password from the environment variable NAME.")
-    group.addoption("--registry-password-stdin", action="store_true", default=False,
-                    help="read --registry-username's password from standard input (as `docker login`).")
-    group.addoption("--registry-password", default=None, metavar="REFUSED",
-                    help="refused: a password on the command line leaks (ps, shell history, CI logs). "
-                    "Use --registry-password-env or --registry-password-stdin.")
-    group.addoption("--require-digest", action="store_true", default=False,
-                    help="refuse images given by a moving tag (usage error, exit 4): only repo@sha256:... "
-                    "or an image id, so the verdict is about exactly one image.")
-    group.addoption("--base-image-dockerfile", default="", metavar="PATH",
-                    help="build this Dockerfile (its directory is the context) and check the result.")
-    group.addoption("--build-arg", action="append", default=[], metavar="KEY=VALUE",
-                    dest="baseimage_build_args", help="a build argument for --base-image-dockerfile (repeat).")
+    group.addoption(
+        "--registry-password-env",
+        default="",
+        metavar="NAME",
+        help="read --registry-username's password from the environment variable NAME.",
+    )
+    group.addoption(
+        "--registry-password-stdin",
+        action="store_true",
+        default=False,
+        help="read --registry-username's password from standard input (as `docker login`).",
+    )
+    group.addoption(
+        "--registry-password",
+        default=None,
+        metavar="REFUSED",
+        help="refused: a password on the command line leaks (ps, shell history, CI logs). "
+        "Use --registry-password-env or --registry-password-stdin.",
+    )
+    group.addoption(
+        "--require-digest",
+        action="store_true",
+        default=False,
+        help="refuse images given by a moving tag (usage error, exit 4): only repo@sha256:... "
+        "or an image id, so the verdict is about exactly one image.",
+    )
+    group.addoption(
+        "--base-image-dockerfile",
+        default="",
+        metavar="PATH",
+        help="build this Dockerfile (its directory is the context) and check the result.",
+    )
+    group.addoption(
+        "--build-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="baseimage_build_args",
+        help="a build argument for --base-image-dockerfile (repeat).",
+    )
 
 
 _OPTIONS = pytest.StashKey["RegistryOptions"]()
@@ -410,8 +444,10 @@ def _resolve(engine: Engine, reference: str, options: RegistryOptions, write: Wr
     if local is not None and _is_local_id(reference, local):
         return local
     if local is None and IMAGE_ID.fullmatch(reference):
-        raise ImageNotFound(f"image '{reference}' is not on the Docker engine at {engine.host} (an image id "
-                            "cannot be pulled; give repo@sha256:... to pull by digest)")
+        raise ImageNotFound(
+            f"image '{reference}' is not on the Docker engine at {engine.host} (an image id "
+            "cannot be pulled; give repo@sha256:... to pull by digest)"
+        )
     if options.pull == "never" or (local is not None and (options.pull == "missing" or "@" in reference)):
         if local is None:
             raise ImageNotFound(
@@ -423,8 +459,9 @@ def _resolve(engine: Engine, reference: str, options: RegistryOptions, write: Wr
         digest = pull(engine, reference, options.credentials_for(reference), write, why=why)
     except PullError as exc:
         if local is None:
-            raise PullError(f"image '{reference}' is not on the Docker engine at {engine.host}, and pulling it "
-                            f"failed: {exc}") from None
+            raise PullError(
+                f"image '{reference}' is not on the Docker engine at {engine.host}, and pulling it failed: {exc}"
+            ) from None
         raise PullError(f"--pull=always: could not refresh '{reference}': {exc}") from None
     info = engine.image_info(reference)
     info.digest = digest or info.digest
@@ -478,11 +515,28 @@ def pull(engine: Engine, reference: str, credentials: Credentials | None, write:
     return f"{repo}@{progress.digest}" if progress.digest else ""
 
 
-_AUTH = ("unauthorized", "authentication required", "no basic auth credentials", "incorrect username or password",
-         "denied", "status: 401", "401 unauthorized")
+_AUTH = (
+    "unauthorized",
+    "authentication required",
+    "no basic auth credentials",
+    "incorrect username or password",
+    "denied",
+    "status: 401",
+    "401 unauthorized",
+)
 _MISSING = ("manifest unknown", "name unknown", "not found")
-_UNREACHABLE = ("connection refused", "no such host", "i/o timeout", "dial tcp", "x509", "tls:", "timeout",
-                "server gave http response", "network is unreachable", "connection reset")
+_UNREACHABLE = (
+    "connection refused",
+    "no such host",
+    "i/o timeout",
+    "dial tcp",
+    "x509",
+    "tls:",
+    "timeout",
+    "server gave http response",
+    "network is unreachable",
+    "connection reset",
+)
 
 
 def describe_pull_error(reference: str, message: str, credentials: Credentials | None) -> PullError:
@@ -494,18 +548,26 @@ def describe_pull_error(reference: str, message: str, credentials: Credentials |
     low = message.lower()
     detail = _first_line(message)
     if "pull access denied" in low or "does not exist or may require" in low:
-        return PullError(f"registry {registry} has no repository '{path}', or it needs credentials "
-                         f"(--registry={registry} --registry-username=USER --registry-password-env=NAME, "
-                         f"or `docker login {registry}`)")
+        return PullError(
+            f"registry {registry} has no repository '{path}', or it needs credentials "
+            f"(--registry={registry} --registry-username=USER --registry-password-env=NAME, "
+            f"or `docker login {registry}`)"
+        )
     if any(marker in low for marker in _AUTH):
         if credentials is not None:
-            return PullError(f"registry {registry} refused user '{credentials.username}' with the password from "
-                             f"{credentials.source} ({detail}); check both, and that the user may pull '{path}'")
-        return PullError(f"registry {registry} wants credentials ({detail}): pass --registry={registry} "
-                         f"--registry-username=USER --registry-password-env=NAME, or run `docker login {registry}`")
+            return PullError(
+                f"registry {registry} refused user '{credentials.username}' with the password from "
+                f"{credentials.source} ({detail}); check both, and that the user may pull '{path}'"
+            )
+        return PullError(
+            f"registry {registry} wants credentials ({detail}): pass --registry={registry} "
+            f"--registry-username=USER --registry-password-env=NAME, or run `docker login {registry}`"
+        )
     if any(marker in low for marker in _MISSING):
-        return PullError(f"registry {registry} has no {kind} '{tag}' in repository '{path}' (or no such "
-                         f"repository): check the repository name and the {kind}")
+        return PullError(
+            f"registry {registry} has no {kind} '{tag}' in repository '{path}' (or no such "
+            f"repository): check the repository name and the {kind}"
+        )
     if any(marker in low for marker in _UNREACHABLE):
         return PullError(f"cannot reach registry {registry} ({detail})")
     return PullError(f"the registry {registry} answered: {detail}")
@@ -518,8 +580,16 @@ class _Layer:
     done: bool = False
 
 
-_LAYER_STATUSES = {"Pulling fs layer", "Waiting", "Downloading", "Verifying Checksum", "Download complete",
-                   "Extracting", "Pull complete", "Already exists"}
+_LAYER_STATUSES = {
+    "Pulling fs layer",
+    "Waiting",
+    "Downloading",
+    "Verifying Checksum",
+    "Download complete",
+    "Extracting",
+    "Pull complete",
+    "Already exists",
+}
 
 
 @dataclass
@@ -610,11 +680,17 @@ def _login(engine: Engine, credentials: Credentials) -> None:
     import docker
 
     try:
-        engine.client.login(username=credentials.username, password=credentials.password.reveal(),
-                            registry=credentials.registry, reauth=True)
+        engine.client.login(
+            username=credentials.username,
+            password=credentials.password.reveal(),
+            registry=credentials.registry,
+            reauth=True,
+        )
     except docker.errors.APIError as exc:
-        raise PullError(f"cannot log in to registry {credentials.registry} as '{credentials.username}' with the "
-                        f"password from {credentials.source}: {_first_line(_explanation(exc))}") from None
+        raise PullError(
+            f"cannot log in to registry {credentials.registry} as '{credentials.username}' with the "
+            f"password from {credentials.source}: {_first_line(_explanation(exc))}"
+        ) from None
 
 
 def build(engine: Engine, dockerfile: Path, build_args: Mapping[str, str], write: Writer) -> str:
@@ -626,8 +702,14 @@ def build(engine: Engine, dockerfile: Path, build_args: Mapping[str, str], write
     write(f"{PREFIX}: building {dockerfile}" + (f" with {', '.join(sorted(build_args))}" if build_args else ""))
     image_id, error = "", ""
     try:
-        for event in engine.client.api.build(path=str(dockerfile.parent), dockerfile=dockerfile.name,
-                                             buildargs=dict(build_args), rm=True, forcerm=True, decode=True):
+        for event in engine.client.api.build(
+            path=str(dockerfile.parent),
+            dockerfile=dockerfile.name,
+            buildargs=dict(build_args),
+            rm=True,
+            forcerm=True,
+            decode=True,
+        ):
             if event.get("error"):
                 error = str(event["error"])
                 break

@@ -42,25 +42,33 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # The causes a failure can have: machine-readable name -> what to do about it.
 CAUSES: dict[str, str] = {
     "server-missing": "Install the server into the image so that its command is on PATH "
-                      "(for azmlinfsrv: pip install azureml-inference-server-http).",
-    "port-never-opened": "The server never listened on its port: check the command, the port setting "
-                         "and the log.",
+    "(for azmlinfsrv: pip install azureml-inference-server-http).",
+    "port-never-opened": "The server never listened on its port: check the command, the port setting and the log.",
     "init-raised": "The entry script's init() (or its import) raised: see the exception and the log; "
-                   "often a missing package or model file.",
+    "often a missing package or model file.",
     "run-raised": "The entry script's run() raised on the sample payload: see the exception and the log.",
     "wrong-status": "The server answered with an unexpected HTTP status: see the log.",
     "bad-body": "The score answer does not match the expected response.",
     "timeout": "The server accepted connections but did not answer in time: a blocking init() or run(), "
-               "or too little memory/CPU.",
+    "or too little memory/CPU.",
     "server-exited": "The server process stopped before it could answer: see the exit code and the log.",
 }
 SERVER_MISSING_ERRORS = ("executable file not found", "no such file or directory", "permission denied")
-INIT_FAILED_MARKERS = ("User's init function failed", "Failed to import user script",
-                       "Worker failed to boot", "does not have a init() function",
-                       "does not have a run() function")
+INIT_FAILED_MARKERS = (
+    "User's init function failed",
+    "Failed to import user script",
+    "Worker failed to boot",
+    "does not have a init() function",
+    "does not have a run() function",
+)
 SCHEMA_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,), "array": (list,), "string": (str,), "number": (int, float), "integer": (int,),
-    "boolean": (bool,), "null": (type(None),),
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "null": (type(None),),
 }
 SCHEMA_KEYWORDS = {"type", "required", "properties", "items", "const", "enum"}
 
@@ -158,27 +166,46 @@ class ScoringObservation:
 # -- pytest options --------------------------------------------------------------------------------------
 def add_options(group: Any) -> None:
     """The scoring stage's command-line options, added to the plugin's option group."""
-    group.addoption("--score-script", default=None, metavar="PATH",
-                    help="entry script (score.py with init() and run()) for the scoring stage, instead of "
-                         "the built-in sample. It is copied into the server container (never mounted). "
-                         "Without --score-expected, any answer with the expected status passes.")
-    group.addoption("--model-dir", default=None, metavar="PATH",
-                    help="model directory copied into the server container where Azure ML puts models "
-                         "(AZUREML_MODEL_DIR, /var/azureml-app/azureml-models/<name>/<version>).")
-    group.addoption("--score-payload", default=None, metavar="FILE",
-                    help="request body POSTed to the score route (sent as is, Content-Type from the "
-                         "profile, application/json by default).")
-    group.addoption("--score-expected", default=None, metavar="FILE",
-                    help="JSON file: the exact response the score route must return for the payload.")
+    group.addoption(
+        "--score-script",
+        default=None,
+        metavar="PATH",
+        help="entry script (score.py with init() and run()) for the scoring stage, instead of "
+        "the built-in sample. It is copied into the server container (never mounted). "
+        "Without --score-expected, any answer with the expected status passes.",
+    )
+    group.addoption(
+        "--model-dir",
+        default=None,
+        metavar="PATH",
+        help="model directory copied into the server container where Azure ML puts models "
+        "(AZUREML_MODEL_DIR, /var/azureml-app/azureml-models/<name>/<version>).",
+    )
+    group.addoption(
+        "--score-payload",
+        default=None,
+        metavar="FILE",
+        help="request body POSTed to the score route (sent as is, Content-Type from the "
+        "profile, application/json by default).",
+    )
+    group.addoption(
+        "--score-expected",
+        default=None,
+        metavar="FILE",
+        help="JSON file: the exact response the score route must return for the payload.",
+    )
 
 
 def options_from_config(config: Any) -> dict[str, str]:
     """The scoring options as Target.options["scoring"]: absolute paths, checked to exist (usage error)."""
     import pytest
 
-    wanted = {"score_script": ("--score-script", Path.is_file), "model_dir": ("--model-dir", Path.is_dir),
-              "payload_file": ("--score-payload", Path.is_file),
-              "expected_file": ("--score-expected", Path.is_file)}
+    wanted = {
+        "score_script": ("--score-script", Path.is_file),
+        "model_dir": ("--model-dir", Path.is_dir),
+        "payload_file": ("--score-payload", Path.is_file),
+        "expected_file": ("--score-expected", Path.is_file),
+    }
     options: dict[str, str] = {}
     for key, (flag, exists) in wanted.items():
         value = config.getoption(flag.lstrip("-").replace("-", "_"), None)
@@ -236,7 +263,7 @@ def build_spec(profile: Profile, options: dict[str, Any] | None = None) -> Scori
         raise ProfileError(f"{where}.command must be a non-empty list of strings")
     env = section.get("env", {})
     if not isinstance(env, dict):
-        raise ProfileError(f"{where}.env must be a table of NAME = \"value\"")
+        raise ProfileError(f'{where}.env must be a table of NAME = "value"')
     expected_json, schema = _expectations(section, options, bool(options.get("score_script")), where)
     return ScoringSpec(
         server=str(section.get("server", command[0])),
@@ -292,8 +319,10 @@ def _read_model(directory: str) -> dict[str, bytes]:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         total += path.stat().st_size
         if total > MAX_MODEL_BYTES:
-            raise ProfileError(f"model directory {directory} is larger than {MAX_MODEL_BYTES >> 20} MiB; "
-                               "use a smaller sample model for the scoring stage")
+            raise ProfileError(
+                f"model directory {directory} is larger than {MAX_MODEL_BYTES >> 20} MiB; "
+                "use a smaller sample model for the scoring stage"
+            )
         files[path.relative_to(root).as_posix()] = path.read_bytes()
     return files
 
@@ -321,8 +350,9 @@ def _payload(section: dict[str, Any], options: dict[str, Any], base: Path, where
     return (value if isinstance(value, str) else json.dumps(value)).encode("utf-8")
 
 
-def _expectations(section: dict[str, Any], options: dict[str, Any], own_script: bool, where: str
-                  ) -> tuple[str, dict[str, Any] | None]:
+def _expectations(
+    section: dict[str, Any], options: dict[str, Any], own_script: bool, where: str
+) -> tuple[str, dict[str, Any] | None]:
     """The body checks. The profile's describe its own script: a --score-script alone resets them."""
     if options.get("expected_file"):
         return _read(options["expected_file"], "--score-expected").decode("utf-8"), None
@@ -500,10 +530,16 @@ def classify(obs: ScoringObservation) -> Cause | None:
         failed_in_run = score.headers.get("x-ms-run-function-failed", "").lower() == "true"
         exception = user_exception(obs.log)
         if score.status >= 500 and (failed_in_run or exception):
-            return Cause("run-raised", f"POST {spec.score_path} answered {score.status}: run() raised"
-                         + (f" {exception}" if exception else ""), exception)
-        return Cause("wrong-status", f"POST {spec.score_path} answered {score.status}, expected "
-                     f"{spec.expected_status}: {score.body[:200]!r}")
+            return Cause(
+                "run-raised",
+                f"POST {spec.score_path} answered {score.status}: run() raised"
+                + (f" {exception}" if exception else ""),
+                exception,
+            )
+        return Cause(
+            "wrong-status",
+            f"POST {spec.score_path} answered {score.status}, expected {spec.expected_status}: {score.body[:200]!r}",
+        )
     problems = body_problems(score.body, spec)
     if problems:
         return Cause("bad-body", "; ".join(problems))
@@ -520,8 +556,10 @@ def classify(obs: ScoringObservation) -> Cause | None:
 def _start_failure(obs: ScoringObservation) -> Cause:
     error = obs.start_error
     if any(marker in error.lower() for marker in SERVER_MISSING_ERRORS):
-        return Cause("server-missing", f"the server command `{obs.spec.command[0]}` cannot run in the image: "
-                     f"{_runtime_error(error)}")
+        return Cause(
+            "server-missing",
+            f"the server command `{obs.spec.command[0]}` cannot run in the image: {_runtime_error(error)}",
+        )
     return Cause("server-exited", f"the server container did not start: {error[:300]}")
 
 
@@ -534,11 +572,16 @@ def _boot_failure(obs: ScoringObservation) -> Cause:
     if last is None or last.error == "closed":
         return Cause("port-never-opened", f"nothing answered on port {spec.port} {waited}")
     if last.status is not None:
-        return Cause("wrong-status", f"GET {spec.liveness_path} still answered {last.status} after "
-                     f"{spec.boot_timeout_s:g} s, expected 2xx")
+        return Cause(
+            "wrong-status",
+            f"GET {spec.liveness_path} still answered {last.status} after {spec.boot_timeout_s:g} s, expected 2xx",
+        )
     if last.error == "timeout":
-        return Cause("timeout", f"port {spec.port} accepted connections but GET {spec.liveness_path} got no "
-                     f"answer {waited}: is init() blocking?")
+        return Cause(
+            "timeout",
+            f"port {spec.port} accepted connections but GET {spec.liveness_path} got no "
+            f"answer {waited}: is init() blocking?",
+        )
     return Cause("port-never-opened", f"GET {spec.liveness_path} failed {waited}: {last.error}")
 
 
@@ -552,20 +595,22 @@ def _exit_cause(obs: ScoringObservation) -> Cause:
     if code == 3 or any(marker in obs.log for marker in INIT_FAILED_MARKERS):
         text = f"the worker failed to boot (exit {code}): init() or importing the entry script raised"
         return Cause("init-raised", f"{text} {exception}" if exception else text, exception)
-    return Cause("server-exited", f"the server exited with code {code} before answering"
-                 + (f": {exception}" if exception else ""), exception)
+    return Cause(
+        "server-exited",
+        f"the server exited with code {code} before answering" + (f": {exception}" if exception else ""),
+        exception,
+    )
 
 
-def _transport_failure(exchange: Exchange | None, spec: ScoringSpec, otherwise: str,
-                       obs: ScoringObservation) -> Cause:
+def _transport_failure(exchange: Exchange | None, spec: ScoringSpec, otherwise: str, obs: ScoringObservation) -> Cause:
     if exchange is None:
         return Cause(otherwise, "the request was not made")
     if exchange.error == "timeout":
-        return Cause("timeout", f"{exchange.method} {exchange.path} got no answer within "
-                     f"{spec.request_timeout_s:g} s")
+        return Cause("timeout", f"{exchange.method} {exchange.path} got no answer within {spec.request_timeout_s:g} s")
     exception = user_exception(obs.log)
-    return Cause(otherwise, f"{exchange.describe()} (the worker crashed?)"
-                 + (f" {exception}" if exception else ""), exception)
+    return Cause(
+        otherwise, f"{exchange.describe()} (the worker crashed?)" + (f" {exception}" if exception else ""), exception
+    )
 
 
 def _runtime_error(error: str) -> str:
@@ -574,8 +619,10 @@ def _runtime_error(error: str) -> str:
 
 
 def expected_text(spec: ScoringSpec) -> str:
-    parts = [f"{spec.server} answers GET {spec.liveness_path} (2xx) within {spec.boot_timeout_s:g} s",
-             f"POST {spec.score_path} -> {spec.expected_status}"]
+    parts = [
+        f"{spec.server} answers GET {spec.liveness_path} (2xx) within {spec.boot_timeout_s:g} s",
+        f"POST {spec.score_path} -> {spec.expected_status}",
+    ]
     if spec.expected_json:
         parts[-1] += f" with {_short_json(json.loads(spec.expected_json))}"
     elif spec.expected_schema is not None:
@@ -597,8 +644,11 @@ def observed_text(obs: ScoringObservation) -> str:
 
 
 def timing_details(obs: ScoringObservation) -> dict[str, Any]:
-    details: dict[str, Any] = {"script": obs.spec.script_source, "command": " ".join(obs.spec.command),
-                               "polls": obs.polls}
+    details: dict[str, Any] = {
+        "script": obs.spec.script_source,
+        "command": " ".join(obs.spec.command),
+        "polls": obs.polls,
+    }
     if obs.boot_s is not None:
         details["boot_s"] = round(obs.boot_s, 3)
     if obs.score and obs.score.status is not None:
@@ -627,8 +677,7 @@ def check_scoring(_facts: Facts, profile: Profile, observation: ScoringObservati
     details = timing_details(observation)
     cause = classify(observation)
     if cause is None:
-        return StageResult("scoring", Status.PASS, expected_text(spec), observed_text(observation),
-                           details=details)
+        return StageResult("scoring", Status.PASS, expected_text(spec), observed_text(observation), details=details)
     details.update(cause=cause.name, log=clean_log(observation.log))
     if cause.exception:
         details["exception"] = cause.exception
@@ -637,8 +686,14 @@ def check_scoring(_facts: Facts, profile: Profile, observation: ScoringObservati
     fix = " ".join(part for part in (CAUSES.get(cause.name, ""), spec.remediation) if part)
     observed = f"{cause.name}: {cause.text}"
     so_far = observed_text(observation)
-    return StageResult("scoring", Status.FAIL, expected_text(spec), f"{observed} ({so_far})" if so_far
-                       else observed, fix, details=details)
+    return StageResult(
+        "scoring",
+        Status.FAIL,
+        expected_text(spec),
+        f"{observed} ({so_far})" if so_far else observed,
+        fix,
+        details=details,
+    )
 
 
 # -- the live part: Docker and HTTP ----------------------------------------------------------------------
@@ -655,11 +710,12 @@ def observe_scoring(check: Any) -> ScoringObservation | None:
 def _require_local(engine: Engine) -> None:
     """The port is published on 127.0.0.1 only, so the engine must run on this machine."""
     url = str(getattr(engine.client.api, "base_url", ""))
-    if url.startswith(("http+docker://", "http+unix://")) or re.match(r"^\w+://(localhost|127\.0\.0\.1)[:/]",
-                                                                       url):
+    if url.startswith(("http+docker://", "http+unix://")) or re.match(r"^\w+://(localhost|127\.0\.0\.1)[:/]", url):
         return
-    raise EngineError(f"the scoring stage needs a local Docker engine (it publishes the server port on "
-                      f"127.0.0.1 only); {engine.host} is remote")
+    raise EngineError(
+        f"the scoring stage needs a local Docker engine (it publishes the server port on "
+        f"127.0.0.1 only); {engine.host} is remote"
+    )
 
 
 def run_server(engine: Engine, image: str, spec: ScoringSpec) -> ScoringObservation:
@@ -716,16 +772,29 @@ def _wait_healthy(box: Any, obs: ScoringObservation, host_port: int, started: fl
 def _exercise(obs: ScoringObservation, host_port: int, created: float) -> None:
     """Score the payload, then ask for the swagger document if the profile expects one."""
     spec = obs.spec
-    obs.score = request(host_port, "POST", spec.score_path, body=spec.payload,
-                        headers={"Content-Type": spec.content_type}, timeout=spec.request_timeout_s)
+    obs.score = request(
+        host_port,
+        "POST",
+        spec.score_path,
+        body=spec.payload,
+        headers={"Content-Type": spec.content_type},
+        timeout=spec.request_timeout_s,
+    )
     if obs.score.status is not None:
         obs.create_to_score_s = time.monotonic() - created
     if spec.swagger_expected:
         obs.swagger = request(host_port, "GET", spec.swagger_path, timeout=spec.request_timeout_s)
 
 
-def request(port: int, method: str, path: str, *, body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 30.0) -> Exchange:
+def request(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> Exchange:
     """One HTTP request to 127.0.0.1:port with the stdlib; transport failures become `Exchange.error`."""
     exchange = Exchange(method, path)
     started = time.monotonic()

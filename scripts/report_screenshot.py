@@ -20,10 +20,18 @@ def main() -> int:
     out = ROOT / "out" / "screenshot"
     out.mkdir(parents=True, exist_ok=True)
     html = out / "report.html"
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               f"--profile={ROOT / 'fixtures' / 'profiles' / 'fixture.toml'}",
-               *(f"--base-image=pytest-baseimage-fixture/{name}:latest" for name in IMAGES),
-               f"--compat-html={html}", f"--compat-json={out / 'report.json'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--profile={ROOT / 'fixtures' / 'profiles' / 'fixture.toml'}",
+        *(f"--base-image=pytest-baseimage-fixture/{name}:latest" for name in IMAGES),
+        f"--compat-html={html}",
+        f"--compat-json={out / 'report.json'}",
+    ]
     done = subprocess.run(command, cwd=out, capture_output=True, text=True)
     if done.returncode not in (0, 1) or not html.is_file():
         sys.stderr.write(f"report-screenshot: the run failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n")

@@ -106,14 +106,16 @@ def start_registry() -> RegistryServer:
         pytest.skip("needs Debian's docker-registry and apache2-utils (htpasswd)")
     root = Path(tempfile.mkdtemp(prefix="pytest-baseimage-registry-"))
     password = f"Pw-{uuid.uuid4().hex[:16]}-NeverPrint"  # distinctive: the tests grep every output for it
-    htpasswd = subprocess.run(["htpasswd", "-Bin", USERNAME], input=password, capture_output=True, text=True,
-                              check=True)
+    htpasswd = subprocess.run(
+        ["htpasswd", "-Bin", USERNAME], input=password, capture_output=True, text=True, check=True
+    )
     (root / "htpasswd").write_text(htpasswd.stdout)
     address = f"127.0.0.1:{_free_port()}"
     (root / "config.yml").write_text(CONFIG.format(root=root, address=address, secret=uuid.uuid4().hex))
     log = open(root / "registry.log", "w")  # noqa: SIM115 - the process owns it until stop()
-    process = subprocess.Popen([REGISTRY_BINARY, "serve", str(root / "config.yml")], stdout=log,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [REGISTRY_BINARY, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT
+    )
     server = RegistryServer(address, password, root, process)
     deadline = time.monotonic() + 20
     while not _answers(address):
@@ -172,17 +174,34 @@ class Outcome:
         return "\n".join([self.stdout, self.stderr, *self.files.values()])
 
 
-def run_plugin(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None,
-               timeout: float = 300) -> Outcome:
+def run_plugin(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 300
+) -> Outcome:
     """conftest.run_pytest, plus standard input, and with the JSON, HTML and JUnit reports always asked for."""
     reports = {"json": cwd / "verdict.json", "html": cwd / "report.html", "junit": cwd / "junit.xml"}
     for path in reports.values():
         path.unlink(missing_ok=True)
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PYTEST_ADDOPTS", None)
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args,
-           f"--compat-json={reports['json']}", f"--compat-html={reports['html']}", f"--junitxml={reports['junit']}"]
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, input=stdin if stdin is not None else "",
-                          capture_output=True, text=True, timeout=timeout)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        *args,
+        f"--compat-json={reports['json']}",
+        f"--compat-html={reports['html']}",
+        f"--junitxml={reports['junit']}",
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        env=full_env,
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     files = {name: path.read_text() for name, path in reports.items() if path.exists()}
     return Outcome(proc.returncode, proc.stdout, proc.stderr, files)

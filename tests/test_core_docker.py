@@ -32,8 +32,7 @@ def junit(path) -> dict[str, dict]:
 
 def certify(tmp_path, image, *extra, profile=FIXTURE_PROFILE):
     xml = tmp_path / "junit.xml"
-    proc = run_pytest(f"--base-image={image}", f"--profile={profile}", f"--junitxml={xml}", "-q", *extra,
-                      cwd=tmp_path)
+    proc = run_pytest(f"--base-image={image}", f"--profile={profile}", f"--junitxml={xml}", "-q", *extra, cwd=tmp_path)
     assert "Traceback" not in proc.stdout + proc.stderr
     return proc, (junit(xml) if xml.exists() else {})
 
@@ -107,8 +106,14 @@ def test_2020_profile_rejects_the_debian_fixture_for_the_right_reasons(tmp_path,
 
 def test_several_images_get_one_set_of_results_each(tmp_path, images, no_leaks):
     xml = tmp_path / "j.xml"
-    proc = run_pytest(f"--base-image={images('good')}", f"--base-image={images('no-conda')}",
-                      f"--profile={FIXTURE_PROFILE}", f"--junitxml={xml}", "-q", cwd=tmp_path)
+    proc = run_pytest(
+        f"--base-image={images('good')}",
+        f"--base-image={images('no-conda')}",
+        f"--profile={FIXTURE_PROFILE}",
+        f"--junitxml={xml}",
+        "-q",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     names = [case.get("name") for case in ET.parse(xml).getroot().iter("testcase")]
     assert len(names) == 2 * len(STAGE_ORDER)
@@ -121,8 +126,12 @@ def test_several_images_get_one_set_of_results_each(tmp_path, images, no_leaks):
     ("args", "env", "code", "message"),
     [
         (["--base-image=pytest-baseimage-fixture/does-not-exist:1"], {}, 2, "is not on the Docker engine"),
-        (["--base-image=x:1"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, 2,
-         "cannot reach the Docker engine at unix:///nonexistent/docker.sock"),
+        (
+            ["--base-image=x:1"],
+            {"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+            2,
+            "cannot reach the Docker engine at unix:///nonexistent/docker.sock",
+        ),
         (["--base-image=x:1", "--profile=nope"], {}, 4, "unknown profile 'nope'"),
         (["--base-image=x:1", "--profile=/nonexistent/p.toml"], {}, 4, "does not exist"),
         (["--base-image="], {}, 4, "--base-image needs an image reference"),
@@ -171,8 +180,14 @@ def test_teams_write_their_own_checks_with_testinfra(tmp_path, images, no_leaks)
 
 def test_suite_runs_next_to_own_tests_when_asked(tmp_path, images, no_leaks):
     (tmp_path / "test_team.py").write_text("def test_x(baseimage):\n    assert baseimage.info.image_id\n")
-    proc = run_pytest(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", "test_team.py",
-                      "--compliance-suite=always", "-q", cwd=tmp_path)
+    proc = run_pytest(
+        f"--base-image={images('good')}",
+        f"--profile={FIXTURE_PROFILE}",
+        "test_team.py",
+        "--compliance-suite=always",
+        "-q",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout
     assert f"{len(STAGE_ORDER)} passed, 1 skipped" in proc.stdout  # the suite's stages but gpu, and test_x
 
@@ -185,8 +200,16 @@ def test_interrupted_run_leaves_no_container(tmp_path, images, docker_client, si
         "    assert baseimage_host.file('/etc/os-release').exists\n"
         "    time.sleep(120)\n"
     )
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--base-image={images('good')}",
-           "test_slow.py", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        f"--base-image={images('good')}",
+        "test_slow.py",
+        "-q",
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -206,8 +229,16 @@ def test_interrupted_run_leaves_no_container(tmp_path, images, docker_client, si
 
 def test_a_killed_run_is_reaped_by_the_next(tmp_path, images, docker_client):
     (tmp_path / "test_slow.py").write_text("import time\ndef test_slow(baseimage_host):\n    time.sleep(120)\n")
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--base-image={images('good')}",
-           "test_slow.py", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        f"--base-image={images('good')}",
+        "test_slow.py",
+        "-q",
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not managed_containers(docker_client, proc.pid):
@@ -247,10 +278,21 @@ def test_docker_contexts_work_as_in_the_cli(tmp_path, images, no_leaks):
     env_all = {**__import__("os").environ, **env}
     env_all.pop("DOCKER_HOST", None)
     for name, host in (("ctx-ok", "unix:///var/run/docker.sock"), ("ctx-down", "unix:///nonexistent/d.sock")):
-        subprocess.run(["docker", "context", "create", name, "--docker", f"host={host}"], env=env_all, check=True,
-                       capture_output=True)
-    ok = run_pytest(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", "-q", "-m", "os",
-                    cwd=tmp_path, env={**env, "DOCKER_CONTEXT": "ctx-ok"})
+        subprocess.run(
+            ["docker", "context", "create", name, "--docker", f"host={host}"],
+            env=env_all,
+            check=True,
+            capture_output=True,
+        )
+    ok = run_pytest(
+        f"--base-image={images('good')}",
+        f"--profile={FIXTURE_PROFILE}",
+        "-q",
+        "-m",
+        "os",
+        cwd=tmp_path,
+        env={**env, "DOCKER_CONTEXT": "ctx-ok"},
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     down = run_pytest("--base-image=x:1", "-q", cwd=tmp_path, env={**env, "DOCKER_CONTEXT": "ctx-down"})
     assert down.returncode == 2

@@ -53,15 +53,20 @@ def test_1_not_compatible(tmp_path, images, no_leaks):
 
 
 def test_1_wins_over_0_with_several_images(tmp_path, images, no_leaks):
-    out = gate(tmp_path, f"--base-image={images('good')}", f"--base-image={images('no-conda')}",
-               f"--profile={FIXTURE_PROFILE}")
+    out = gate(
+        tmp_path, f"--base-image={images('good')}", f"--base-image={images('no-conda')}", f"--profile={FIXTURE_PROFILE}"
+    )
     assert out.returncode == 1
     assert [i["verdict"] for i in assert_json_agrees(out)["images"]] == ["compatible", "not compatible"]
 
 
 def test_2_wins_over_1_when_one_image_cannot_be_checked(tmp_path, images, no_leaks):
-    out = gate(tmp_path, f"--base-image={images('no-conda')}", "--base-image=pytest-baseimage-fixture/absent:1",
-               f"--profile={FIXTURE_PROFILE}")
+    out = gate(
+        tmp_path,
+        f"--base-image={images('no-conda')}",
+        "--base-image=pytest-baseimage-fixture/absent:1",
+        f"--profile={FIXTURE_PROFILE}",
+    )
     assert out.returncode == 2, out.output
     data = assert_json_agrees(out)
     assert data["images"][1]["error"].startswith("image 'pytest-baseimage-fixture/absent:1' is not on the Docker")
@@ -75,10 +80,16 @@ pending_plugin = pytest.mark.xfail(strict=True, reason="needs the plugin.py chan
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--base-image=pytest-baseimage-fixture/absent:1"], {},
-         "image 'pytest-baseimage-fixture/absent:1' is not on the Docker engine"),
-        (["--base-image=x:1"], {"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
-         "cannot reach the Docker engine at unix:///nonexistent/docker.sock"),
+        (
+            ["--base-image=pytest-baseimage-fixture/absent:1"],
+            {},
+            "image 'pytest-baseimage-fixture/absent:1' is not on the Docker engine",
+        ),
+        (
+            ["--base-image=x:1"],
+            {"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+            "cannot reach the Docker engine at unix:///nonexistent/docker.sock",
+        ),
     ],
     ids=["missing-image", "daemon-down"],
 )
@@ -86,8 +97,12 @@ def test_2_could_not_be_checked(tmp_path, docker_client, args, env, message):
     out = gate(tmp_path, *args, env=env)
     assert out.returncode == 2, out.output
     assert message in out.stderr
-    assert len([line for line in out.stderr.splitlines() if line.strip()
-                and not line.startswith("pytest-baseimage: pull")]) == 1
+    assert (
+        len(
+            [line for line in out.stderr.splitlines() if line.strip() and not line.startswith("pytest-baseimage: pull")]
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize("case", ["missing-image", "bad-credentials"])
@@ -97,8 +112,12 @@ def test_2_still_writes_the_json(tmp_path, request, docker_client, case):
     env = {}
     if case == "bad-credentials":
         server = shared_registry(request, docker_client)
-        args = [f"--base-image={server.address}/team/absent:v1", f"--registry={server.address}",
-                f"--registry-username={server.username}", "--registry-password-env=REG_PW"]
+        args = [
+            f"--base-image={server.address}/team/absent:v1",
+            f"--registry={server.address}",
+            f"--registry-username={server.username}",
+            "--registry-password-env=REG_PW",
+        ]
         env = {"REG_PW": "Wrong-Pw-NeverPrint"}
     out = gate(tmp_path, *args, env=env)
     assert out.returncode == 2
@@ -108,9 +127,14 @@ def test_2_still_writes_the_json(tmp_path, request, docker_client, case):
 def test_2_on_bad_credentials(tmp_path, request, docker_client, images, no_leaks):
     server = shared_registry(request, docker_client)
     server.push(docker_client, images("no-shell"), "gate/tiny", "v1")
-    out = gate(tmp_path, f"--base-image={server.address}/gate/tiny:v1", f"--registry={server.address}",
-               f"--registry-username={server.username}", "--registry-password-env=REG_PW",
-               env={"REG_PW": "Wrong-Pw-NeverPrint"})
+    out = gate(
+        tmp_path,
+        f"--base-image={server.address}/gate/tiny:v1",
+        f"--registry={server.address}",
+        f"--registry-username={server.username}",
+        "--registry-password-env=REG_PW",
+        env={"REG_PW": "Wrong-Pw-NeverPrint"},
+    )
     assert out.returncode == 2, out.output
     assert f"refused user '{server.username}'" in out.stderr
     assert "Wrong-Pw-NeverPrint" not in out.everything()
@@ -127,8 +151,18 @@ def test_2_when_interrupted(tmp_path, images, docker_client):
         "    time.sleep(120)\n"
     )
     json_path = tmp_path / "verdict.json"
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--base-image={images('good')}",
-           f"--profile={FIXTURE_PROFILE}", f"--compat-json={json_path}", "test_slow.py", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        f"--base-image={images('good')}",
+        f"--profile={FIXTURE_PROFILE}",
+        f"--compat-json={json_path}",
+        "test_slow.py",
+        "-q",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -169,8 +203,10 @@ def test_3_internal_error(tmp_path, images, no_leaks):
         (["--registry-password=Cmdline-Pw-NeverPrint"], "--registry-password is refused"),
         (["--registry-username=u"], "need --registry=ADDRESS"),
         (["--registry=r.example", "--registry-username=u"], "needs a password"),
-        (["--registry=r.example", "--registry-username=u", "--registry-password-env=NO_SUCH_VAR_9"],
-         "the environment variable NO_SUCH_VAR_9 is not set"),
+        (
+            ["--registry=r.example", "--registry-username=u", "--registry-password-env=NO_SUCH_VAR_9"],
+            "the environment variable NO_SUCH_VAR_9 is not set",
+        ),
         (["--build-arg=A=1"], "--build-arg needs --base-image-dockerfile"),
         (["--base-image=Upper/Case:1"], "is not an image reference"),
         (["--require-digest"], "'x:1' is a moving tag"),
@@ -191,21 +227,35 @@ def test_example_gate_script(tmp_path, request, docker_client, images, no_leaks)
     """examples/gate.sh against the real registry: admit by digest, keep the JSON; refuse a tag (exit 4)."""
     server = shared_registry(request, docker_client)
     digest = server.push(docker_client, images("good"), "gate/good", "v1")
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}, "PYTHON": sys.executable,
-           "PROFILE": str(FIXTURE_PROFILE), "REGISTRY": server.address, "REGISTRY_USERNAME": server.username,
-           "REGISTRY_PASSWORD": server.password}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},
+        "PYTHON": sys.executable,
+        "PROFILE": str(FIXTURE_PROFILE),
+        "REGISTRY": server.address,
+        "REGISTRY_USERNAME": server.username,
+        "REGISTRY_PASSWORD": server.password,
+    }
     try:
-        admit = subprocess.run(["bash", str(GATE_SCRIPT)], env={**env, "IMAGE": digest, "OUT": str(tmp_path / "a")},
-                               capture_output=True, text=True, timeout=300)
+        admit = subprocess.run(
+            ["bash", str(GATE_SCRIPT)],
+            env={**env, "IMAGE": digest, "OUT": str(tmp_path / "a")},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert admit.returncode == 0, admit.stdout + admit.stderr
         assert f"gate: ADMIT {digest}" in admit.stdout
         assert f"gate: {digest}: compatible" in admit.stdout
         kept = json.loads((tmp_path / "a" / "verdict.json").read_text())
         assert kept["exit_code"] == 0 and kept["images"][0]["info"]["digest"] == digest
         assert {p.name for p in (tmp_path / "a").iterdir()} >= {"verdict.json", "report.html", "junit.xml", "gate.log"}
-        tag = subprocess.run(["bash", str(GATE_SCRIPT)],
-                             env={**env, "IMAGE": f"{server.address}/gate/good:v1", "OUT": str(tmp_path / "t")},
-                             capture_output=True, text=True, timeout=300)
+        tag = subprocess.run(
+            ["bash", str(GATE_SCRIPT)],
+            env={**env, "IMAGE": f"{server.address}/gate/good:v1", "OUT": str(tmp_path / "t")},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert tag.returncode == 4 and "gate: USAGE ERROR" in tag.stdout
         for run in (admit, tag):
             assert server.password not in run.stdout + run.stderr

@@ -42,14 +42,18 @@ LDD_CUDA_MISSING = """\tlinux-vdso.so.1 (0x00007ffc3a9d8000)
 """.replace("%s", CAPI)
 CUDA13 = ["libcublasLt.so.13", "libcublas.so.13", "libcurand.so.10", "libcudart.so.13"]
 TENSORRT10 = ["libcudnn.so.9", "libnvinfer.so.10", "libnvinfer_plugin.so.10", "libnvonnxparser.so.10"]
-LDD_CUDA_OK = "".join(f"\t{n} => /usr/local/cuda/lib64/{n} (0x00007f0c3f000000)\n" for n in CUDA13) + \
-    "\tlibcuda.so.1 => not found\n" + LDD_CORE
+LDD_CUDA_OK = (
+    "".join(f"\t{n} => /usr/local/cuda/lib64/{n} (0x00007f0c3f000000)\n" for n in CUDA13)
+    + "\tlibcuda.so.1 => not found\n"
+    + LDD_CORE
+)
 NVIDIA_SMI = """+-----------------------------------------------------------------------------------------+
 | NVIDIA-SMI 580.65.06              Driver Version: 580.65.06      CUDA Version: 13.0     |
 |-----------------------------------------+------------------------+----------------------+
 """
-NO_GPU = gpu.HostGpu(False, "Docker runtimes: io.containerd.runc.v2, runc, none of them nvidia; "
-                            "no /dev/nvidia* device nodes")
+NO_GPU = gpu.HostGpu(
+    False, "Docker runtimes: io.containerd.runc.v2, runc, none of them nvidia; no /dev/nvidia* device nodes"
+)
 A_GPU = gpu.HostGpu(True, "Docker lists the nvidia runtime")
 
 
@@ -86,8 +90,12 @@ def make_facts(
         name = gpu.PROVIDER_LIBRARIES[provider]
         entry: dict[str, Any] = {"file": name, "path": f"{CAPI}/{name}", "exists": text is not None}
         if text is not None:
-            entry["ldd"] = {"rc": 0, "out": text if ldd_tool else "", "err": "" if ldd_tool else "no ldd",
-                            "tool": ldd_tool}
+            entry["ldd"] = {
+                "rc": 0,
+                "out": text if ldd_tool else "",
+                "err": "" if ldd_tool else "no ldd",
+                "tool": ldd_tool,
+            }
         provider_libs[provider] = entry
     answer = {
         "ort_run": {"rc": 0, "stderr": stderr},
@@ -95,15 +103,19 @@ def make_facts(
         "package_dir": CAPI[:-5],
         "capi_files": ["onnxruntime_pybind11_state.so"],
         "provider_libraries": provider_libs,
-        "core": {"file": "onnxruntime_pybind11_state.so", "ldd": {"rc": 0, "out": LDD_CORE, "err": "",
-                                                                 "tool": "ldd"}},
+        "core": {"file": "onnxruntime_pybind11_state.so", "ldd": {"rc": 0, "out": LDD_CORE, "err": "", "tool": "ldd"}},
         "ldconfig": {"rc": 0, "out": ldconfig_text(list(ldconfig)), "err": ""},
         "ld_library_path": "",
         "search": {},
         "pip_nvidia": pip_nvidia or {},
     }
-    return Facts(running=True, has_shell=True, python=PythonInfo("/opt/conda/bin/python3", "3.11.2"),
-                 pip=pip if pip is not None else {"onnxruntime-gpu": "1.31.1"}, extra={"gpu": answer})
+    return Facts(
+        running=True,
+        has_shell=True,
+        python=PythonInfo("/opt/conda/bin/python3", "3.11.2"),
+        pip=pip if pip is not None else {"onnxruntime-gpu": "1.31.1"},
+        extra={"gpu": answer},
+    )
 
 
 def obs(host: gpu.HostGpu | None = NO_GPU, require: bool = False, gpus: str = "all", **kw: Any) -> gpu.GpuObservation:
@@ -114,13 +126,13 @@ def layers(result: Any) -> dict[str, str]:
     return {name: layer["status"] for name, layer in result.details["layers"].items()}
 
 
-CPU_SESSION = {"requested": ["CPUExecutionProvider"], "providers": ["CPUExecutionProvider"],
-               "output": gpu.MODEL_OUTPUT}
+CPU_SESSION = {"requested": ["CPUExecutionProvider"], "providers": ["CPUExecutionProvider"], "output": gpu.MODEL_OUTPUT}
 
 
 # -- options --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("given", "normal"), [("all", "all"), ("NONE", "none"), ("2", "2"),
-                                               ('"device=0, 2"', "device=0,2")])
+@pytest.mark.parametrize(
+    ("given", "normal"), [("all", "all"), ("NONE", "none"), ("2", "2"), ('"device=0, 2"', "device=0,2")]
+)
 def test_parse_gpus_accepts_dockers_spellings(given: str, normal: str) -> None:
     assert gpu.parse_gpus(given) == normal
 
@@ -168,11 +180,17 @@ def test_the_stage_is_registered_last_with_its_probe_extension() -> None:
     assert probe.EXTENSIONS["gpu"] is gpu.probe_source
 
 
-@pytest.mark.parametrize(("name", "placement"), [
-    ("onnxruntime-cpu", "candidate"), ("onnxruntime-cuda", "nvidia"), ("onnxruntime-tensorrt", "nvidia"),
-    ("onnxruntime-openvino", "candidate"), ("onnxruntime-openvino-vadm", "intel"),
-    ("onnxruntime-openvino-myriad", "intel"),
-])
+@pytest.mark.parametrize(
+    ("name", "placement"),
+    [
+        ("onnxruntime-cpu", "candidate"),
+        ("onnxruntime-cuda", "nvidia"),
+        ("onnxruntime-tensorrt", "nvidia"),
+        ("onnxruntime-openvino", "candidate"),
+        ("onnxruntime-openvino-vadm", "intel"),
+        ("onnxruntime-openvino-myriad", "intel"),
+    ],
+)
 def test_variant_profiles_load_and_say_where_layer_3_runs(name: str, placement: str) -> None:
     req = gpu.requirements(load(name))
     assert req is not None and req.placement == placement
@@ -220,7 +238,7 @@ def _decode(data: bytes) -> list[tuple[int, Any]]:
             value, i = _read_varint(data, i)
         else:
             size, i = _read_varint(data, i)
-            value, i = data[i:i + size], i + size
+            value, i = data[i : i + size], i + size
         out.append((key >> 3, value))
     return out
 
@@ -275,8 +293,12 @@ def test_candidate_code_compiles_for_python_2_7_and_3_5(source: str) -> None:
         pytest.skip("no python2.7/3.5/3.6 on this machine to compile with")
     code = gpu.probe_source(load("onnxruntime-cuda")) if source == "extension" else gpu.ORT_PROGRAM
     for exe in pythons:
-        proc = subprocess.run([exe, "-c", "import sys; compile(sys.stdin.read(), 'x', 'exec')"], input=code,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [exe, "-c", "import sys; compile(sys.stdin.read(), 'x', 'exec')"],
+            input=code,
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, (exe, proc.stderr)
 
 
@@ -330,8 +352,11 @@ def test_host_gpu_from_docker_info_and_device_nodes() -> None:
 
 # -- layer 1: compiled in -----------------------------------------------------------------------------------
 def test_cpu_build_under_the_cuda_profile_fails_layer_1_with_the_swap_fix() -> None:
-    facts = make_facts(available=("AzureExecutionProvider", "CPUExecutionProvider"),
-                       libraries={"CUDAExecutionProvider": None}, pip={"onnxruntime": "1.32.0"})
+    facts = make_facts(
+        available=("AzureExecutionProvider", "CPUExecutionProvider"),
+        libraries={"CUDAExecutionProvider": None},
+        pip={"onnxruntime": "1.32.0"},
+    )
     result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
     assert result.status is Status.FAIL
     assert layers(result)["compiled"] == "fail"
@@ -354,8 +379,10 @@ def test_no_python_answer_is_an_error() -> None:
 
 # -- layer 2: loadable ---------------------------------------------------------------------------------------
 def test_missing_cuda_libraries_fail_layer_2_by_name_and_spare_the_driver() -> None:
-    facts = make_facts(available=("CUDAExecutionProvider", "CPUExecutionProvider"),
-                       libraries={"CUDAExecutionProvider": LDD_CUDA_MISSING})
+    facts = make_facts(
+        available=("CUDAExecutionProvider", "CPUExecutionProvider"),
+        libraries={"CUDAExecutionProvider": LDD_CUDA_MISSING},
+    )
     result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
     loadable = result.details["layers"]["loadable"]
     assert result.status is Status.FAIL
@@ -377,43 +404,54 @@ def test_require_gpu_fails_layer_3_when_the_host_has_none() -> None:
 def test_profile_libraries_are_checked_beyond_what_ldd_lists() -> None:
     """TensorRT loads libnvinfer_plugin at run time: ldd cannot see it, the profile's list does."""
     loaded = [n for n in TENSORRT10 if n != "libnvinfer_plugin.so.10"]
-    facts = make_facts(available=("TensorrtExecutionProvider", "CUDAExecutionProvider"),
-                       libraries={"TensorrtExecutionProvider": LDD_CUDA_OK, "CUDAExecutionProvider": LDD_CUDA_OK},
-                       ldconfig=loaded)
+    facts = make_facts(
+        available=("TensorrtExecutionProvider", "CUDAExecutionProvider"),
+        libraries={"TensorrtExecutionProvider": LDD_CUDA_OK, "CUDAExecutionProvider": LDD_CUDA_OK},
+        ldconfig=loaded,
+    )
     result = gpu.check_gpu(facts, load("onnxruntime-tensorrt"), obs())
     assert result.details["layers"]["loadable"]["details"]["missing"] == ["libnvinfer_plugin.so.10"]
 
 
 def test_any_alternative_satisfies_a_profile_library() -> None:
     cuda12 = ["libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12", "libcurand.so.10"]
-    facts = make_facts(available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": LDD_CORE},
-                       ldconfig=cuda12)
+    facts = make_facts(
+        available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": LDD_CORE}, ldconfig=cuda12
+    )
     result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
     assert layers(result)["loadable"] == "pass"
-    missing = gpu.check_gpu(make_facts(available=("CUDAExecutionProvider",),
-                                       libraries={"CUDAExecutionProvider": LDD_CORE}), load("onnxruntime-cuda"))
+    missing = gpu.check_gpu(
+        make_facts(available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": LDD_CORE}),
+        load("onnxruntime-cuda"),
+    )
     assert "libcudart.so.13 or libcudart.so.12" in missing.details["layers"]["loadable"]["details"]["missing"]
 
 
 def test_libraries_in_pip_packages_get_a_hint() -> None:
-    facts = make_facts(available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": LDD_CUDA_MISSING},
-                       pip_nvidia={"/opt/conda/lib/python3.11/site-packages/nvidia/cu13/lib": ["libcudart.so.13"]})
+    facts = make_facts(
+        available=("CUDAExecutionProvider",),
+        libraries={"CUDAExecutionProvider": LDD_CUDA_MISSING},
+        pip_nvidia={"/opt/conda/lib/python3.11/site-packages/nvidia/cu13/lib": ["libcudart.so.13"]},
+    )
     result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
     assert "libcudart.so.13 is in /opt/conda/lib/python3.11/site-packages/nvidia/cu13/lib" in result.observed
     assert "LD_LIBRARY_PATH" in result.remediation
 
 
 def test_a_provider_linked_into_the_core_module_is_explained_not_failed() -> None:
-    facts = make_facts(available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": None},
-                       ldconfig=CUDA13)
+    facts = make_facts(available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": None}, ldconfig=CUDA13)
     result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
     loadable = result.details["layers"]["loadable"]
     assert loadable["status"] == "pass" and "linked into the core module" in loadable["observed"]
 
 
 def test_no_ldd_in_the_image_is_an_error() -> None:
-    facts = make_facts(available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": LDD_CUDA_OK},
-                       ldd_tool="", ldconfig=CUDA13)
+    facts = make_facts(
+        available=("CUDAExecutionProvider",),
+        libraries={"CUDAExecutionProvider": LDD_CUDA_OK},
+        ldd_tool="",
+        ldconfig=CUDA13,
+    )
     result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
     assert result.status is Status.ERROR and "could not resolve libonnxruntime_providers_cuda.so" in result.reason
 
@@ -445,8 +483,11 @@ def test_a_session_error_fails_layer_3() -> None:
 
 
 def _cuda_ready(**kw: Any) -> Facts:
-    return make_facts(available=("CUDAExecutionProvider", "CPUExecutionProvider"),
-                      libraries={"CUDAExecutionProvider": LDD_CUDA_OK}, **kw)
+    return make_facts(
+        available=("CUDAExecutionProvider", "CPUExecutionProvider"),
+        libraries={"CUDAExecutionProvider": LDD_CUDA_OK},
+        **kw,
+    )
 
 
 def test_no_gpu_on_the_host_skips_the_stage_when_layers_1_and_2_pass() -> None:
@@ -458,7 +499,8 @@ def test_no_gpu_on_the_host_skips_the_stage_when_layers_1_and_2_pass() -> None:
 
 def test_gpus_none_skips_and_require_gpu_turns_it_into_a_failure() -> None:
     assert gpu.check_gpu(_cuda_ready(), load("onnxruntime-cuda"), obs(None, gpus="none")).reason.startswith(
-        "--gpus none")
+        "--gpus none"
+    )
     result = gpu.check_gpu(_cuda_ready(), load("onnxruntime-cuda"), obs(None, gpus="none", require=True))
     assert result.status is Status.FAIL
 
@@ -470,8 +512,12 @@ def test_profile_require_gpu_is_a_gate_too(tmp_path: Path) -> None:
 
 
 def test_gpu_host_session_on_cuda_passes_and_records_nvidia_smi() -> None:
-    session = {"requested": ["CUDAExecutionProvider"], "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-               "output": gpu.MODEL_OUTPUT, "nvidia_smi": {"summary": NVIDIA_SMI, "gpus": "GPU 0: NVIDIA L4 (UUID: x)"}}
+    session = {
+        "requested": ["CUDAExecutionProvider"],
+        "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "output": gpu.MODEL_OUTPUT,
+        "nvidia_smi": {"summary": NVIDIA_SMI, "gpus": "GPU 0: NVIDIA L4 (UUID: x)"},
+    }
     result = gpu.check_gpu(_cuda_ready(), load("onnxruntime-cuda"), obs(A_GPU, session=session))
     usable = result.details["layers"]["usable"]
     assert result.status is Status.PASS, result.summary()
@@ -480,19 +526,27 @@ def test_gpu_host_session_on_cuda_passes_and_records_nvidia_smi() -> None:
 
 
 def test_gpu_host_silent_cpu_fallback_is_a_failure() -> None:
-    session = {"requested": ["CUDAExecutionProvider"], "providers": ["CPUExecutionProvider"],
-               "output": gpu.MODEL_OUTPUT, "nvidia_smi": {"summary": NVIDIA_SMI}}
-    log = ("2026-05-01 [E:onnxruntime:Default, provider_bridge_ort.cc:2251] Failed to load library "
-           "libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file\n")
+    session = {
+        "requested": ["CUDAExecutionProvider"],
+        "providers": ["CPUExecutionProvider"],
+        "output": gpu.MODEL_OUTPUT,
+        "nvidia_smi": {"summary": NVIDIA_SMI},
+    }
+    log = (
+        "2026-05-01 [E:onnxruntime:Default, provider_bridge_ort.cc:2251] Failed to load library "
+        "libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file\n"
+    )
     result = gpu.check_gpu(_cuda_ready(), load("onnxruntime-cuda"), obs(A_GPU, session=session, log=log))
     assert result.status is Status.FAIL and layers(result)["usable"] == "fail"
     assert "fell back to the CPU" in result.observed and "libcublasLt.so.13: cannot open" in result.observed
 
 
 def test_tensorrt_needs_both_providers_in_the_session() -> None:
-    facts = make_facts(available=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
-                       libraries={"TensorrtExecutionProvider": LDD_CUDA_OK, "CUDAExecutionProvider": LDD_CUDA_OK},
-                       ldconfig=TENSORRT10)
+    facts = make_facts(
+        available=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+        libraries={"TensorrtExecutionProvider": LDD_CUDA_OK, "CUDAExecutionProvider": LDD_CUDA_OK},
+        ldconfig=TENSORRT10,
+    )
     session = {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"], "output": gpu.MODEL_OUTPUT}
     result = gpu.check_gpu(facts, load("onnxruntime-tensorrt"), obs(A_GPU, session=session))
     assert layers(result) == {"compiled": "pass", "loadable": "pass", "usable": "fail"}
@@ -514,8 +568,11 @@ def test_engine_refusing_gpus_skips_or_fails_under_require() -> None:
 
 def test_intel_vpu_profiles_skip_layer_3_with_the_device_named() -> None:
     ov_ldd = "\tlibinference_engine.so => /opt/intel/openvino/lib/libinference_engine.so (0x1)\n" + LDD_CORE
-    facts = make_facts(available=("OpenVINOExecutionProvider", "CPUExecutionProvider"),
-                       libraries={"OpenVINOExecutionProvider": ov_ldd}, ldconfig=["libmyriadPlugin.so"])
+    facts = make_facts(
+        available=("OpenVINOExecutionProvider", "CPUExecutionProvider"),
+        libraries={"OpenVINOExecutionProvider": ov_ldd},
+        ldconfig=["libmyriadPlugin.so"],
+    )
     result = gpu.check_gpu(facts, load("onnxruntime-openvino-myriad"), obs(A_GPU))
     assert result.status is Status.SKIPPED and "Intel MYRIAD_FP16 device" in result.reason
     gate = gpu.check_gpu(facts, load("onnxruntime-openvino-myriad"), obs(A_GPU, require=True))
@@ -573,9 +630,13 @@ class FakeEngine:
 
 
 def fake_check(profile: str, facts: Facts, engine: FakeEngine, options: dict[str, Any] | None = None) -> Any:
-    return SimpleNamespace(target=SimpleNamespace(options={"gpu": options or {}}, reference="img:1"),
-                           profile=load(profile), facts=facts, engine=engine,
-                           info=SimpleNamespace(image_id="sha256:abc"))
+    return SimpleNamespace(
+        target=SimpleNamespace(options={"gpu": options or {}}, reference="img:1"),
+        profile=load(profile),
+        facts=facts,
+        engine=engine,
+        info=SimpleNamespace(image_id="sha256:abc"),
+    )
 
 
 def test_observe_starts_no_container_for_cpu_profiles_or_without_a_gpu() -> None:
@@ -588,9 +649,11 @@ def test_observe_starts_no_container_for_cpu_profiles_or_without_a_gpu() -> None
 
 
 def test_observe_runs_the_session_in_a_gpu_container_and_removes_it() -> None:
-    answer = {"import_ok": True, "session": {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-                                             "output": gpu.MODEL_OUTPUT},
-              "nvidia_smi": {"summary": NVIDIA_SMI}}
+    answer = {
+        "import_ok": True,
+        "session": {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"], "output": gpu.MODEL_OUTPUT},
+        "nvidia_smi": {"summary": NVIDIA_SMI},
+    }
     engine = FakeEngine({"Runtimes": {"nvidia": {}}}, answer=answer)
     seen = gpu.observe_gpu(fake_check("onnxruntime-cuda", _cuda_ready(), engine, {"gpus": "2"}))
     created = engine.created[0]

@@ -56,7 +56,8 @@ def test_onnx_cpu_passes_all_three_layers(images: Any) -> None:
     result, check = stage(images("onnx-cpu"), PROFILES / "onnx-cpu-fixture.toml")
     assert result.status is Status.PASS, result.summary()
     assert {n: layer(result, n)["status"] for n in ("compiled", "loadable", "usable")} == dict.fromkeys(
-        ("compiled", "loadable", "usable"), "pass")
+        ("compiled", "loadable", "usable"), "pass"
+    )
     session = layer(result, "usable")["details"]["session"]
     assert session["providers"] == ["CPUExecutionProvider"] and session["output"] == gpu.MODEL_OUTPUT
     assert check.results()[-1].stage == "gpu" and all(r.ok for r in check.results())
@@ -121,15 +122,18 @@ def test_a_real_silent_cpu_fallback_fails_layer_3(images: Any) -> None:
     assert "ONNX Runtime fell back to the CPU" in usable.observed and "libcublasLt.so.13" in usable.observed
 
 
-def test_an_engine_without_gpu_support_skips_or_fails_layer_3(images: Any, monkeypatch: pytest.MonkeyPatch,
-                                                               tmp_path: Path, docker_client: Any) -> None:
+def test_an_engine_without_gpu_support_skips_or_fails_layer_3(
+    images: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, docker_client: Any
+) -> None:
     """Pretend the host has a GPU: the engine's own refusal of `--gpus` becomes layer 3's reason."""
     if "nvidia" in json.dumps(docker_client.info().get("Runtimes") or {}):
         pytest.skip("this engine has the nvidia runtime: it would not refuse --gpus")
     # A profile whose layers 1 and 2 pass in onnx-cuda, so that observe_gpu goes on to start the container.
     profile = tmp_path / "cuda-no-libs.toml"
-    profile.write_text(f'extends = "{PROFILES / "onnx-cuda-fixture.toml"}"\n[gpu]\nlibraries = []\n'
-                       '[gpu.provider_libraries]\nCUDAExecutionProvider = "libonnxruntime_providers_shared.so"\n')
+    profile.write_text(
+        f'extends = "{PROFILES / "onnx-cuda-fixture.toml"}"\n[gpu]\nlibraries = []\n'
+        '[gpu.provider_libraries]\nCUDAExecutionProvider = "libonnxruntime_providers_shared.so"\n'
+    )
     monkeypatch.setattr(gpu, "detect_host_gpu", lambda engine: gpu.HostGpu(True, "pretend"))
     skipped, _ = stage(images("onnx-cuda"), profile)
     assert skipped.status is Status.SKIPPED, skipped.summary()
@@ -167,9 +171,16 @@ def test_openvino_vadm_needs_the_hddl_plugin_and_a_device(openvino: str, tmp_pat
 def test_end_to_end_through_pytest(images: Any, tmp_path: Path, no_leaks: None) -> None:
     """`pytest --base-image` with both fixtures: cpu passes the gpu test, cuda fails it, exit code 1."""
     out = tmp_path / "compat.json"
-    proc = run_pytest(f"--base-image={images('onnx-cpu')}", f"--base-image={images('onnx-cuda')}",
-                      f"--profile={PROFILES / 'onnx-cuda-fixture.toml'}", "-m", "gpu", "-rA",
-                      f"--compat-json={out}", cwd=tmp_path)
+    proc = run_pytest(
+        f"--base-image={images('onnx-cpu')}",
+        f"--base-image={images('onnx-cuda')}",
+        f"--profile={PROFILES / 'onnx-cuda-fixture.toml'}",
+        "-m",
+        "gpu",
+        "-rA",
+        f"--compat-json={out}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     report = {image["name"]: image for image in json.loads(out.read_text())["images"]}
     cpu_gpu = next(r for r in report[images("onnx-cpu")]["results"] if r["stage"] == "gpu")
@@ -180,7 +191,8 @@ def test_end_to_end_through_pytest(images: Any, tmp_path: Path, no_leaks: None) 
 
 
 def test_end_to_end_cpu_profile_is_compatible(images: Any, tmp_path: Path, no_leaks: None) -> None:
-    proc = run_pytest(f"--base-image={images('onnx-cpu')}", f"--profile={PROFILES / 'onnx-cpu-fixture.toml'}",
-                      "-rA", cwd=tmp_path)
+    proc = run_pytest(
+        f"--base-image={images('onnx-cpu')}", f"--profile={PROFILES / 'onnx-cpu-fixture.toml'}", "-rA", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASSED" in proc.stdout and "test_gpu" in proc.stdout

@@ -14,8 +14,10 @@ from conftest import FIXTURE_PROFILE, run_pytest
 from pytest_baseimage import matrix, profiles
 from pytest_baseimage.matrix import LOCAL, DistChoice, Entry, MatrixError, Settings, choose_dist
 
-SCHEMAS = {"scoring": dict(matrix.FALLBACK_PART_OPTIONS["scoring"]), "gpu": {"gpus": matrix.VALUE,
-                                                                           "require_gpu": matrix.BOOL}}
+SCHEMAS = {
+    "scoring": dict(matrix.FALLBACK_PART_OPTIONS["scoring"]),
+    "gpu": {"gpus": matrix.VALUE, "require_gpu": matrix.BOOL},
+}
 
 
 def write(tmp_path: Path, text: str, name: str = "matrix.toml") -> Path:
@@ -42,7 +44,9 @@ def test_a_full_matrix_is_read_with_paths_relative_to_the_file(tmp_path):
     (tmp_path / "cfg" / "score").mkdir(parents=True)
     (tmp_path / "cfg" / "score" / "score.py").write_text("def init(): pass\ndef run(x): return x\n")
     (tmp_path / "cfg" / "team.toml").write_text('extends = "azureml-current"\n')
-    found = load(tmp_path / "cfg", """
+    found = load(
+        tmp_path / "cfg",
+        """
         [defaults]
         profile = "team.toml"
         [defaults.gpu]
@@ -61,7 +65,8 @@ def test_a_full_matrix_is_read_with_paths_relative_to_the_file(tmp_path):
         gpus = "all"
         [images.scoring]
         score_script = "score/score.py"
-    """)
+    """,
+    )
     cpu, gpu = found.entries
     assert found.defaults.profile == str(tmp_path / "cfg" / "team.toml")
     assert found.defaults.options == {"gpu": {"gpus": "none"}}
@@ -78,8 +83,10 @@ def test_a_full_matrix_is_read_with_paths_relative_to_the_file(tmp_path):
         ('[[images]]\nref = "a:1"\ngpus = "all"\n', "images[0]: unknown key 'gpus' (known: "),
         ('[defaults]\nref = "a:1"\n[[images]]\nref = "b:1"\n', "defaults: unknown key 'ref'"),
         ('image = []\n[[images]]\nref = "a:1"\n', "unknown key 'image' (known: defaults, images)"),
-        ('[[images]]\nref = "a:1"\n[images.gpu]\ngpu = "all"\n',
-         "images[0]: gpu: unknown key 'gpu' (known: gpus, require_gpu)"),
+        (
+            '[[images]]\nref = "a:1"\n[images.gpu]\ngpu = "all"\n',
+            "images[0]: gpu: unknown key 'gpu' (known: gpus, require_gpu)",
+        ),
         ('[[images]]\nref = "a:1"\n[images.registry]\nx = 1\n', "unknown key 'registry'"),
         ('[[images]]\nname = "x"\n', 'images[0]: needs ref = "repo:tag"'),
         ('[[images]]\nref = ""\n', 'needs ref = "repo:tag"'),
@@ -174,8 +181,9 @@ def test_one_image_is_started_once_per_engine(tmp_path):
     twice = '[[images]]\nref = "a:1"\n[[images]]\nref = "a:1"\nname = "again"\nprofile = "azureml-current"\n'
     with pytest.raises(MatrixError, match=r"images\[1\] \(again\): image a:1 is already checked by .*images\[0\]"):
         matrix.entries(str(write(tmp_path, twice)), [], SCHEMAS)
-    two_hosts = ('[[images]]\nref = "a:1"\nname = "cpu"\n'
-                 '[[images]]\nref = "a:1"\nname = "gpu"\ndocker_host = "ssh://gpu-box"\n')
+    two_hosts = (
+        '[[images]]\nref = "a:1"\nname = "cpu"\n[[images]]\nref = "a:1"\nname = "gpu"\ndocker_host = "ssh://gpu-box"\n'
+    )
     found = matrix.entries(str(write(tmp_path, two_hosts)), [], SCHEMAS)
     assert [e.settings.docker_host for e in found] == [None, "ssh://gpu-box"]
 
@@ -203,7 +211,10 @@ def test_targets_load_each_profile_once_and_own_their_options():
     targets = matrix.targets(found, Settings(profile="azureml-2020", options=shared), load_profile)
     assert calls == ["azureml-2020", "azureml-current"]
     assert [(t.name, t.reference, t.profile.name) for t in targets] == [
-        ("a", "a:1", "azureml-2020"), ("b", "b:1", "azureml-current"), ("c", "c:1", "azureml-2020")]
+        ("a", "a:1", "azureml-2020"),
+        ("b", "b:1", "azureml-current"),
+        ("c", "c:1", "azureml-2020"),
+    ]
     assert [t.docker_host for t in targets] == [None, "tcp://h:2375", None]
     assert targets[0].options == {"gpu": {"gpus": "none", "devices": [0]}, "platform": "linux/arm64"}
     targets[0].options["gpu"]["devices"].append(1)
@@ -246,17 +257,21 @@ def test_a_tls_context_is_refused_until_the_engine_takes_tls(tmp_path, docker_co
     tls = TLSConfig(client_cert=(pem["cert"], pem["key"]), ca_cert=pem["ca"])
     ContextAPI.create_context("tls-box", host="tcp://h:2376", tls_cfg=tls)
     assert "docker context 'tls-box' uses TLS, which is not supported yet" in error(
-        tmp_path, '[[images]]\nref = "a:1"\ncontext = "tls-box"\n')
+        tmp_path, '[[images]]\nref = "a:1"\ncontext = "tls-box"\n'
+    )
 
 
 def test_an_unknown_context_is_one_line(tmp_path, docker_config):
     assert "no docker context 'nope' (see `docker context ls`)" in error(
-        tmp_path, '[[images]]\nref = "a:1"\ncontext = "nope"\n')
+        tmp_path, '[[images]]\nref = "a:1"\ncontext = "nope"\n'
+    )
 
 
 def test_an_entry_can_return_to_the_local_engine(tmp_path, docker_config):
-    text = ('[defaults]\ndocker_host = "tcp://h:2375"\n'
-            '[[images]]\nref = "a:1"\ncontext = "default"\n[[images]]\nref = "b:1"\n')
+    text = (
+        '[defaults]\ndocker_host = "tcp://h:2375"\n'
+        '[[images]]\nref = "a:1"\ncontext = "default"\n[[images]]\nref = "b:1"\n'
+    )
     found = matrix.entries(str(write(tmp_path, text)), [], SCHEMAS)
     targets = matrix.targets(found, Settings(profile="azureml-2020"), profiles.load)
     assert [t.docker_host for t in targets] == [None, "tcp://h:2375"]
@@ -279,8 +294,10 @@ def test_dist_mode_is_chosen_only_when_nobody_chose(dist, distload, numprocesses
     assert choose_dist(dist=dist, distload=distload, numprocesses=numprocesses, has_images=has_images) == expected
 
 
-@pytest.mark.parametrize(("dist", "distload", "shown"), [("load", False, "load"), ("no", True, "load"),
-                                                         ("worksteal", False, "worksteal"), ("each", False, "each")])
+@pytest.mark.parametrize(
+    ("dist", "distload", "shown"),
+    [("load", False, "load"), ("no", True, "load"), ("worksteal", False, "worksteal"), ("each", False, "each")],
+)
 def test_another_dist_mode_is_kept_with_a_warning(dist, distload, shown):
     choice = choose_dist(dist=dist, distload=distload, numprocesses=2, has_images=True)
     assert choice.dist is None

@@ -21,8 +21,10 @@ from conftest import FIXTURE_PROFILE, MANAGED, leaked_containers, managed_contai
 pytestmark = pytest.mark.docker
 
 VARIANTS = ("good", "no-conda", "missing-apt", "nonroot")
-PID_PLUGIN = "import os\n\ndef pytest_configure(config):\n    with open(os.environ['BASEIMAGE_PIDS'], 'a') as f:\n" \
-             "        f.write(f'{os.getpid()}\\n')\n"
+PID_PLUGIN = (
+    "import os\n\ndef pytest_configure(config):\n    with open(os.environ['BASEIMAGE_PIDS'], 'a') as f:\n"
+    "        f.write(f'{os.getpid()}\\n')\n"
+)
 
 
 @dataclass
@@ -41,8 +43,10 @@ class MatrixRun:
         return self.proc.stdout + self.proc.stderr
 
     def verdicts(self) -> dict[str, tuple[str, list[tuple[str, str]]]]:
-        return {image["name"]: (image["verdict"], [(r["stage"], r["status"]) for r in image["results"]])
-                for image in self.report["images"]}
+        return {
+            image["name"]: (image["verdict"], [(r["stage"], r["status"]) for r in image["results"]])
+            for image in self.report["images"]
+        }
 
     def created(self, role: str) -> dict[str, list[str]]:
         """Image id -> the pids that created a container of this role from it."""
@@ -67,15 +71,33 @@ def run_matrix(client, work: Path, matrix: Path, *args: str, env: dict[str, str]
     work.mkdir(parents=True, exist_ok=True)
     (work / "baseimage_pids.py").write_text(PID_PLUGIN)
     pid_file = work / "pids.txt"
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")])),
-           "BASEIMAGE_PIDS": str(pid_file), **(env or {})}
+    env = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")])),
+        "BASEIMAGE_PIDS": str(pid_file),
+        **(env or {}),
+    }
     since = int(time.time()) - 1
-    proc = run_pytest(f"--base-image-matrix={matrix}", "-p", "baseimage_pids", "-q", f"--junitxml={work / 'j.xml'}",
-                      f"--compat-json={work / 'r.json'}", f"--compat-html={work / 'r.html'}", *args, cwd=work, env=env)
+    proc = run_pytest(
+        f"--base-image-matrix={matrix}",
+        "-p",
+        "baseimage_pids",
+        "-q",
+        f"--junitxml={work / 'j.xml'}",
+        f"--compat-json={work / 'r.json'}",
+        f"--compat-html={work / 'r.html'}",
+        *args,
+        cwd=work,
+        env=env,
+    )
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     pids = {int(line) for line in pid_file.read_text().split()}
-    run = MatrixRun(proc, json.loads((work / "r.json").read_text()), junit_by_image(work / "j.xml"),
-                    (work / "r.html").read_text(), pids)
+    run = MatrixRun(
+        proc,
+        json.loads((work / "r.json").read_text()),
+        junit_by_image(work / "j.xml"),
+        (work / "r.html").read_text(),
+        pids,
+    )
     run.creates = container_creates(client, since, pids)
     return run
 
@@ -92,8 +114,9 @@ def container_creates(client, since: int, pids: set[int]) -> list[dict[str, str]
     """Every labelled container created since `since` by one of `pids`, as its event attributes."""
     until = int(time.time()) + 1
     time.sleep(1.1)  # the engine only returns events up to `until` once that second has passed
-    events = client.events(since=since, until=until, decode=True,
-                           filters={"type": "container", "event": "create", "label": [MANAGED]})
+    events = client.events(
+        since=since, until=until, decode=True, filters={"type": "container", "event": "create", "label": [MANAGED]}
+    )
     attrs = [event["Actor"]["Attributes"] for event in events]
     return [a for a in attrs if int(a.get("org.pytest-baseimage.pid") or 0) in pids]
 
@@ -110,8 +133,10 @@ def matrix_runs(tmp_path_factory, images, docker_client) -> dict[str, MatrixRun]
         images(name)
     base = tmp_path_factory.mktemp("matrix")
     matrix = write_matrix(base / "matrix.toml")
-    runs = {"serial": run_matrix(docker_client, base / "serial", matrix),
-            "parallel": run_matrix(docker_client, base / "parallel", matrix, "-n", "2")}
+    runs = {
+        "serial": run_matrix(docker_client, base / "serial", matrix),
+        "parallel": run_matrix(docker_client, base / "parallel", matrix, "-n", "2"),
+    }
     assert leaked_containers(docker_client) == []
     return runs
 
@@ -121,8 +146,12 @@ def test_parallel_verdicts_equal_the_serial_ones(matrix_runs):
     assert serial.proc.returncode == parallel.proc.returncode == 1, parallel.output
     assert parallel.verdicts() == serial.verdicts()
     verdicts = {name: verdict for name, (verdict, _) in parallel.verdicts().items()}
-    assert verdicts == {"good": "compatible", "no-conda": "not compatible", "missing-apt": "not compatible",
-                        "nonroot": "compatible"}
+    assert verdicts == {
+        "good": "compatible",
+        "no-conda": "not compatible",
+        "missing-apt": "not compatible",
+        "nonroot": "compatible",
+    }
     assert "--dist" not in parallel.output  # loadgroup was chosen without a warning
 
 
@@ -168,7 +197,8 @@ def test_markers_and_keywords_select_across_the_matrix(tmp_path, images, docker_
     by_marker = run_matrix(docker_client, tmp_path / "m", matrix, "-n", "2", "-m", "os or apt")
     assert by_marker.proc.returncode == 1, by_marker.output  # missing-apt fails apt
     assert {name: [s for s, _ in results] for name, (_, results) in by_marker.verdicts().items()} == {
-        name: ["os", "apt"] for name in VARIANTS}
+        name: ["os", "apt"] for name in VARIANTS
+    }
     by_keyword = run_matrix(docker_client, tmp_path / "k", matrix, "-n", "2", "-k", "no-conda")
     assert by_keyword.proc.returncode == 1, by_keyword.output
     assert list(by_keyword.verdicts()) == ["no-conda"]
@@ -193,12 +223,17 @@ def test_entries_can_name_their_engine(tmp_path, images, docker_client, no_leaks
     (config / "config.json").write_text("{}")
     monkeypatch.setenv("DOCKER_CONFIG", str(config))  # here and in the pytest run: a context store of our own
     ContextAPI.create_context("here", host=host)
-    matrix = write_matrix(tmp_path / "matrix.toml", ("good", "no-conda"),
-                          {"good": f'docker_host = "{host}"\n', "no-conda": 'context = "here"\n'})
+    matrix = write_matrix(
+        tmp_path / "matrix.toml",
+        ("good", "no-conda"),
+        {"good": f'docker_host = "{host}"\n', "no-conda": 'context = "here"\n'},
+    )
     run = run_matrix(docker_client, tmp_path / "r", matrix, "-n", "2", "-m", "os or conda")
     assert run.proc.returncode == 1, run.output
     assert {name: verdict for name, (verdict, _) in run.verdicts().items()} == {
-        "good": "compatible", "no-conda": "not compatible"}
+        "good": "compatible",
+        "no-conda": "not compatible",
+    }
     assert host in run.report["host"]
 
 
@@ -217,4 +252,5 @@ def test_a_ci_fan_out_merges_into_the_same_verdicts(tmp_path, images, docker_cli
     data = json.loads(merged.read_text())
     combined = matrix_runs["serial"].verdicts()
     assert {i["name"]: (i["verdict"], [(r["stage"], r["status"]) for r in i["results"]]) for i in data["images"]} == {
-        name: combined[name] for name in ("good", "missing-apt")}
+        name: combined[name] for name in ("good", "missing-apt")
+    }

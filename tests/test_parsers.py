@@ -30,7 +30,7 @@ def test_os_release(name, os_id, version, pretty, like):
 
 
 def test_os_release_codename_falls_back_to_ubuntu_codename():
-    assert probe.parse_os_release('ID=ubuntu\nUBUNTU_CODENAME=xenial\n').codename == "xenial"
+    assert probe.parse_os_release("ID=ubuntu\nUBUNTU_CODENAME=xenial\n").codename == "xenial"
 
 
 def test_os_release_tolerates_comments_escapes_and_garbage():
@@ -112,7 +112,7 @@ def test_dist_names_are_normalised():
 
 def test_sections_use_the_random_marker_only():
     marker = "@@abc:"
-    out = "junk\n@@abc:user\n0\n@@abc:python\n@@evil:json\n{}\n@@abc:json\n{\"a\": 1}\n@@abc:end\n"
+    out = 'junk\n@@abc:user\n0\n@@abc:python\n@@evil:json\n{}\n@@abc:json\n{"a": 1}\n@@abc:end\n'
     sections = probe.split_sections(out, marker)
     assert sections["user"] == "0"
     assert sections["python"] == "@@evil:json\n{}"
@@ -121,5 +121,5 @@ def test_sections_use_the_random_marker_only():
 
 
 def test_last_line_of_traceback():
-    tb = 'Traceback (most recent call last):\n  File "<string>", line 1\nModuleNotFoundError: No module named \'x\'\n'
+    tb = "Traceback (most recent call last):\n  File \"<string>\", line 1\nModuleNotFoundError: No module named 'x'\n"
     assert probe.last_line(tb) == "ModuleNotFoundError: No module named 'x'"

@@ -81,17 +81,25 @@ def test_xdist_worker_neither_reads_stdin_nor_pulls_again():
     def no_stdin() -> str:
         raise AssertionError("a worker must not read stdin")
 
-    parsed = parse_options({"registry": "r", "username": "u", "password_stdin": True, "pull": "always"},
-                           read_stdin=no_stdin, worker=True)
+    parsed = parse_options(
+        {"registry": "r", "username": "u", "password_stdin": True, "pull": "always"}, read_stdin=no_stdin, worker=True
+    )
     assert parsed.password is None and parsed.pull == "missing"
 
 
 @pytest.mark.parametrize(
     ("image", "ok"),
     [
-        ("ubuntu", True), ("ubuntu:22.04", True), ("mcr.microsoft.com/azureml/base:latest", True),
-        ("127.0.0.1:5000/team/good@" + DIGEST, True), ("localhost/x:1", True), ("sha256:" + "0" * 64, True),
-        ("Upper/Case", False), ("x::1", False), ("x@sha256:short", False), ("-x", False),
+        ("ubuntu", True),
+        ("ubuntu:22.04", True),
+        ("mcr.microsoft.com/azureml/base:latest", True),
+        ("127.0.0.1:5000/team/good@" + DIGEST, True),
+        ("localhost/x:1", True),
+        ("sha256:" + "0" * 64, True),
+        ("Upper/Case", False),
+        ("x::1", False),
+        ("x@sha256:short", False),
+        ("-x", False),
     ],
 )
 def test_reference_syntax(image, ok):
@@ -187,14 +195,26 @@ CREDS = Credentials("127.0.0.1:5000", "gate", Secret(PASSWORD), "$REG_PW")
 @pytest.mark.parametrize(
     ("daemon", "creds", "expected"),
     [
-        ("unauthorized: authentication required", CREDS,
-         "registry 127.0.0.1:5000 refused user 'gate' with the password from $REG_PW"),
-        ('Head "http://127.0.0.1:5000/v2/t/x/manifests/v1": no basic auth credentials', None,
-         "registry 127.0.0.1:5000 wants credentials"),
-        ("manifest for 127.0.0.1:5000/t/x:v1 not found: manifest unknown: manifest unknown", CREDS,
-         "registry 127.0.0.1:5000 has no tag 'v1' in repository 't/x' (or no such repository)"),
-        ('Get "http://127.0.0.1:5000/v2/": dial tcp 127.0.0.1:5000: connect: connection refused', CREDS,
-         "cannot reach registry 127.0.0.1:5000 (Get"),
+        (
+            "unauthorized: authentication required",
+            CREDS,
+            "registry 127.0.0.1:5000 refused user 'gate' with the password from $REG_PW",
+        ),
+        (
+            'Head "http://127.0.0.1:5000/v2/t/x/manifests/v1": no basic auth credentials',
+            None,
+            "registry 127.0.0.1:5000 wants credentials",
+        ),
+        (
+            "manifest for 127.0.0.1:5000/t/x:v1 not found: manifest unknown: manifest unknown",
+            CREDS,
+            "registry 127.0.0.1:5000 has no tag 'v1' in repository 't/x' (or no such repository)",
+        ),
+        (
+            'Get "http://127.0.0.1:5000/v2/": dial tcp 127.0.0.1:5000: connect: connection refused',
+            CREDS,
+            "cannot reach registry 127.0.0.1:5000 (Get",
+        ),
         ("something new", None, "the registry 127.0.0.1:5000 answered: something new"),
     ],
 )
@@ -205,8 +225,10 @@ def test_pull_errors_are_one_line(daemon, creds, expected):
 
 
 def test_docker_hub_pull_access_denied():
-    text = ("pull access denied for nope/x, repository does not exist or may require 'docker login': "
-            "denied: requested access to the resource is denied")
+    text = (
+        "pull access denied for nope/x, repository does not exist or may require 'docker login': "
+        "denied: requested access to the resource is denied"
+    )
     assert "has no repository 'nope/x', or it needs credentials" in str(describe_pull_error("nope/x:1", text, None))
 
 
@@ -225,8 +247,10 @@ def test_progress_is_rate_limited_and_compact():
         {"status": "Pulling from x", "id": "1"},
         {"status": "Pulling fs layer", "id": "a"},
         {"status": "Pulling fs layer", "id": "b"},
-        *({"status": "Downloading", "id": "a", "progressDetail": {"current": c, "total": 40_000_000}}
-          for c in range(1_000_000, 40_000_001, 1_000_000)),
+        *(
+            {"status": "Downloading", "id": "a", "progressDetail": {"current": c, "total": 40_000_000}}
+            for c in range(1_000_000, 40_000_001, 1_000_000)
+        ),
         {"status": "Pull complete", "id": "a"},
         {"status": "Already exists", "id": "b"},
         {"status": "Digest: " + DIGEST},
@@ -310,8 +334,11 @@ def test_credentials_are_sent_to_their_registry_only():
     engine = FakeEngine()
     resolve(engine, "team/x:1", registry="r.example", username="u", password_env="REG_PW")
     resolve(engine, "other.example/x:1", registry="r.example", username="u", password_env="REG_PW")
-    assert engine.pulls[0] == ("r.example/team/x", "1", {"username": "u", "password": PASSWORD,
-                                                          "serveraddress": "r.example"})
+    assert engine.pulls[0] == (
+        "r.example/team/x",
+        "1",
+        {"username": "u", "password": PASSWORD, "serveraddress": "r.example"},
+    )
     assert engine.pulls[1] == ("other.example/x", "1", None)
 
 
@@ -320,8 +347,10 @@ def test_a_failed_pull_is_one_scrubbed_line():
     with pytest.raises(PullError) as caught:
         resolve(engine, "team/x:1", registry="r.example", username="u", password_env="REG_PW")
     text = str(caught.value)
-    assert text.startswith("image 'r.example/team/x:1' is not on the Docker engine at unix:///fake.sock, and "
-                           "pulling it failed: registry r.example refused user 'u'")
+    assert text.startswith(
+        "image 'r.example/team/x:1' is not on the Docker engine at unix:///fake.sock, and "
+        "pulling it failed: registry r.example refused user 'u'"
+    )
     assert PASSWORD not in text and "***" in text
 
 
@@ -341,8 +370,10 @@ def test_build_log_streams_steps_and_keeps_the_tail(tmp_path):
     assert shown == ["pytest-baseimage: build: Step 1/2 : FROM x", "pytest-baseimage: build: Step 2/2 : RUN false"]
     message = log.failure(tmp_path / "Dockerfile", "The command '/bin/sh -c false' returned a non-zero code: 1\nmore")
     lines = message.splitlines()
-    assert lines[0] == f"building {tmp_path / 'Dockerfile'} failed: The command '/bin/sh -c false' returned a " \
-                       "non-zero code: 1"
+    assert (
+        lines[0] == f"building {tmp_path / 'Dockerfile'} failed: The command '/bin/sh -c false' returned a "
+        "non-zero code: 1"
+    )
     assert lines[1] == f"  last {registry.BUILD_TAIL_LINES} lines of the build log:"
     assert lines[-1] == "  | Step 2/2 : RUN false" and len(lines) == 2 + registry.BUILD_TAIL_LINES
 

@@ -41,8 +41,14 @@ def not_local(request, docker_client):
         server.remove_local_references(docker_client)
 
 
-def check(registry: RegistryServer, tmp_path: Path, *args: str, password: str | None = None,
-          stdin: str | None = None, env: dict[str, str] | None = None) -> Outcome:
+def check(
+    registry: RegistryServer,
+    tmp_path: Path,
+    *args: str,
+    password: str | None = None,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Outcome:
     """Run the plugin against the registry; fail if any output or report holds a password."""
     env = dict(env or {})
     if password is not None:
@@ -57,8 +63,11 @@ def check(registry: RegistryServer, tmp_path: Path, *args: str, password: str | 
 
 
 def login_args(registry: RegistryServer) -> list[str]:
-    return [f"--registry={registry.address}", f"--registry-username={registry.username}",
-            "--registry-password-env=REG_PW"]
+    return [
+        f"--registry={registry.address}",
+        f"--registry-username={registry.username}",
+        "--registry-password-env=REG_PW",
+    ]
 
 
 def verdict(outcome: Outcome) -> dict:
@@ -70,8 +79,14 @@ def error_lines(outcome: Outcome) -> list[str]:
 
 
 def test_pull_with_credentials_then_certify(registry, pushed, tmp_path, docker_client, no_leaks):
-    out = check(registry, tmp_path, "--base-image=team/good:v1", *login_args(registry),
-                f"--profile={FIXTURE_PROFILE}", password=registry.password)
+    out = check(
+        registry,
+        tmp_path,
+        "--base-image=team/good:v1",
+        *login_args(registry),
+        f"--profile={FIXTURE_PROFILE}",
+        password=registry.password,
+    )
     assert out.returncode == 0, out.output
     data = verdict(out)
     assert (data["verdict"], data["exit_code"]) == ("compatible", 0)
@@ -84,8 +99,14 @@ def test_pull_with_credentials_then_certify(registry, pushed, tmp_path, docker_c
 
 
 def test_password_from_stdin(registry, pushed, tmp_path, no_leaks):
-    args = [f"--base-image={registry.address}/team/good:v1", f"--registry={registry.address}",
-            f"--registry-username={registry.username}", "--registry-password-stdin", "-m", "os"]
+    args = [
+        f"--base-image={registry.address}/team/good:v1",
+        f"--registry={registry.address}",
+        f"--registry-username={registry.username}",
+        "--registry-password-stdin",
+        "-m",
+        "os",
+    ]
     out = check(registry, tmp_path, *args, f"--profile={FIXTURE_PROFILE}", stdin=registry.password + "\n")
     assert out.returncode == 0, out.output
     assert verdict(out)["images"][0]["info"]["digest"] == pushed
@@ -96,15 +117,29 @@ def test_credentials_from_the_docker_config(registry, pushed, tmp_path, no_leaks
     config_dir.mkdir()
     token = base64.b64encode(f"{registry.username}:{registry.password}".encode()).decode()
     (config_dir / "config.json").write_text(json.dumps({"auths": {registry.address: {"auth": token}}}))
-    out = check(registry, tmp_path, f"--base-image={registry.address}/team/good:v1", "-m", "os",
-                f"--profile={FIXTURE_PROFILE}", env={"DOCKER_CONFIG": str(config_dir)})
+    out = check(
+        registry,
+        tmp_path,
+        f"--base-image={registry.address}/team/good:v1",
+        "-m",
+        "os",
+        f"--profile={FIXTURE_PROFILE}",
+        env={"DOCKER_CONFIG": str(config_dir)},
+    )
     assert out.returncode == 0, out.output
     assert verdict(out)["images"][0]["info"]["digest"] == pushed
 
 
 def test_pull_by_digest(registry, pushed, tmp_path, no_leaks):
-    out = check(registry, tmp_path, f"--base-image={pushed}", *login_args(registry), "--require-digest",
-                f"--profile={FIXTURE_PROFILE}", password=registry.password)
+    out = check(
+        registry,
+        tmp_path,
+        f"--base-image={pushed}",
+        *login_args(registry),
+        "--require-digest",
+        f"--profile={FIXTURE_PROFILE}",
+        password=registry.password,
+    )
     assert out.returncode == 0, out.output
     data = verdict(out)
     assert data["exit_code"] == 0 and data["images"][0]["info"]["digest"] == pushed
@@ -142,16 +177,27 @@ def test_unknown_repository_tag_or_digest(registry, pushed, tmp_path, no_leaks, 
 
 
 def test_pull_never_does_not_pull(registry, pushed, tmp_path, no_leaks):
-    out = check(registry, tmp_path, "--base-image=team/good:v1", *login_args(registry), "--pull=never",
-                password=registry.password)
+    out = check(
+        registry,
+        tmp_path,
+        "--base-image=team/good:v1",
+        *login_args(registry),
+        "--pull=never",
+        password=registry.password,
+    )
     assert out.returncode == 2
     assert "--pull=never forbids pulling it" in out.stderr
     assert "pytest-baseimage: pulling" not in out.stderr
 
 
 def test_pull_always_refreshes_and_missing_does_not(registry, pushed, tmp_path, docker_client, no_leaks):
-    base = [f"--base-image={registry.address}/team/good:v1", *login_args(registry), "-m", "os",
-            f"--profile={FIXTURE_PROFILE}"]
+    base = [
+        f"--base-image={registry.address}/team/good:v1",
+        *login_args(registry),
+        "-m",
+        "os",
+        f"--profile={FIXTURE_PROFILE}",
+    ]
     first = check(registry, tmp_path, *base, password=registry.password)
     assert first.returncode == 0 and "pulling" in first.stderr
     local = check(registry, tmp_path, *base, password=registry.password)
@@ -161,8 +207,14 @@ def test_pull_always_refreshes_and_missing_does_not(registry, pushed, tmp_path, 
 
 
 def test_moving_tag_refused_under_require_digest(registry, pushed, tmp_path):
-    out = check(registry, tmp_path, "--base-image=team/good:v1", *login_args(registry), "--require-digest",
-                password=registry.password)
+    out = check(
+        registry,
+        tmp_path,
+        "--base-image=team/good:v1",
+        *login_args(registry),
+        "--require-digest",
+        password=registry.password,
+    )
     assert out.returncode == 4, out.output
     assert "--require-digest: 'team/good:v1' is a moving tag; pin it as team/good@sha256:<digest>" in out.stderr
     assert "pytest-baseimage: pulling" not in out.stderr and not out.files
@@ -170,10 +222,17 @@ def test_moving_tag_refused_under_require_digest(registry, pushed, tmp_path):
 
 @pytest.mark.parametrize("form", ["equals", "space"])
 def test_password_on_the_command_line_is_refused(registry, tmp_path, form):
-    given = [f"--registry-password={registry.password}"] if form == "equals" else ["--registry-password",
-                                                                                    registry.password]
-    out = check(registry, tmp_path, "--base-image=team/good:v1", f"--registry={registry.address}",
-                f"--registry-username={registry.username}", *given)
+    given = (
+        [f"--registry-password={registry.password}"] if form == "equals" else ["--registry-password", registry.password]
+    )
+    out = check(
+        registry,
+        tmp_path,
+        "--base-image=team/good:v1",
+        f"--registry={registry.address}",
+        f"--registry-username={registry.username}",
+        *given,
+    )
     assert out.returncode == 4, out.output
     assert "--registry-password is refused: a password on the command line is visible" in out.stderr
     assert not out.files
@@ -188,14 +247,20 @@ needs_build_wiring = pytest.mark.xfail(strict=True, reason="needs the plugin.py 
 @needs_build_wiring
 def test_build_then_test(tmp_path, docker_client, images, no_leaks):
     images("good")
-    out = run_plugin(f"--base-image-dockerfile={DOCKERFILES / 'good.Dockerfile'}", "--build-arg", "MARKER=gate-42",
-                     f"--profile={FIXTURE_PROFILE}", cwd=tmp_path)
+    out = run_plugin(
+        f"--base-image-dockerfile={DOCKERFILES / 'good.Dockerfile'}",
+        "--build-arg",
+        "MARKER=gate-42",
+        f"--profile={FIXTURE_PROFILE}",
+        cwd=tmp_path,
+    )
     built = json.loads(out.files["json"])["images"][0]["info"]["image_id"] if "json" in out.files else ""
     try:
         assert out.returncode == 0, out.output
         assert "pytest-baseimage: build: Step" in out.stderr and f"-> {built}" in out.stderr
-        container = docker_client.containers.run(built, ["cat", "/etc/pytest-baseimage-build"], remove=True,
-                                                 network_mode="none")
+        container = docker_client.containers.run(
+            built, ["cat", "/etc/pytest-baseimage-build"], remove=True, network_mode="none"
+        )
         assert b"MARKER=gate-42" in container
     finally:
         if built:
@@ -210,9 +275,11 @@ def test_failed_build_is_one_line_and_the_log_tail(tmp_path, docker_client, imag
     assert out.returncode == 2, out.output
     assert "Traceback" not in out.output
     lines = [line for line in out.stderr.splitlines() if line.strip() and not line.startswith("pytest-baseimage:")]
-    assert lines[0].endswith(f"building {dockerfile} failed: The command '/bin/sh -c echo \"pytest-baseimage: "
-                             "this step is about to fail\" && pytest-baseimage-no-such-command --now' returned a "
-                             "non-zero code: 127")
+    assert lines[0].endswith(
+        f"building {dockerfile} failed: The command '/bin/sh -c echo \"pytest-baseimage: "
+        "this step is about to fail\" && pytest-baseimage-no-such-command --now' returned a "
+        "non-zero code: 127"
+    )
     assert "last" in lines[1] and "lines of the build log" in lines[1]
     assert any("pytest-baseimage-no-such-command: not found" in line for line in lines[2:])
 

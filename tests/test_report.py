@@ -763,6 +763,9 @@ def test_split_pytest_junit_by_image_in_given_order(tmp_path: Path) -> None:
     suites = ET.parse(path).getroot().findall("testsuite")
     assert [s.get("name") for s in suites] == ["a:1", "b:1", "pytest"]
     assert [(s.get("tests"), s.get("failures"), s.get("skipped")) for s in suites] == [
-        ("2", "0", "1"), ("1", "1", "0"), ("1", "0", "0")]
+        ("2", "0", "1"),
+        ("1", "1", "0"),
+        ("1", "0", "0"),
+    ]
     assert suites[1].find("testcase").get("name") == "test_os[b:1]"
     assert suites[0].get("hostname") == "h"

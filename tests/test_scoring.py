@@ -38,8 +38,9 @@ azureml_inference_server_http.server.user_script.UserScriptException: Caught an 
 2026-11-25 12:27:18,152 E [1] gunicorn.error - Worker (pid:6) exited with code 3.
 2026-11-25 12:27:18,157 E [1] gunicorn.error - Reason: Worker failed to boot.
 """
-RUN_LOG = INIT_LOG.replace("init", "run").replace("RuntimeError: model file is corrupt",
-                                                  "ValueError: cannot score this input")
+RUN_LOG = INIT_LOG.replace("init", "run").replace(
+    "RuntimeError: model file is corrupt", "ValueError: cannot score this input"
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +81,12 @@ def test_options_are_resolved_and_checked(tmp_path):
     script.write_text("def init(): pass\n")
     expected = tmp_path / "expected.json"
     expected.write_text('{"ok": true}')
-    values = {"score_script": str(script), "model_dir": str(tmp_path), "score_payload": None,
-              "score_expected": str(expected)}
+    values = {
+        "score_script": str(script),
+        "model_dir": str(tmp_path),
+        "score_payload": None,
+        "score_expected": str(expected),
+    }
     config = SimpleNamespace(getoption=lambda name, default=None: values.get(name, default))
     options = scoring.options_from_config(config)
     assert options == {"score_script": str(script), "model_dir": str(tmp_path), "expected_file": str(expected)}
@@ -107,8 +112,7 @@ def test_current_profile_runs_azmlinfsrv_as_azure_ml_lays_it_out(spec):
     assert spec.env["AML_APP_ROOT"] == "/var/azureml-app"
     assert spec.env["AZUREML_ENTRY_SCRIPT"] == "/var/azureml-app/score.py"
     assert spec.env["AZUREML_MODEL_DIR"] == "/var/azureml-app/azureml-models/sample-model/1"
-    assert set(spec.files) == {"var/azureml-app/score.py",
-                               "var/azureml-app/azureml-models/sample-model/1/model.json"}
+    assert set(spec.files) == {"var/azureml-app/score.py", "var/azureml-app/azureml-models/sample-model/1/model.json"}
     assert json.loads(spec.payload) == {"data": [[1, 2, 3], [0, 0, 0]]}
     assert (spec.liveness_path, spec.score_path, spec.swagger_path) == ("/", "/score", "/swagger.json")
 
@@ -130,9 +134,15 @@ def test_user_script_resets_the_samples_expectations(profile):
     assert own.files["var/azureml-app/score.py"] == (FIXTURES / "score.py").read_bytes()
     assert not any("azureml-models" in name for name in own.files)  # no --model-dir: no sample model either
     assert own.expected_json == "" and own.expected_schema is None
-    with_all = scoring.build_spec(profile, {
-        "score_script": str(FIXTURES / "score.py"), "model_dir": str(FIXTURES / "model"),
-        "payload_file": str(FIXTURES / "payload.json"), "expected_file": str(FIXTURES / "expected.json")})
+    with_all = scoring.build_spec(
+        profile,
+        {
+            "score_script": str(FIXTURES / "score.py"),
+            "model_dir": str(FIXTURES / "model"),
+            "payload_file": str(FIXTURES / "payload.json"),
+            "expected_file": str(FIXTURES / "expected.json"),
+        },
+    )
     assert with_all.payload == (FIXTURES / "payload.json").read_bytes()
     assert json.loads(with_all.expected_json) == {"result": [5.0, -1.0]}
     assert "var/azureml-app/azureml-models/sample-model/1/model.json" in with_all.files
@@ -189,8 +199,11 @@ def test_pass_reports_boot_time_and_latency(profile, spec):
 @pytest.mark.parametrize(
     ("error", "cause"),
     [
-        ('failed to create shim task: OCI runtime create failed: runc create failed: unable to start container '
-         'process: exec: "azmlinfsrv": executable file not found in $PATH: unknown', "server-missing"),
+        (
+            "failed to create shim task: OCI runtime create failed: runc create failed: unable to start container "
+            'process: exec: "azmlinfsrv": executable file not found in $PATH: unknown',
+            "server-missing",
+        ),
         ("something else broke", "server-exited"),
     ],
 )
@@ -204,8 +217,9 @@ def test_start_errors(profile, spec, error, cause):
 
 
 def test_exit_code_3_is_init_raised_with_the_users_exception(profile, spec):
-    obs = ScoringObservation(spec=spec, exit_code=3, log=INIT_LOG, polls=12,
-                             last_liveness=Exchange("GET", "/", error="closed"))
+    obs = ScoringObservation(
+        spec=spec, exit_code=3, log=INIT_LOG, polls=12, last_liveness=Exchange("GET", "/", error="closed")
+    )
     result = check(profile, obs)
     assert result.details["cause"] == "init-raised"
     assert result.details["exception"] == "RuntimeError: model file is corrupt"
@@ -241,8 +255,13 @@ def test_boot_deadline_causes(profile, spec, last, cause, words):
 
 
 def test_run_raised_from_500_and_the_log(profile, spec):
-    obs = healthy(spec, status=500, body='{"message": "An unexpected error occurred in scoring script."}',
-                  headers={"x-ms-run-function-failed": "True"}, log=RUN_LOG)
+    obs = healthy(
+        spec,
+        status=500,
+        body='{"message": "An unexpected error occurred in scoring script."}',
+        headers={"x-ms-run-function-failed": "True"},
+        log=RUN_LOG,
+    )
     result = check(profile, obs)
     assert result.details["cause"] == "run-raised"
     assert result.details["exception"] == "ValueError: cannot score this input"
@@ -317,13 +336,23 @@ def test_json_equality_keeps_booleans_apart():
 
 
 def test_schema_subset():
-    schema = {"type": "object", "required": ["result", "model"],
-              "properties": {"result": {"type": "array", "items": {"type": "number"}},
-                             "model": {"enum": ["a", "b"]}, "ok": {"const": True}}}
+    schema = {
+        "type": "object",
+        "required": ["result", "model"],
+        "properties": {
+            "result": {"type": "array", "items": {"type": "number"}},
+            "model": {"enum": ["a", "b"]},
+            "ok": {"const": True},
+        },
+    }
     assert scoring.schema_problems({"result": [1, 2.5], "model": "a", "ok": True}, schema) == []
     problems = scoring.schema_problems({"result": [1, "x", True], "ok": 1}, schema)
-    assert problems == ["$ has no key 'model'", "$.result[1] is string, expected number",
-                        "$.result[2] is boolean, expected number", "$.ok is 1, expected true"]
+    assert problems == [
+        "$ has no key 'model'",
+        "$.result[1] is string, expected number",
+        "$.result[2] is boolean, expected number",
+        "$.ok is 1, expected true",
+    ]
     assert scoring.schema_problems([], {"type": ["object", "null"]}) == ["$ is array, expected object or null"]
 
 

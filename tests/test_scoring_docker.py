@@ -32,8 +32,9 @@ def stage(docker_client, images):
     """Run the scoring stage on a fixture image in this process; check afterwards that nothing is left."""
     checks: list[ImageCheck] = []
 
-    def run(image: str, options: dict[str, str] | None = None, top: dict[str, Any] | None = None,
-            **scoring_changes: Any) -> StageResult:
+    def run(
+        image: str, options: dict[str, str] | None = None, top: dict[str, Any] | None = None, **scoring_changes: Any
+    ) -> StageResult:
         profile = profiles.load(str(FIXTURE_PROFILE))
         profile.data = copy.deepcopy(profile.data)
         profile.data.update(top or {})
@@ -45,8 +46,12 @@ def stage(docker_client, images):
     yield run
     for check in checks:
         check.close()
-    mine = [c.name for c in docker_client.containers.list(
-        all=True, filters={"label": [f"{LABEL_SESSION}={SESSION_ID}", f"{LABEL_ROLE}=scoring"]})]
+    mine = [
+        c.name
+        for c in docker_client.containers.list(
+            all=True, filters={"label": [f"{LABEL_SESSION}={SESSION_ID}", f"{LABEL_ROLE}=scoring"]}
+        )
+    ]
     assert mine == [], "a scoring container outlived its stage"
 
 
@@ -156,15 +161,25 @@ def junit_case(path: Path, name: str) -> dict[str, Any]:
                 node = case.find(tag)
                 if node is not None:
                     outcome, message = tag, node.get("message", "")
-            return {"outcome": outcome, "message": message,
-                    "props": {p.get("name"): p.get("value") for p in case.iter("property")}}
+            return {
+                "outcome": outcome,
+                "message": message,
+                "props": {p.get("name"): p.get("value") for p in case.iter("property")},
+            }
     raise AssertionError(f"{name} not in {path}")
 
 
 def test_end_to_end_good_image(tmp_path, images, no_leaks):
     xml = tmp_path / "junit.xml"
-    proc = run_pytest(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", f"--junitxml={xml}",
-                      "-m", "scoring", "-q", cwd=tmp_path)
+    proc = run_pytest(
+        f"--base-image={images('good')}",
+        f"--profile={FIXTURE_PROFILE}",
+        f"--junitxml={xml}",
+        "-m",
+        "scoring",
+        "-q",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     case = junit_case(xml, "test_scoring")
     assert case["outcome"] == "passed"
@@ -174,8 +189,16 @@ def test_end_to_end_good_image(tmp_path, images, no_leaks):
 
 def test_end_to_end_users_failing_script(tmp_path, images, no_leaks):
     xml = tmp_path / "junit.xml"
-    proc = run_pytest(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", f"--junitxml={xml}",
-                      f"--score-script={SCRIPTS / 'score_run_raises.py'}", "-m", "scoring", "-q", cwd=tmp_path)
+    proc = run_pytest(
+        f"--base-image={images('good')}",
+        f"--profile={FIXTURE_PROFILE}",
+        f"--junitxml={xml}",
+        f"--score-script={SCRIPTS / 'score_run_raises.py'}",
+        "-m",
+        "scoring",
+        "-q",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     case = junit_case(xml, "test_scoring")
     assert case["outcome"] == "failure"
@@ -184,8 +207,12 @@ def test_end_to_end_users_failing_script(tmp_path, images, no_leaks):
 
 
 def test_end_to_end_missing_option_file_is_a_usage_error(tmp_path, images):
-    proc = run_pytest(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}",
-                      f"--score-script={tmp_path / 'nope.py'}", cwd=tmp_path)
+    proc = run_pytest(
+        f"--base-image={images('good')}",
+        f"--profile={FIXTURE_PROFILE}",
+        f"--score-script={tmp_path / 'nope.py'}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 4
     assert "--score-script" in proc.stderr and "no such file" in proc.stderr
 
@@ -193,13 +220,26 @@ def test_end_to_end_missing_option_file_is_a_usage_error(tmp_path, images):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_while_booting_removes_the_server_container(tmp_path, images, docker_client, sig):
     """Ctrl-C (or a CI job's SIGTERM) during the boot wait: the scoring container goes with the run."""
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--base-image={images('good')}",
-           f"--profile={FIXTURE_PROFILE}", f"--score-script={SCRIPTS / 'score_init_hangs.py'}", "-m", "scoring"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        f"--base-image={images('good')}",
+        f"--profile={FIXTURE_PROFILE}",
+        f"--score-script={SCRIPTS / 'score_init_hangs.py'}",
+        "-m",
+        "scoring",
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not [c for c in managed_containers(docker_client, proc.pid)
-                   if c["Labels"].get(LABEL_ROLE) == "scoring" and c["State"] == "running"]:
+        while not [
+            c
+            for c in managed_containers(docker_client, proc.pid)
+            if c["Labels"].get(LABEL_ROLE) == "scoring" and c["State"] == "running"
+        ]:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             assert time.monotonic() < deadline, "the scoring container never started"
             time.sleep(0.2)

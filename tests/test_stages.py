@@ -10,8 +10,20 @@ from pytest_baseimage import profiles, stages
 from pytest_baseimage.facts import CondaInfo, Facts, ImportResult, OsRelease, PythonInfo
 from pytest_baseimage.results import Status
 
-STACK = {p: "1.0" for p in ("libcurl4", "libunwind8", "libxml++2.6-2v5", "nginx-light", "psmisc", "rsyslog",
-                            "runit", "unzip", "liblttng-ust0")}
+STACK = {
+    p: "1.0"
+    for p in (
+        "libcurl4",
+        "libunwind8",
+        "libxml++2.6-2v5",
+        "nginx-light",
+        "psmisc",
+        "rsyslog",
+        "runit",
+        "unzip",
+        "liblttng-ust0",
+    )
+}
 
 
 @pytest.fixture(scope="module")

@@ -38,8 +38,9 @@ def run_chromium(*args: str, timeout: float = 60) -> str:
     if binary is None:
         raise BrowserError("no chromium on PATH (Debian: apt-get install chromium)")
     with tempfile.TemporaryDirectory(prefix="baseimage-chromium-") as profile:
-        done = subprocess.run([binary, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                              text=True, timeout=timeout)
+        done = subprocess.run(
+            [binary, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=timeout
+        )
     if done.returncode != 0:
         raise BrowserError(f"chromium exited {done.returncode}: {done.stderr[-2000:]}")
     return done.stdout
