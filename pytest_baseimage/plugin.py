@@ -106,6 +106,9 @@ DIST_KEY = "baseimage_dist"  # workerinput: the controller's --dist, which worke
 def pytest_configure_node(node: Any) -> None:
     """xdist workers re-parse the command line, so they would miss the loadgroup chosen above: pass it on."""
     node.workerinput[DIST_KEY] = node.config.option.dist
+    registry = parts().get("registry")
+    if registry is not None:  # the controller built --base-image-dockerfile; workers must not build again
+        node.workerinput[registry.BUILT_KEY] = registry.built(node.config)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -114,7 +117,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: the '{name}' compliance stage (select with -m {name})")
     if getattr(config, "workerinput", {}).get(DIST_KEY) == matrix.GROUPING_MODE:
         config.option.loadgroup = True  # what xdist's worker checks before adding @group to node ids
-    images = config.getoption("base_images") or []
+    images = [*(config.getoption("base_images") or []), *_built_images(config)]
     _COLLECTED.clear()
     config.stash[CHECKS_KEY] = {}
     config.stash[STARTED_KEY] = _now()
@@ -135,7 +138,10 @@ def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
         found_parts = parts()
         options = {name: part.options_from_config(config) for name, part in found_parts.items()}
         found = matrix.entries(config.getoption("base_image_matrix"), images, matrix.part_schemas(found_parts))
-        return matrix.targets(found, matrix.Settings(profile=profile_ref, options=options), profiles.load)
+        targets = matrix.targets(found, matrix.Settings(profile=profile_ref, options=options), profiles.load)
+        for part in found_parts.values():  # e.g. registry: matrix refs must be pinned under --require-digest
+            getattr(part, "validate_targets", lambda targets: None)(targets)
+        return targets
     except BaseImageError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -154,6 +160,25 @@ def parts() -> dict[str, Any]:
             if exc.name != f"{__package__}.{name}":
                 raise
     return found
+
+
+def _built_images(config: pytest.Config) -> list[str]:
+    """--base-image-dockerfile: the controller builds (exit 2 and the log tail on failure); workers reuse its ids."""
+    registry = parts().get("registry")
+    if registry is None:
+        return []
+    try:
+        return registry.build_targets(config)
+    except BaseImageError as exc:
+        if exc.exit_code == ExitCode.USAGE_ERROR:
+            raise pytest.UsageError(str(exc)) from None
+        pytest.exit(str(exc), returncode=int(exc.exit_code))
+
+
+def _secrets(config: pytest.Config) -> list[str]:
+    """Values every report must redact (the registry password)."""
+    registry = parts().get("registry")
+    return registry.secrets(config) if registry is not None else []
 
 
 def _add_suite(config: pytest.Config) -> None:
@@ -175,9 +200,18 @@ def _preflight(config: pytest.Config) -> None:
             check.prepare()
             checks[target.name] = check
     except BaseImageError as exc:
-        pytest.exit(str(exc), returncode=int(exc.exit_code))
+        _stop_unchecked(config, str(exc), exc.exit_code)
     if checks and all(check.error for check in checks.values()):
-        pytest.exit("; ".join(check.error for check in checks.values()), returncode=int(ExitCode.UNCHECKED))
+        _stop_unchecked(config, "; ".join(check.error for check in checks.values()), ExitCode.UNCHECKED)
+
+
+def _stop_unchecked(config: pytest.Config, message: str, code: int) -> None:
+    """Stop before the session, but write the reports first: a gate keeps a verdict for every run."""
+    reports = image_reports(config)
+    for report in reports:
+        report.error = report.error or message
+    _write_outputs(config, _run_of(config, reports))
+    pytest.exit(message, returncode=int(code))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -343,9 +377,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reports = [r for r in image_reports(config) if r.results or r.error]
     if not reports:
         return
+    run = _run_of(config, reports)
+    if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        # The worse of the two: a user's own failing test still fails the run; an unchecked image makes it 2.
+        session.exitstatus = max(int(exitstatus), int(run.exit_code))
+    else:  # interrupted, internal error: a verdict the run did not reach must not be written as one
+        for report in run.images:
+            report.error = report.error or f"the run stopped before every stage ran (pytest exit {int(exitstatus)})"
+    _write_outputs(config, run)
+
+
+def _run_of(config: pytest.Config, reports: list[ImageReport]) -> Any:
     from . import report as reporting
 
-    run = reporting.Run(
+    return reporting.Run(
         images=reports,
         plugin_version=__version__,
         started=config.stash[STARTED_KEY],
@@ -353,9 +398,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         host=_host_of(config),
         argv=_safe_argv(),
     )
-    if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-        session.exitstatus = int(run.exit_code)
-    _write_outputs(config, run)
 
 
 def _write_outputs(config: pytest.Config, run: Any) -> None:
@@ -370,9 +412,9 @@ def _write_outputs(config: pytest.Config, run: Any) -> None:
         except (OSError, ValueError) as exc:
             sys.stderr.write(f"pytest-baseimage: baseline {baseline_path} ignored: {exc}\n")
     if json_path:
-        reporting.write_json(run, json_path)
+        reporting.write_json(run, json_path, secrets=_secrets(config))
     if html_path:
-        reporting.write_html(run, html_path, baseline=baseline)
+        reporting.write_html(run, html_path, baseline=baseline, secrets=_secrets(config))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -434,12 +434,14 @@ def resolve(engine: Engine, target: Any, *, write: Writer | None = None) -> Imag
     if options.require_digest and not is_pinned(reference):  # validate_targets refuses it earlier, as exit 4
         raise ImageNotFound(f"--require-digest: '{target.reference}' is a moving tag; it was not checked")
     try:
-        return _resolve(engine, reference, options, write or _stderr)
+        return _resolve(engine, reference, options, write or _stderr, target.options.get("platform"))
     except BaseImageError as exc:
         raise type(exc)(scrub(str(exc), options.secrets())) from None
 
 
-def _resolve(engine: Engine, reference: str, options: RegistryOptions, write: Writer) -> ImageInfo:
+def _resolve(
+    engine: Engine, reference: str, options: RegistryOptions, write: Writer, platform: str | None = None
+) -> ImageInfo:
     local = _local_info(engine, reference)
     if local is not None and _is_local_id(reference, local):
         return local
@@ -456,7 +458,14 @@ def _resolve(engine: Engine, reference: str, options: RegistryOptions, write: Wr
         return _pin(local, reference)
     why = "--pull=always" if local is not None else f"not on the Docker engine at {engine.host}"
     try:
-        digest = pull(engine, reference, options.credentials_for(reference), write, why=why)
+        digest = pull(
+            engine,
+            reference,
+            options.credentials_for(reference),
+            write,
+            why=why,
+            platform=platform,
+        )
     except PullError as exc:
         if local is None:
             raise PullError(
@@ -490,13 +499,23 @@ def _pin(info: ImageInfo, reference: str) -> ImageInfo:
     return info
 
 
-def pull(engine: Engine, reference: str, credentials: Credentials | None, write: Writer, *, why: str = "") -> str:
+def pull(
+    engine: Engine,
+    reference: str,
+    credentials: Credentials | None,
+    write: Writer,
+    *,
+    why: str = "",
+    platform: str | None = None,
+) -> str:
     """Pull through the SDK with progress lines; returns repo@sha256:... of what arrived."""
     import docker
     import requests
 
     repo, tag = split_reference(reference)
     kwargs: dict[str, Any] = {"tag": tag, "stream": True, "decode": True}
+    if platform:  # a matrix entry's `platform`, e.g. linux/amd64 for a multi-arch tag
+        kwargs["platform"] = platform
     if credentials is not None:
         kwargs["auth_config"] = credentials.auth_config()
     # Without explicit credentials the SDK uses the Docker config: auths, credsStore and credHelpers.

@@ -120,6 +120,9 @@ class ImageCheck:
             result = stage.check(self.facts, self.profile, observation)
         except BaseImageError as exc:
             result = StageResult(name, Status.ERROR, reason=str(exc))
+        except Exception as exc:  # a crashing check must never read as a pass: the image is unchecked
+            reason = f"the {name} check crashed ({type(exc).__name__}: {exc}); a bug in pytest-baseimage"
+            result = StageResult(name, Status.ERROR, reason=reason)
         result.duration_s = round(time.monotonic() - started, 3)
         return result
 

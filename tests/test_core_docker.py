@@ -299,3 +299,27 @@ def test_docker_contexts_work_as_in_the_cli(tmp_path, images, no_leaks):
     assert "cannot reach the Docker engine at context ctx-down" in down.stderr
     missing = run_pytest("--base-image=x:1", "-q", cwd=tmp_path, env={**env, "DOCKER_CONTEXT": "nope"})
     assert missing.returncode == 2 and "Docker context 'nope' does not exist" in missing.stderr
+
+
+def test_a_crashing_check_is_unchecked_never_a_pass(tmp_path, images, no_leaks):
+    (tmp_path / "conftest.py").write_text(
+        "from dataclasses import replace\n"
+        "from pytest_baseimage import stages\n"
+        "def boom(*args):\n"
+        "    raise RuntimeError('simulated bug')\n"
+        "stages.STAGES['conda'] = replace(stages.STAGES['conda'], check=boom)\n"
+    )
+    verdict = tmp_path / "verdict.json"
+    proc, cases = certify(tmp_path, images("good"), f"--compat-json={verdict}")
+    assert proc.returncode == 2, proc.stdout
+    assert "the conda check crashed (RuntimeError: simulated bug)" in cases["test_conda"]["message"]
+    data = __import__("json").loads(verdict.read_text())
+    assert (data["verdict"], data["exit_code"]) == ("could not be checked", 2)
+
+
+def test_a_users_failing_test_still_fails_a_compatible_run(tmp_path, images, no_leaks):
+    (tmp_path / "test_team.py").write_text("def test_policy(baseimage_host):\n    assert False, 'team rule'\n")
+    proc = run_pytest(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", "test_team.py",
+                      "--compliance-suite=always", "-q", cwd=tmp_path)
+    assert "COMPATIBLE" in proc.stdout
+    assert proc.returncode == 1

@@ -74,9 +74,6 @@ def test_2_wins_over_1_when_one_image_cannot_be_checked(tmp_path, images, no_lea
 
 # Pending the plugin.py change proposed with issue 7 (reports written when every image is unreachable, and
 # no verdict claimed for an interrupted run). Strict: once it is applied these pass; then delete the mark.
-pending_plugin = pytest.mark.xfail(strict=True, reason="needs the plugin.py change for issue 7 (gate reports)")
-
-
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
@@ -106,7 +103,6 @@ def test_2_could_not_be_checked(tmp_path, docker_client, args, env, message):
 
 
 @pytest.mark.parametrize("case", ["missing-image", "bad-credentials"])
-@pending_plugin
 def test_2_still_writes_the_json(tmp_path, request, docker_client, case):
     args = ["--base-image=pytest-baseimage-fixture/absent:1"]
     env = {}
@@ -140,7 +136,6 @@ def test_2_on_bad_credentials(tmp_path, request, docker_client, images, no_leaks
     assert "Wrong-Pw-NeverPrint" not in out.everything()
 
 
-@pending_plugin
 def test_2_when_interrupted(tmp_path, images, docker_client):
     """Ctrl-C mid-run: exit 2, and a JSON (if any) must not claim a verdict the run did not reach."""
     (tmp_path / "test_slow.py").write_text(

@@ -241,10 +241,6 @@ def test_password_on_the_command_line_is_refused(registry, tmp_path, form):
 # -- build-then-test -------------------------------------------------------------------------------------
 # Pending the plugin.py change proposed with issue 7 (the plugin calls registry.build_targets). Strict: once
 # it is applied these pass; then delete the mark.
-needs_build_wiring = pytest.mark.xfail(strict=True, reason="needs the plugin.py change for issue 7 (build)")
-
-
-@needs_build_wiring
 def test_build_then_test(tmp_path, docker_client, images, no_leaks):
     images("good")
     out = run_plugin(
@@ -267,7 +263,6 @@ def test_build_then_test(tmp_path, docker_client, images, no_leaks):
             docker_client.images.remove(built, force=True)
 
 
-@needs_build_wiring
 def test_failed_build_is_one_line_and_the_log_tail(tmp_path, docker_client, images):
     images("good")
     dockerfile = DOCKERFILES / "broken.Dockerfile"
