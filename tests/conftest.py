@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,11 +54,32 @@ def managed_containers(client, pid: int | None = None) -> list[dict]:
     return client.api.containers(all=True, filters={"label": label})
 
 
+def wait_for_container(client, proc, *, role: str = "", timeout: float = 60) -> None:
+    """Wait until the pytest process `proc` has a running labelled container (of `role`, if given)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [
+            c
+            for c in managed_containers(client, proc.pid)
+            if c["State"] == "running" and (not role or c["Labels"].get("org.pytest-baseimage.role") == role)
+        ]
+        if running:
+            return
+        assert proc.poll() is None, f"pytest ended first: {proc.stdout.read() if proc.stdout else ''}"
+        assert time.monotonic() < deadline, f"no {role or 'candidate'} container within {timeout} s"
+        time.sleep(0.2)
+
+
+def plugin_argv(*args: str) -> list[str]:
+    """The plugin as a user runs it: this interpreter's pytest, without a cache dir in the test's cwd."""
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+
+
 def run_pytest(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
     """Run the plugin as a user would: a pytest process of its own, in an empty directory."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PYTEST_ADDOPTS", None)
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+    cmd = plugin_argv(*args)
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 

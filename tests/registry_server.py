@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import plugin_argv
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 USERNAME = "gate-user"
@@ -183,17 +183,12 @@ def run_plugin(
         path.unlink(missing_ok=True)
     full_env = {**os.environ, **(env or {})}
     full_env.pop("PYTEST_ADDOPTS", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
+    cmd = plugin_argv(
         *args,
         f"--compat-json={reports['json']}",
         f"--compat-html={reports['html']}",
         f"--junitxml={reports['junit']}",
-    ]
+    )
     proc = subprocess.run(
         cmd,
         cwd=cwd,

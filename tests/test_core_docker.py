@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import FIXTURE_PROFILE, managed_containers, run_pytest
+from conftest import FIXTURE_PROFILE, managed_containers, plugin_argv, run_pytest, wait_for_container
 
 from pytest_baseimage.results import STAGE_ORDER
 
@@ -200,23 +199,14 @@ def test_interrupted_run_leaves_no_container(tmp_path, images, docker_client, si
         "    assert baseimage_host.file('/etc/os-release').exists\n"
         "    time.sleep(120)\n"
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
+    cmd = plugin_argv(
         f"--base-image={images('good')}",
         "test_slow.py",
         "-q",
-    ]
+    )
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not managed_containers(docker_client, proc.pid):
-            assert time.monotonic() < deadline, "the candidate never started"
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.2)
+        wait_for_container(docker_client, proc)
         time.sleep(1.0)  # inside the test's sleep now
         proc.send_signal(sig)
         output, _ = proc.communicate(timeout=60)
@@ -229,21 +219,13 @@ def test_interrupted_run_leaves_no_container(tmp_path, images, docker_client, si
 
 def test_a_killed_run_is_reaped_by_the_next(tmp_path, images, docker_client):
     (tmp_path / "test_slow.py").write_text("import time\ndef test_slow(baseimage_host):\n    time.sleep(120)\n")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
+    cmd = plugin_argv(
         f"--base-image={images('good')}",
         "test_slow.py",
         "-q",
-    ]
+    )
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not managed_containers(docker_client, proc.pid):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for_container(docker_client, proc)
     proc.kill()  # SIGKILL: no handler runs, the container stays behind
     proc.wait()
     assert managed_containers(docker_client, proc.pid), "SIGKILL cannot clean up: this is what reaping is for"
@@ -319,7 +301,13 @@ def test_a_crashing_check_is_unchecked_never_a_pass(tmp_path, images, no_leaks):
 
 def test_a_users_failing_test_still_fails_a_compatible_run(tmp_path, images, no_leaks):
     (tmp_path / "test_team.py").write_text("def test_policy(baseimage_host):\n    assert False, 'team rule'\n")
-    proc = run_pytest(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", "test_team.py",
-                      "--compliance-suite=always", "-q", cwd=tmp_path)
+    proc = run_pytest(
+        f"--base-image={images('good')}",
+        f"--profile={FIXTURE_PROFILE}",
+        "test_team.py",
+        "--compliance-suite=always",
+        "-q",
+        cwd=tmp_path,
+    )
     assert "COMPATIBLE" in proc.stdout
     assert proc.returncode == 1

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURE_PROFILE, ROOT, managed_containers
+from conftest import FIXTURE_PROFILE, ROOT, plugin_argv, wait_for_container
 from registry_server import Outcome, run_plugin, shared_registry
 
 pytestmark = pytest.mark.docker
@@ -146,25 +146,17 @@ def test_2_when_interrupted(tmp_path, images, docker_client):
         "    time.sleep(120)\n"
     )
     json_path = tmp_path / "verdict.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
+    cmd = plugin_argv(
         f"--base-image={images('good')}",
         f"--profile={FIXTURE_PROFILE}",
         f"--compat-json={json_path}",
         "test_slow.py",
         "-q",
-    ]
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not managed_containers(docker_client, proc.pid):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
+        wait_for_container(docker_client, proc)
         time.sleep(3.0)  # past test_os_first (a passing stage), inside test_slow's sleep
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)

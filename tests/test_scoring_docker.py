@@ -6,14 +6,12 @@ from __future__ import annotations
 import copy
 import signal
 import subprocess
-import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURE_PROFILE, ROOT, managed_containers, run_pytest
+from conftest import FIXTURE_PROFILE, ROOT, managed_containers, plugin_argv, run_pytest, wait_for_container
 
 from pytest_baseimage import profiles, scoring
 from pytest_baseimage.engine import LABEL_ROLE, LABEL_SESSION, SESSION_ID
@@ -220,29 +218,16 @@ def test_end_to_end_missing_option_file_is_a_usage_error(tmp_path, images):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_while_booting_removes_the_server_container(tmp_path, images, docker_client, sig):
     """Ctrl-C (or a CI job's SIGTERM) during the boot wait: the scoring container goes with the run."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
+    cmd = plugin_argv(
         f"--base-image={images('good')}",
         f"--profile={FIXTURE_PROFILE}",
         f"--score-script={SCRIPTS / 'score_init_hangs.py'}",
         "-m",
         "scoring",
-    ]
+    )
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while not [
-            c
-            for c in managed_containers(docker_client, proc.pid)
-            if c["Labels"].get(LABEL_ROLE) == "scoring" and c["State"] == "running"
-        ]:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "the scoring container never started"
-            time.sleep(0.2)
+        wait_for_container(docker_client, proc, role="scoring", timeout=120)
         proc.send_signal(sig)
         output, _ = proc.communicate(timeout=60)
     finally:
