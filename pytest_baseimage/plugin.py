@@ -4,7 +4,6 @@ come back together at the end for the verdict, the exit code and the reports."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from . import __version__, matrix, profiles
+from . import __version__, gpu, matrix, profiles, registry, scoring
 from .engine import cleanup_all, install_signal_handlers
 from .errors import BaseImageError, ExitCode
 from .results import STAGE_ORDER, ImageInfo, ImageReport, StageResult, Status, Verdict
@@ -75,7 +74,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="OLD.json",
         help="compare with an earlier --compat-json run; changes are shown at the top.",
     )
-    for part in parts().values():
+    for part in PARTS.values():
         part.add_options(group)
     parser.addini("base_image_profile", "default profile for --base-image runs", default="")
 
@@ -106,9 +105,8 @@ DIST_KEY = "baseimage_dist"  # workerinput: the controller's --dist, which worke
 def pytest_configure_node(node: Any) -> None:
     """xdist workers re-parse the command line, so they would miss the loadgroup chosen above: pass it on."""
     node.workerinput[DIST_KEY] = node.config.option.dist
-    registry = parts().get("registry")
-    if registry is not None:  # the controller built --base-image-dockerfile; workers must not build again
-        node.workerinput[registry.BUILT_KEY] = registry.built(node.config)
+    # The controller built --base-image-dockerfile; workers must not build again.
+    node.workerinput[registry.BUILT_KEY] = registry.built(node.config)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -135,38 +133,23 @@ def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
     """One Target per distinct image (--base-image, --base-image-matrix); every part adds its options to each."""
     profile_ref = config.getoption("profile") or config.getini("base_image_profile") or profiles.DEFAULT_PROFILE
     try:
-        found_parts = parts()
-        options = {name: part.options_from_config(config) for name, part in found_parts.items()}
-        found = matrix.entries(config.getoption("base_image_matrix"), images, matrix.part_schemas(found_parts))
+        options = {name: part.options_from_config(config) for name, part in PARTS.items()}
+        found = matrix.entries(config.getoption("base_image_matrix"), images, matrix.part_schemas(PARTS))
         targets = matrix.targets(found, matrix.Settings(profile=profile_ref, options=options), profiles.load)
-        for part in found_parts.values():  # e.g. registry: matrix refs must be pinned under --require-digest
+        for part in PARTS.values():  # e.g. registry: matrix refs must be pinned under --require-digest
             getattr(part, "validate_targets", lambda targets: None)(targets)
         return targets
     except BaseImageError as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
-# The optional parts of a check. Each module exports add_options(group) and options_from_config(config),
-# and registers its stage (if any) with `stages.register` when imported.
-PART_MODULES = ("scoring", "gpu", "registry")
-
-
-def parts() -> dict[str, Any]:
-    found = {}
-    for name in PART_MODULES:
-        try:
-            found[name] = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:  # a part under construction; remove once all exist
-            if exc.name != f"{__package__}.{name}":
-                raise
-    return found
+# The parts of a check beyond the static stages. Each exports add_options(group) and
+# options_from_config(config) (-> Target.options[name]), and registers its stage, if any, when imported.
+PARTS: dict[str, Any] = {"scoring": scoring, "gpu": gpu, "registry": registry}
 
 
 def _built_images(config: pytest.Config) -> list[str]:
     """--base-image-dockerfile: the controller builds (exit 2 and the log tail on failure); workers reuse its ids."""
-    registry = parts().get("registry")
-    if registry is None:
-        return []
     try:
         return registry.build_targets(config)
     except BaseImageError as exc:
@@ -177,8 +160,7 @@ def _built_images(config: pytest.Config) -> list[str]:
 
 def _secrets(config: pytest.Config) -> list[str]:
     """Values every report must redact (the registry password)."""
-    registry = parts().get("registry")
-    return registry.secrets(config) if registry is not None else []
+    return registry.secrets(config)
 
 
 def _add_suite(config: pytest.Config) -> None:

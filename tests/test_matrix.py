@@ -143,7 +143,7 @@ def test_a_part_parser_checks_its_values(tmp_path):
 def test_the_installed_parts_are_checked_by_their_own_rules(tmp_path):
     from pytest_baseimage import plugin
 
-    schemas = matrix.part_schemas(plugin.parts())
+    schemas = matrix.part_schemas(plugin.PARTS)
     if "gpu" not in schemas:
         pytest.skip("the gpu part is not installed")
     path = write(tmp_path, '[[images]]\nref = "a:1"\n[images.gpu]\ngpus = "device=0, 1"\n')
