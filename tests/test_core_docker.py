@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import time
@@ -257,7 +259,7 @@ def test_docker_contexts_work_as_in_the_cli(tmp_path, images, no_leaks):
     config.mkdir()
     (config / "config.json").write_text("{}")  # the SDK finds the context store next to this file
     env = {"DOCKER_CONFIG": str(config)}
-    env_all = {**__import__("os").environ, **env}
+    env_all = {**os.environ, **env}
     env_all.pop("DOCKER_HOST", None)
     for name, host in (("ctx-ok", "unix:///var/run/docker.sock"), ("ctx-down", "unix:///nonexistent/d.sock")):
         subprocess.run(
@@ -295,7 +297,7 @@ def test_a_crashing_check_is_unchecked_never_a_pass(tmp_path, images, no_leaks):
     proc, cases = certify(tmp_path, images("good"), f"--compat-json={verdict}")
     assert proc.returncode == 2, proc.stdout
     assert "the conda check crashed (RuntimeError: simulated bug)" in cases["test_conda"]["message"]
-    data = __import__("json").loads(verdict.read_text())
+    data = json.loads(verdict.read_text())
     assert (data["verdict"], data["exit_code"]) == ("could not be checked", 2)
 
 
