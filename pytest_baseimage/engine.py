@@ -199,9 +199,10 @@ class Engine:
             if "already in progress" not in str(exc):
                 raise
 
-    def remove_all(self) -> None:
+    def remove_all(self, role: str | None = None) -> None:
+        """Remove every container this engine started (or only those of one role, e.g. "scoring")."""
         with self._lock:
-            live = list(self._live.values())
+            live = [c for c in self._live.values() if role is None or (c.labels or {}).get(LABEL_ROLE) == role]
         for container in live:
             with contextlib.suppress(Exception):  # best effort on the way out; reap_stale catches the rest
                 self.remove(container)

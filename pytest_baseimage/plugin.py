@@ -20,6 +20,7 @@ from .target import ImageCheck, Target, engine_for
 
 TARGETS_KEY = pytest.StashKey[list]()
 CHECKS_KEY = pytest.StashKey[dict]()
+SELECTED_KEY = pytest.StashKey[dict]()
 STARTED_KEY = pytest.StashKey[str]()
 REPORT_ATTR = "baseimage"  # attribute on TestReport; plain JSON data, so it survives xdist
 
@@ -228,6 +229,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(name=f"baseimage:{target.name}"))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Which stages each image will run (after -m/-k): live stages that read no facts may start early."""
+    selected: dict[str, set[str]] = {}
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        target = callspec.params.get("baseimage") if callspec else None
+        if isinstance(target, Target):
+            names = {mark.name for mark in item.iter_markers() if mark.name in STAGE_ORDER}
+            selected.setdefault(target.name, set()).update(names)
+    session.config.stash[SELECTED_KEY] = selected
+
+
 @pytest.fixture(scope="session")
 def baseimage(request: pytest.FixtureRequest) -> Iterator[ImageCheck]:
     """The image under test (parametrised over every --base-image): facts, stage results, the container."""
@@ -236,6 +249,7 @@ def baseimage(request: pytest.FixtureRequest) -> Iterator[ImageCheck]:
         pytest.skip("no --base-image given")
     checks = request.config.stash[CHECKS_KEY]
     check = checks.get(target.name) or checks.setdefault(target.name, ImageCheck(target))
+    check.selected = request.config.stash.get(SELECTED_KEY, {}).get(target.name, set())
     yield check
     check.close()
 

@@ -27,6 +27,9 @@ class Stage:
     check: Check
     # Live stages (scoring, gpu) observe a running process first; the runner calls this, never the check.
     observe: Callable[[Any], Any] | None = None
+    # True when `observe` reads no facts: the runner may then start it early, beside the probe, so that a
+    # server boots while the static stages run. Its result is used only if the prerequisites pass.
+    early: bool = False
 
 
 def not_required(stage: str, profile: Profile) -> StageResult:

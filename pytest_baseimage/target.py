@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,8 @@ class ImageCheck:
         self._facts: Facts | None = None
         self._results: dict[str, StageResult] = {}
         self._prepared = False
+        self.selected: set[str] = set()  # the stages this session will ask for (set by the plugin)
+        self._early: dict[str, _Early] = {}
 
     # -- lazily built state -----------------------------------------------------------------------------
     @property
@@ -109,6 +112,7 @@ class ImageCheck:
         self.prepare()
         if self.error:
             return StageResult(name, Status.ERROR, reason=f"could not check the image: {self.error}")
+        self._start_early()
         for prereq in stage.prerequisites:
             self.result(prereq)
         blocker = stages.blocked_by(name, self._results)
@@ -116,7 +120,7 @@ class ImageCheck:
             return StageResult(name, Status.BLOCKED, reason=f"blocked by {blocker}")
         started = time.monotonic()
         try:
-            observation = stage.observe(self) if stage.observe else None
+            observation = self._observe(stage)
             result = stage.check(self.facts, self.profile, observation)
         except BaseImageError as exc:
             result = StageResult(name, Status.ERROR, reason=str(exc))
@@ -126,6 +130,19 @@ class ImageCheck:
         result.duration_s = round(time.monotonic() - started, 3)
         return result
 
+    def _start_early(self) -> None:
+        """Start the selected live observations that read no facts (the scoring server) in the background."""
+        for name in stages.ordered(sorted(self.selected)):
+            stage = stages.STAGES[name]
+            if stage.early and stage.observe and name not in self._early and name not in self._results:
+                self._early[name] = _Early(stage.observe, self)
+
+    def _observe(self, stage: stages.Stage) -> Any:
+        if stage.observe is None:
+            return None
+        early = self._early.pop(stage.name, None)
+        return early.result() if early else stage.observe(self)
+
     def results(self) -> list[StageResult]:
         return [self._results[name] for name in stages.ordered() if name in self._results]
 
@@ -134,6 +151,38 @@ class ImageCheck:
         return ImageReport(self.target.name, self.info, self.profile.name, self.results(), self.error, facts)
 
     def close(self) -> None:
+        # Early observations never asked for (blocked, or interrupted): remove their containers, whose role is
+        # their stage's name, so that a server still booting ends now, then let the threads finish.
+        for name, early in self._early.items():
+            self.engine.remove_all(role=name)
+            early.wait()
+        self._early.clear()
         if self._candidate is not None:
             self._candidate.stop()
             self._candidate = None
+
+
+class _Early:
+    """One observation running in a daemon thread; `result()` re-raises what it raised."""
+
+    def __init__(self, observe: Callable[[Any], Any], check: ImageCheck) -> None:
+        self._box: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, args=(observe, check), daemon=True)
+        self._thread.start()
+
+    def _run(self, observe: Callable[[Any], Any], check: ImageCheck) -> None:
+        try:
+            self._box["value"] = observe(check)
+        except BaseException as exc:  # handed to the caller of result()
+            self._box["error"] = exc
+
+    def wait(self) -> None:
+        # join() in short slices: a plain join() blocks Ctrl-C and SIGTERM until a hung server times out.
+        while self._thread.is_alive():
+            self._thread.join(0.1)
+
+    def result(self) -> Any:
+        self.wait()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box.get("value")

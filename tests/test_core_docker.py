@@ -313,3 +313,25 @@ def test_a_users_failing_test_still_fails_a_compatible_run(tmp_path, images, no_
     )
     assert "COMPATIBLE" in proc.stdout
     assert proc.returncode == 1
+
+
+@pytest.mark.parametrize(("variant", "status"), [("good", "pass"), ("no-azureml", "blocked")])
+def test_scoring_server_boots_beside_the_probe(images, docker_client, variant, status):
+    """The server needs no facts, so it boots while the static stages run; a blocked stage discards it."""
+    from pytest_baseimage import profiles
+    from pytest_baseimage.target import ImageCheck, Target
+
+    check = ImageCheck(Target(images(variant), profiles.load(str(FIXTURE_PROFILE))))
+    check.selected = set(STAGE_ORDER)
+    try:
+        check.result("os")
+        deadline = time.monotonic() + 30
+        roles: set[str] = set()
+        while variant == "good" and "scoring" not in roles:  # without the server it may be gone at once
+            assert time.monotonic() < deadline, "the scoring server did not start beside the probe"
+            roles = {c["Labels"]["org.pytest-baseimage.role"] for c in managed_containers(docker_client, os.getpid())}
+            time.sleep(0.05)
+        assert check.result("scoring").status.value == status
+    finally:
+        check.close()
+    assert managed_containers(docker_client, os.getpid()) == []
