@@ -10,20 +10,9 @@ from pytest_baseimage import profiles, stages
 from pytest_baseimage.facts import CondaInfo, Facts, ImportResult, OsRelease, PythonInfo
 from pytest_baseimage.results import Status
 
-STACK = {
-    p: "1.0"
-    for p in (
-        "libcurl4",
-        "libunwind8",
-        "libxml++2.6-2v5",
-        "nginx-light",
-        "psmisc",
-        "rsyslog",
-        "runit",
-        "unzip",
-        "liblttng-ust0",
-    )
-}
+# An Ubuntu 16.04/18.04 image with the stack: the profile's packages, with that era's names for alternatives.
+_APT_2020 = profiles.load("azureml-2020").section("apt")
+STACK = {p: "1.0" for p in [*_APT_2020["required"], *(group[0] for group in _APT_2020["any_of"])]}
 
 
 @pytest.fixture(scope="module")
