@@ -3,7 +3,6 @@ come back together at the end for the verdict, the exit code and the reports."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 from . import __version__, gpu, matrix, profiles, registry, scoring
 from .engine import cleanup_all, install_signal_handlers
 from .errors import BaseImageError, ExitCode
-from .results import STAGE_ORDER, ImageInfo, ImageReport, StageResult, Status, Verdict
+from .results import STAGE_ORDER, ImageInfo, ImageReport, StageResult, Status, Verdict, utc_now
 from .target import ImageCheck, Target, engine_for
 
 TARGETS_KEY = pytest.StashKey[list]()
@@ -119,7 +118,7 @@ def pytest_configure(config: pytest.Config) -> None:
     images = [*(config.getoption("base_images") or []), *_built_images(config)]
     _COLLECTED.clear()
     config.stash[CHECKS_KEY] = {}
-    config.stash[STARTED_KEY] = _now()
+    config.stash[STARTED_KEY] = utc_now()
     if not images and not config.getoption("base_image_matrix"):
         config.stash[TARGETS_KEY] = []
         return
@@ -390,7 +389,7 @@ def _run_of(config: pytest.Config, reports: list[ImageReport]) -> Any:
         images=reports,
         plugin_version=__version__,
         started=config.stash[STARTED_KEY],
-        finished=_now(),
+        finished=utc_now(),
         host=_host_of(config),
         argv=_safe_argv(),
     )
@@ -451,7 +450,3 @@ def _host_of(config: pytest.Config) -> str:
 def _safe_argv() -> list[str]:
     """The command line, without anything that looks like a secret."""
     return [arg for arg in sys.argv if "password" not in arg.lower() and "token" not in arg.lower()]
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()

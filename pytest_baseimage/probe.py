@@ -11,7 +11,7 @@ import json
 import re
 import shlex
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -361,12 +361,3 @@ def _python_from(
         for name, value in (data.get("imports") or {}).items()
     }
     return python, normalise_dists(data.get("dists") or {}), imports, dict(data.get("extra") or {})
-
-
-def wanted_imports(*groups: Iterable[str]) -> list[str]:
-    seen: list[str] = []
-    for group in groups:
-        for name in group:
-            if name not in seen:
-                seen.append(name)
-    return seen

@@ -26,8 +26,8 @@ import pytest
 
 from .engine import Engine
 from .errors import BaseImageError, EngineError, ExitCode, ImageNotFound
-from .report.safety import redact, strip_ansi
 from .results import ImageInfo
+from .text import redact, strip_ansi
 
 PULL_POLICIES = ("missing", "always", "never")
 DOCKER_HUB = "docker.io"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from .text import untrusted
@@ -74,6 +75,11 @@ class Verdict(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+def utc_now() -> str:
+    """The current time as ISO-8601 UTC, the format every timestamp in a report uses."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def verdict_of(results: list[StageResult], image_error: str = "") -> Verdict:

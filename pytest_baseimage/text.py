@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 # Values observed in an image are untrusted: they are cut to this length before they reach any report.
 MAX_OBSERVED_CHARS = 2000
@@ -29,6 +30,16 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\u
 def strip_ansi(text: str) -> str:
     """Remove terminal escapes and control characters: text must be inert in HTML, XML and terminals."""
     return _CONTROL.sub("", _ANSI.sub("", text))
+
+
+REDACTED = "***"
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """Replace every occurrence of each secret with ``***``; longest first, so overlapping secrets all go."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def clip(text: str, limit: int = MAX_OBSERVED_CHARS) -> str:

@@ -34,11 +34,6 @@ class ReportError(BaseImageError, ValueError):
     exit_code = ExitCode.USAGE_ERROR
 
 
-def utc_now() -> str:
-    """The current time as ISO-8601 UTC, the format every timestamp in a report uses."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def parse_time(stamp: str) -> datetime | None:
     """Read an ISO-8601 timestamp, a trailing Z too (3.9's fromisoformat refuses it); None if unreadable."""
     try:

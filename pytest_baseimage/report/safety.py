@@ -5,20 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_baseimage.text import clip, strip_ansi
-
-REDACTED = "***"
+from pytest_baseimage.text import clip, redact, strip_ansi
 
 # How much of a log a report keeps: the end is where the error is.
 LOG_MAX_LINES = 200
 LOG_MAX_CHARS = 20_000
-
-
-def redact(text: str, secrets: Sequence[str] = ()) -> str:
-    """Replace every occurrence of each secret with ``***``; longest first, so overlapping secrets all go."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
 
 
 def clean(text: Any, secrets: Sequence[str] = ()) -> str:
