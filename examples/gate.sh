@@ -24,7 +24,7 @@ if [[ -f "$PROFILE" ]]; then PROFILE="$(cd "$(dirname "$PROFILE")" && pwd)/$(bas
 
 args=(
   -p no:cacheprovider -q
-  --base-image="$IMAGE" --profile="$PROFILE"
+  --base-image="$IMAGE" --base-image-profile="$PROFILE"
   --require-digest          # refuse a moving tag (exit 4)
   --pull=missing            # a digest never changes: pull only when the engine does not have it
   --compat-json="$OUT/verdict.json" --compat-html="$OUT/report.html" --junitxml="$OUT/junit.xml"

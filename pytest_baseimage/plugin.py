@@ -45,11 +45,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "images run in parallel, one worker per image: --dist=loadgroup is chosen unless you pick a mode.",
     )
     group.addoption(
-        "--profile",
+        *profile_option_names(parser),
         default=None,
+        dest="base_image_profile",
         metavar="NAME|PATH",
         help=f"requirement set: a built-in name ({', '.join(profiles.builtin_names())}) or a "
-        f".toml file that may extend one. Default: {profiles.DEFAULT_PROFILE}.",
+        f".toml file that may extend one. Default: {profiles.DEFAULT_PROFILE}. The short form --profile is "
+        "left out when another plugin (pytest-profiling) owns it.",
     )
     group.addoption(
         "--compliance-suite",
@@ -77,6 +79,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for part in PARTS.values():
         part.add_options(group)
     parser.addini("base_image_profile", "default profile for --base-image runs", default="")
+
+
+PROFILE_ALIAS = "--profile"
+# Plugins known to own PROFILE_ALIAS. A plugin registered before this one is seen in the parser; one registered
+# after it would make argparse fail at start-up ("conflicting option string"), so it is looked for up front.
+PROFILE_ALIAS_OWNERS = ("pytest_profiling",)
+
+
+def profile_option_names(parser: pytest.Parser) -> tuple[str, ...]:
+    """--base-image-profile always; the short --profile only when no other plugin has or will have it."""
+    taken = {name for group in [*parser._groups, parser._anonymous] for opt in group.options for name in opt.names()}
+    if PROFILE_ALIAS in taken or any(_installed(module) for module in PROFILE_ALIAS_OWNERS):
+        return ("--base-image-profile",)
+    return ("--base-image-profile", PROFILE_ALIAS)
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # -- configuration ---------------------------------------------------------------------------------------
@@ -131,7 +156,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
     """One Target per distinct image (--base-image, --base-image-matrix); every part adds its options to each."""
-    profile_ref = config.getoption("profile") or config.getini("base_image_profile") or profiles.DEFAULT_PROFILE
+    profile_ref = (
+        config.getoption("base_image_profile") or config.getini("base_image_profile") or profiles.DEFAULT_PROFILE
+    )
     try:
         options = {name: part.options_from_config(config) for name, part in PARTS.items()}
         found = matrix.entries(config.getoption("base_image_matrix"), images, matrix.part_schemas(PARTS))
@@ -344,6 +371,7 @@ def merge_result(collected: dict[str, ImageReport], incoming: ImageReport) -> No
     existing.results = [r for r in existing.results if r.stage not in stages_in] + incoming.results
     existing.results.sort(key=lambda r: STAGE_ORDER.index(r.stage))
     existing.facts = incoming.facts or existing.facts
+    existing.timings = {**existing.timings, **incoming.timings}
     existing.info = incoming.info if incoming.info.image_id else existing.info
 
 

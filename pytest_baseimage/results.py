@@ -119,10 +119,18 @@ class ImageReport:
     results: list[StageResult] = field(default_factory=list)
     error: str = ""  # set when the image could not be checked at all (not found, pull failed, ...)
     facts: dict[str, Any] = field(default_factory=dict)  # observed versions, for baseline diffs
+    # Seconds spent before any stage could look: starting the container, probing it. Kept apart so that the
+    # first stage's duration is its own check's.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def verdict(self) -> Verdict:
         return verdict_of(self.results, self.error)
+
+    @property
+    def total_s(self) -> float:
+        """The whole check of this image: setup plus every stage."""
+        return sum(self.timings.values()) + sum(r.duration_s for r in self.results)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +141,7 @@ class ImageReport:
             "error": self.error,
             "results": [r.to_dict() for r in self.results],
             "facts": self.facts,
+            "timings": self.timings,
         }
 
     @classmethod
@@ -144,4 +153,5 @@ class ImageReport:
             results=[StageResult.from_dict(r) for r in data.get("results", [])],
             error=data.get("error", ""),
             facts=data.get("facts", {}),
+            timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
         )

@@ -64,6 +64,7 @@ class ImageCheck:
         self._prepared = False
         self.selected: set[str] = set()  # the stages this session will ask for (set by the plugin)
         self._early: dict[str, _Early] = {}
+        self.timings: dict[str, float] = {}  # container_start_s, probe_s (see ImageReport.timings)
 
     # -- lazily built state -----------------------------------------------------------------------------
     @property
@@ -85,7 +86,9 @@ class ImageCheck:
     @property
     def candidate(self) -> Candidate:
         if self._candidate is None:
+            started = time.monotonic()
             self._candidate = Candidate.start(self.engine, self.info.image_id or self.target.reference)
+            self.timings["container_start_s"] = round(time.monotonic() - started, 3)
         return self._candidate
 
     @property
@@ -98,7 +101,10 @@ class ImageCheck:
                 code = make(self.profile)
                 if code:
                     request.extensions[name] = code
-            self._facts = probe.gather(self.candidate, request)
+            candidate = self.candidate
+            started = time.monotonic()
+            self._facts = probe.gather(candidate, request)
+            self.timings["probe_s"] = round(time.monotonic() - started, 3)
         return self._facts
 
     # -- stages -------------------------------------------------------------------------------------------
@@ -120,8 +126,10 @@ class ImageCheck:
             return StageResult(name, Status.BLOCKED, reason=f"blocked by {blocker}")
         started = time.monotonic()
         try:
+            facts = self.facts  # the first stage starts the container and probes it: timed apart, in timings
+            started = time.monotonic()
             observation = self._observe(stage)
-            result = stage.check(self.facts, self.profile, observation)
+            result = stage.check(facts, self.profile, observation)
         except BaseImageError as exc:
             result = StageResult(name, Status.ERROR, reason=str(exc))
         except Exception as exc:  # a crashing check must never read as a pass: the image is unchecked
@@ -148,7 +156,9 @@ class ImageCheck:
 
     def report(self) -> ImageReport:
         facts = self._facts.observed_versions() if self._facts else {}
-        return ImageReport(self.target.name, self.info, self.profile.name, self.results(), self.error, facts)
+        return ImageReport(
+            self.target.name, self.info, self.profile.name, self.results(), self.error, facts, dict(self.timings)
+        )
 
     def close(self) -> None:
         # Early observations never asked for (blocked, or interrupted): remove their containers, whose role is

@@ -55,6 +55,20 @@ def test_good_image_passes_every_stage(tmp_path, images, no_leaks):
     assert "COMPATIBLE" in proc.stdout
 
 
+def test_container_start_and_probe_are_timed_apart_from_the_first_stage(tmp_path, images, no_leaks):
+    report = tmp_path / "run.json"
+    proc, _ = certify(tmp_path, images("good"), f"--compat-json={report}", "-m", "os or conda")
+    assert proc.returncode == 0, proc.stdout
+    (image,) = json.loads(report.read_text())["images"]
+    timings = image["timings"]
+    assert set(timings) == {"container_start_s", "probe_s"}
+    assert timings["container_start_s"] > 0 and timings["probe_s"] > 0
+    # The os stage only reads facts: its own time is far below the exec that gathered them.
+    durations = {r["stage"]: r["duration_s"] for r in image["results"]}
+    assert list(durations) == ["os", "conda"]
+    assert durations["os"] < timings["probe_s"], (durations, timings)
+
+
 @pytest.mark.parametrize(
     ("variant", "stage", "observed"),
     [

@@ -156,7 +156,7 @@ def _image_view(index: int, image: ImageReport, run: Run) -> ImageView:
         else:
             cells.append(Cell(stage, result.status.value, GLYPHS[result.status.value], f"#{anchor}-{_slug(stage)}"))
     info = image.info
-    checked = sum(r.duration_s for r in image.results)
+    timings = image.timings
     scalar_facts, fact_groups = _facts_view(image.facts)
     return ImageView(
         index=index,
@@ -176,7 +176,9 @@ def _image_view(index: int, image: ImageReport, run: Run) -> ImageView:
             ("OS", short(_os_text(image.facts.get("os")), NAME_CHARS)),
             ("profile", short(image.profile, NAME_CHARS)),
             ("plugin version", run.plugin_version),
-            ("checked in", _seconds(checked) if image.results else ""),
+            ("container start", _seconds(timings["container_start_s"]) if "container_start_s" in timings else ""),
+            ("probe", _seconds(timings["probe_s"]) if "probe_s" in timings else ""),
+            ("checked in", _seconds(image.total_s) if image.results else ""),
         ),
         rows=rows,
         cells=cells,
