@@ -856,7 +856,7 @@ def check_gpu(facts: Facts, profile: Profile, observation: Any = None) -> StageR
     except ProfileError as exc:
         return StageResult(STAGE, Status.ERROR, reason=str(exc))
     if req is None:
-        return stages.not_required(STAGE, profile)
+        return stages.not_required(STAGE, profile)  # as skip_gpu says; the runner usually asked it first
     obs = observation if isinstance(observation, GpuObservation) else GpuObservation()
     answer = ProbeAnswer.from_facts(facts)
     compiled = layer_compiled(req, answer, facts.pip)
@@ -1004,6 +1004,18 @@ def _record_run(obs: GpuObservation, result: ExecResult, marker: str) -> None:
 
 
 probe.EXTENSIONS[STAGE] = probe_source
-stages.register(stages.Stage(STAGE, "GPU execution providers", ("python",), check_gpu, observe=observe_gpu))
+
+
+def skip_gpu(profile: Profile) -> StageResult | None:
+    """Not required when the profile names no providers; a malformed [gpu] table is left to check_gpu."""
+    try:
+        return stages.not_required(STAGE, profile) if requirements(profile) is None else None
+    except ProfileError:
+        return None
+
+
+stages.register(
+    stages.Stage(STAGE, "GPU execution providers", ("python",), check_gpu, observe=observe_gpu, skip=skip_gpu)
+)
 
 __all__ = ["add_options", "check_gpu", "observe_gpu", "options_from_config"]

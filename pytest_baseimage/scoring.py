@@ -847,4 +847,8 @@ def _logs(box: Any) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-register(Stage("scoring", "Scoring server", ("azureml",), check_scoring, observe=observe_scoring, early=True))
+register(
+    Stage(
+        "scoring", "Scoring server", ("azureml",), check_scoring, observe=observe_scoring, early=True, skip=skip_result
+    )
+)

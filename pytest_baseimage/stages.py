@@ -30,6 +30,9 @@ class Stage:
     # True when `observe` reads no facts: the runner may then start it early, beside the probe, so that a
     # server boots while the static stages run. Its result is used only if the prerequisites pass.
     early: bool = False
+    # What the profile alone decides (not required, not reproducible): the runner asks before looking at
+    # prerequisites, so a stage the profile does not ask for reads "skipped", never "blocked".
+    skip: Callable[[Profile], StageResult | None] | None = None
 
 
 def not_required(stage: str, profile: Profile) -> StageResult:
@@ -80,10 +83,24 @@ def check_python(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
     return StageResult("python", status, expected, observed, "" if status is Status.PASS else fix)
 
 
+def section_required(stage: str) -> Callable[[Profile], StageResult | None]:
+    """The skip rule of a stage that runs exactly when the profile has a non-empty [stage] table."""
+
+    def skip(profile: Profile) -> StageResult | None:
+        return None if profile.section(stage) else not_required(stage, profile)
+
+    return skip
+
+
+skip_apt = section_required("apt")
+skip_azureml = section_required("azureml")
+
+
 def check_apt(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
-    section = profile.section("apt")
-    if not section:
-        return not_required("apt", profile)
+    skipped = skip_apt(profile)
+    if skipped is not None:
+        return skipped
+    section = profile.section("apt") or {}
     required = [str(p) for p in section.get("required", [])]
     groups = [[str(p) for p in group] for group in section.get("any_of", [])]
     expected = ", ".join(required + [" or ".join(group) for group in groups])
@@ -111,9 +128,10 @@ def check_apt(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
 
 
 def check_azureml(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
-    section = profile.section("azureml")
-    if not section:
-        return not_required("azureml", profile)
+    skipped = skip_azureml(profile)
+    if skipped is not None:
+        return skipped
+    section = profile.section("azureml") or {}
     packages = profile.packages("azureml", "packages")
     imports = [str(m) for m in section.get("imports", [])]
     expected = ", ".join(
@@ -152,8 +170,8 @@ STAGES: dict[str, Stage] = {
     "os": Stage("os", "Operating system", (), check_os),
     "conda": Stage("conda", "Conda", (), check_conda),
     "python": Stage("python", "Python", (), check_python),
-    "apt": Stage("apt", "Inferencing-stack apt packages", ("os",), check_apt),
-    "azureml": Stage("azureml", "Azure ML server package", ("python",), check_azureml),
+    "apt": Stage("apt", "Inferencing-stack apt packages", ("os",), check_apt, skip=skip_apt),
+    "azureml": Stage("azureml", "Azure ML server package", ("python",), check_azureml, skip=skip_azureml),
 }
 
 

@@ -118,6 +118,9 @@ class ImageCheck:
         self.prepare()
         if self.error:
             return StageResult(name, Status.ERROR, reason=f"could not check the image: {self.error}")
+        skipped = stage.skip(self.profile) if stage.skip else None
+        if skipped is not None:
+            return skipped
         self._start_early()
         for prereq in stage.prerequisites:
             self.result(prereq)

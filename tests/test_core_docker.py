@@ -92,6 +92,10 @@ def test_failed_prerequisite_blocks_instead_of_failing_twice(tmp_path, images, n
     proc, cases = certify(tmp_path, images("wrong-python"))
     assert cases["test_azureml"]["outcome"] == "skipped"
     assert cases["test_azureml"]["message"] == "blocked by python"
+    # gpu also needs python, but the fixture profile does not ask for it: "not required" beats "blocked".
+    assert cases["test_gpu"]["outcome"] == "skipped"
+    assert cases["test_gpu"]["message"] == "not required by profile fixture"
+    assert cases["test_gpu"]["props"]["status"] == "skipped"
     assert proc.returncode == 1
 
 

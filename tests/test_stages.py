@@ -112,6 +112,19 @@ def test_stage_not_in_profile_is_skipped(good_2020, tmp_path):
     assert result.status is Status.SKIPPED and "not required" in result.reason
 
 
+@pytest.mark.parametrize("stage", ["apt", "azureml", "scoring", "gpu"])
+def test_every_stage_with_prerequisites_knows_from_the_profile_alone_when_it_is_not_required(stage, tmp_path):
+    from pytest_baseimage import gpu, scoring  # noqa: F401  (they register their stages)
+
+    path = tmp_path / "p.toml"
+    path.write_text(f'name = "bare"\nextends = "azureml-current"\n{stage} = false\n')
+    bare, full = profiles.load(str(path)), profiles.load("onnxruntime-cpu")
+    skip = stages.STAGES[stage].skip
+    assert skip is not None
+    assert skip(bare).status is Status.SKIPPED and skip(bare).reason == "not required by profile bare"
+    assert skip(full) is None
+
+
 def test_blocked_by_the_first_failed_prerequisite():
     from pytest_baseimage.results import StageResult
 
