@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import io
+import json
 import os
 import posixpath
 import signal
@@ -20,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import EngineError, ImageNotFound
@@ -54,11 +57,44 @@ class ExecResult:
     stderr: str
 
 
+@dataclass(frozen=True)
+class ContextEndpoint:
+    """A docker context's engine: its URL, and its TLS settings (a docker.tls.TLSConfig) when it has any."""
+
+    host: str
+    tls: Any = None
+
+
+def read_context(name: str) -> ContextEndpoint | None:
+    """A named context, read from the store where the docker CLI keeps it: $DOCKER_CONFIG (or ~/.docker)
+    /contexts/{meta,tls}/<sha256 of the name>/. The SDK's own reader only looks there when a config.json
+    sits beside it, which `docker context create` does not write. None when there is no such context."""
+    from docker.context.config import get_context_host
+    from docker.tls import TLSConfig
+
+    store = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "contexts"
+    context_id = hashlib.sha256(name.encode("utf-8")).hexdigest()
+    try:
+        meta = json.loads((store / "meta" / context_id / "meta.json").read_text(encoding="utf-8"))
+        endpoint = dict((meta.get("Endpoints") or {}).get("docker") or {})
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise EngineError(f"cannot read Docker context '{name}': {type(exc).__name__}: {exc}") from None
+    tls_dir = store / "tls" / context_id / "docker"
+    pem = {p.name[:2]: str(p) for p in tls_dir.iterdir()} if tls_dir.is_dir() else {}
+    tls = None
+    if {"ca", "ce", "ke"} <= set(pem):  # ca*, cert*, key*: the file names the CLI and the SDK write
+        verify = None if endpoint.get("SkipTLSVerify") else True
+        tls = TLSConfig(client_cert=(pem["ce"], pem["ke"]), ca_cert=pem["ca"], verify=verify)
+    host = str(endpoint.get("Host") or "")
+    return ContextEndpoint(get_context_host(host, tls is not None) if host else "", tls)
+
+
 def _client_from_environment() -> Any:
     """A Docker client configured as the docker CLI would be: DOCKER_HOST, else DOCKER_CONTEXT, else the
     config's current context (the SDK alone ignores DOCKER_CONTEXT)."""
     import docker
-    from docker.context import ContextAPI
     from docker.context.config import get_current_context_name
 
     if os.environ.get("DOCKER_HOST"):
@@ -66,13 +102,10 @@ def _client_from_environment() -> Any:
     name = os.environ.get("DOCKER_CONTEXT") or get_current_context_name()
     if not name or name == "default":
         return docker.from_env(timeout=120)
-    try:
-        ctx = ContextAPI.get_context(name)
-    except docker.errors.DockerException as exc:
-        raise EngineError(f"cannot read Docker context '{name}': {_short(exc)}") from None
-    if ctx is None:
+    ctx = read_context(name)
+    if ctx is None or not ctx.host:
         raise EngineError(f"Docker context '{name}' does not exist (see `docker context ls`)")
-    return docker.DockerClient(base_url=ctx.Host, tls=ctx.TLSConfig or False, timeout=120)
+    return docker.DockerClient(base_url=ctx.host, tls=ctx.tls or False, timeout=120)
 
 
 def describe_host(client: Any) -> str:

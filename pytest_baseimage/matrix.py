@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from .errors import BaseImageError, ExitCode
+from .engine import read_context
+from .errors import BaseImageError, EngineError, ExitCode
 from .profiles import Profile
 from .target import Target
 
@@ -240,22 +241,20 @@ def _engine(table: Mapping[str, Any], where: str) -> str | None:
 
 def resolve_context(name: str, where: str) -> str:
     """A docker context's engine URL, read as the docker CLI does (DOCKER_CONFIG, ~/.docker)."""
-    from docker.context import ContextAPI
-
     if name == "default":
         return LOCAL
     try:
-        context = ContextAPI.get_context(name)
-    except Exception as exc:  # a broken context store is the user's to fix, in one line
-        raise MatrixError(f"{where}: cannot read docker context {name!r}: {exc}") from None
-    if context is None or not context.Host:
+        context = read_context(name)
+    except EngineError as exc:  # a broken context store is the user's to fix, in one line
+        raise MatrixError(f"{where}: {exc}") from None
+    if context is None or not context.host:
         raise MatrixError(f"{where}: no docker context {name!r} (see `docker context ls`)")
-    if context.TLSConfig:
+    if context.tls:
         raise MatrixError(
             f"{where}: docker context {name!r} uses TLS, which is not supported yet; "
             "use an ssh:// context or docker_host"
         )
-    return str(context.Host)
+    return context.host
 
 
 # -- entries to targets -----------------------------------------------------------------------------------

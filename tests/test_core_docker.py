@@ -272,10 +272,12 @@ def test_all_facts_come_from_one_exec(images, docker_client):
     assert check.facts.user == "0" and check.facts.pip["azureml-inference-server-http"]
 
 
-def test_docker_contexts_work_as_in_the_cli(tmp_path, images, no_leaks):
+@pytest.mark.parametrize("config_json", [True, False], ids=["with-config.json", "store-only"])
+def test_docker_contexts_work_as_in_the_cli(tmp_path, images, no_leaks, config_json):
     config = tmp_path / "docker-config"
     config.mkdir()
-    (config / "config.json").write_text("{}")  # the SDK finds the context store next to this file
+    if config_json:  # the SDK alone finds the context store only next to this file; the CLI needs none
+        (config / "config.json").write_text("{}")
     env = {"DOCKER_CONFIG": str(config)}
     env_all = {**os.environ, **env}
     env_all.pop("DOCKER_HOST", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import textwrap
@@ -259,6 +260,20 @@ def test_a_tls_context_is_refused_until_the_engine_takes_tls(tmp_path, docker_co
     assert "docker context 'tls-box' uses TLS, which is not supported yet" in error(
         tmp_path, '[[images]]\nref = "a:1"\ncontext = "tls-box"\n'
     )
+
+
+def test_a_context_made_by_the_cli_is_found_without_a_config_json(tmp_path, docker_config):
+    """`docker context create` writes only contexts/meta/<id>/meta.json; the SDK alone would not look there."""
+    (docker_config / "config.json").unlink()
+    meta = docker_config / "contexts" / "meta" / hashlib.sha256(b"cli-box").hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(
+        json.dumps({"Name": "cli-box", "Metadata": {}, "Endpoints": {"docker": {"Host": "ssh://ci@cli-box"}}})
+    )
+    found = load(tmp_path, '[[images]]\nref = "a:1"\ncontext = "cli-box"\n')
+    assert [e.settings.docker_host for e in found.entries] == ["ssh://ci@cli-box:22"]
+    (meta / "meta.json").write_text("{not json")
+    assert "cannot read Docker context 'cli-box'" in error(tmp_path, '[[images]]\nref = "a:1"\ncontext = "cli-box"\n')
 
 
 def test_an_unknown_context_is_one_line(tmp_path, docker_config):
