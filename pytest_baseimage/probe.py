@@ -210,29 +210,6 @@ def parse_dpkg_status(text: str) -> dict[str, str]:
     return packages
 
 
-def parse_dpkg_query(text: str) -> dict[str, str]:
-    """Output of `dpkg-query -W -f='${Package}\\t${Version}\\t${db:Status-Status}\\n'`."""
-    packages: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 3 and parts[2].strip() == "installed":
-            packages[parts[0].split(":")[0]] = parts[1]
-    return packages
-
-
-def parse_pip_metadata(text: str) -> tuple[str, str]:
-    """Name and version from a METADATA / PKG-INFO header block."""
-    name = version = ""
-    for line in text.splitlines():
-        if not line.strip():
-            break
-        if line.startswith("Name:") and not name:
-            name = line[5:].strip()
-        elif line.startswith("Version:") and not version:
-            version = line[8:].strip()
-    return name, version
-
-
 def normalise_dists(dists: dict[str, str]) -> dict[str, str]:
     return {canonicalize_name(name): version for name, version in dists.items()}
 

@@ -88,21 +88,6 @@ def test_dpkg_provides_counts_as_installed_like_apt_does():
     assert packages["libcurl4"] == "8.14.1-2+deb13u7 (provided by libcurl4t64)"
 
 
-def test_dpkg_query_output():
-    text = (
-        "libcurl4\t7.88.1-10+deb12u5\tinstalled\n"
-        "nginx-light\t1.22.1-9\tconfig-files\n"
-        "libc6:amd64\t2.36-9+deb12u4\tinstalled\n"
-        "malformed line\n"
-    )
-    assert probe.parse_dpkg_query(text) == {"libcurl4": "7.88.1-10+deb12u5", "libc6": "2.36-9+deb12u4"}
-
-
-def test_pip_metadata_header_only():
-    text = "Metadata-Version: 2.1\nName: azureml-defaults\nVersion: 1.0.45\n\nName: not-this\nVersion: 9\n"
-    assert probe.parse_pip_metadata(text) == ("azureml-defaults", "1.0.45")
-
-
 def test_dist_names_are_normalised():
     assert probe.normalise_dists({"AzureML_Defaults": "1.0.45", "azureml.core": "1.0"}) == {
         "azureml-defaults": "1.0.45",
