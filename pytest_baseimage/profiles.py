@@ -59,6 +59,7 @@ SCHEMA: dict[str, set[str]] = {
         "swagger_path",
         "swagger_expected",
         "content_type",
+        "network",
     },
     "gpu": {"providers", "libraries", "device_type", "require_gpu", "provider_libraries", "remediation", "notes"},
 }

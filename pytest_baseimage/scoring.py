@@ -1,25 +1,26 @@
 """The scoring stage: boot the server the profile names in a fresh container and score one request.
 
-Only this module's live half talks to Docker and the network (`observe_scoring`); it hands a plain
-`ScoringObservation` to `check_scoring`, which is pure and decides pass/fail and the failure's cause.
-The server container is separate from the probe's candidate (its entrypoint is the server, and it needs
-a network), gets the entry script and model through the archive API (never a host mount), publishes its
-port on 127.0.0.1 only, and is always removed (`Engine.container`).
+Only this module's live half talks to Docker (`observe_scoring`); it hands a plain `ScoringObservation`
+to `check_scoring`, which is pure and decides pass/fail and the failure's cause. The server container is
+separate from the probe's candidate (its entrypoint is the server), gets the entry script, the model and
+the request client (`scoring_client`) through the archive API (never a host mount), publishes no port:
+the requests come from inside it, over loopback, so it needs no network and any engine will do. It is
+always removed (`Engine.container`).
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
-import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import scoring_client
 from .engine import Engine
-from .errors import EngineError, ProfileError
+from .errors import ProfileError
 from .facts import Facts
 from .profiles import Profile
 from .results import StageResult, Status
@@ -33,8 +34,10 @@ LOG_CHARS = 8000  # the whole log excerpt is cut here
 LOG_SCAN_LINES = 2000  # lines read to find an exception (the traceback may be above the last 50)
 BODY_READ_BYTES = 1 << 20  # at most this much of any response is read
 POLL_INTERVAL_S = 0.05  # between liveness polls: short, so boot time is measured to ~50 ms
+CLIENT_SLACK_S = 15.0  # the client's own deadlines end it; this backstop is for a client that hangs
+CLIENT_GRACE_S = 5.0  # how long a client that ended without an answer waits to see the server's exit
+NETWORKS = ("none", "bridge")  # the server's network: none (loopback only, the default) or egress via bridge
 MAX_MODEL_BYTES = 512 << 20  # model files are copied in memory through the archive API
-LOOPBACK = "127.0.0.1"
 PLACEHOLDER = re.compile(r"\{(entry_script|model_dir|app_root|port)\}")
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -52,6 +55,8 @@ CAUSES: dict[str, str] = {
     "timeout": "The server accepted connections but did not answer in time: a blocking init() or run(), "
     "or too little memory/CPU.",
     "server-exited": "The server process stopped before it could answer: see the exit code and the log.",
+    "loopback-only": "The server listens on a loopback address only, so nothing outside its container (Azure ML's "
+    "router and health probes) can reach it: bind to 0.0.0.0 (azmlinfsrv and gunicorn do by default).",
 }
 SERVER_MISSING_ERRORS = ("executable file not found", "no such file or directory", "permission denied")
 INIT_FAILED_MARKERS = (
@@ -123,6 +128,7 @@ class ScoringSpec:
     boot_timeout_s: float = 60.0
     request_timeout_s: float = 30.0
     remediation: str = ""
+    network: str = "none"  # see NETWORKS
 
 
 @dataclass
@@ -161,6 +167,8 @@ class ScoringObservation:
     score: Exchange | None = None
     swagger: Exchange | None = None
     log: str = ""  # raw tail of the container log (cleaned by the check)
+    listen: list[str] = field(default_factory=list)  # addresses listening on the port, seen from inside
+    client_error: str = ""  # the requests could not be sent (no python in the image, the client failed)
 
 
 # -- pytest options --------------------------------------------------------------------------------------
@@ -287,7 +295,14 @@ def build_spec(profile: Profile, options: dict[str, Any] | None = None) -> Scori
         boot_timeout_s=float(section.get("boot_timeout_s", 60)),
         request_timeout_s=float(section.get("request_timeout_s", 30)),
         remediation=str(section.get("remediation", "")),
+        network=_network(section.get("network", "none"), f"{where}.network"),
     )
+
+
+def _network(value: Any, where: str) -> str:
+    if value not in NETWORKS:
+        raise ProfileError(f"{where} must be one of {', '.join(repr(n) for n in NETWORKS)}, not {value!r}")
+    return str(value)
 
 
 def _expand(text: str, values: dict[str, str]) -> str:
@@ -523,6 +538,11 @@ def classify(obs: ScoringObservation) -> Cause | None:
         return _start_failure(obs)
     if not obs.healthy:
         return _boot_failure(obs)
+    if scoring_client.loopback_only(obs.listen):
+        return Cause(
+            "loopback-only",
+            f"port {spec.port} answers inside the container but listens only on {', '.join(obs.listen)}",
+        )
     score = obs.score
     if score is None or score.status is None:
         return _transport_failure(score, spec, "run-raised", obs)
@@ -661,6 +681,8 @@ def timing_details(obs: ScoringObservation) -> dict[str, Any]:
         details["create_to_score_s"] = round(obs.create_to_score_s, 3)
     if obs.swagger and obs.swagger.status is not None:
         details["swagger_status"] = obs.swagger.status
+    if obs.listen:
+        details["listening_on"] = ", ".join(obs.listen)
     if obs.exit_code is not None and not obs.running:
         details["exit_code"] = obs.exit_code
     return details
@@ -675,6 +697,10 @@ def check_scoring(_facts: Facts, profile: Profile, observation: ScoringObservati
         return StageResult("scoring", Status.ERROR, reason="the scoring server was not observed")
     spec = observation.spec
     details = timing_details(observation)
+    if observation.client_error and observation.running:  # the server may be fine: it was never asked
+        details["log"] = clean_log(observation.log)
+        reason = f"could not exercise the server: {observation.client_error}"
+        return StageResult("scoring", Status.ERROR, expected_text(spec), reason=reason, details=details)
     cause = classify(observation)
     if cause is None:
         return StageResult("scoring", Status.PASS, expected_text(spec), observed_text(observation), details=details)
@@ -702,120 +728,116 @@ def observe_scoring(check: Any) -> ScoringObservation | None:
     if skip_result(check.profile) is not None:
         return None
     spec = build_spec(check.profile, check.target.options.get("scoring"))
-    engine: Engine = check.engine
-    _require_local(engine)
-    return run_server(engine, check.info.image_id or check.target.reference, spec)
-
-
-def _require_local(engine: Engine) -> None:
-    """The port is published on 127.0.0.1 only, so the engine must run on this machine."""
-    url = str(getattr(engine.client.api, "base_url", ""))
-    if url.startswith(("http+docker://", "http+unix://")) or re.match(r"^\w+://(localhost|127\.0\.0\.1)[:/]", url):
-        return
-    raise EngineError(
-        f"the scoring stage needs a local Docker engine (it publishes the server port on "
-        f"127.0.0.1 only); {engine.host} is remote"
-    )
+    return run_server(check.engine, check.info.image_id or check.target.reference, spec)
 
 
 def run_server(engine: Engine, image: str, spec: ScoringSpec) -> ScoringObservation:
-    """Create, fill, start and exercise one server container; it is removed whatever happens."""
+    """Create, fill, start and exercise one server container; it is removed whatever happens.
+
+    The requests come from inside the container (`scoring_client`): nothing is published on the host, and the
+    network is the profile's `network` ("none" unless a server needs egress), so any engine will do."""
     obs = ScoringObservation(spec=spec)
     created = time.monotonic()
+    marker = f"@@pytest-baseimage-client-{uuid.uuid4().hex}@@"
     options = {
         "command": list(spec.command),
         "environment": spec.env,
         "working_dir": spec.workdir,
-        "network_mode": "bridge",
-        "ports": {f"{spec.port}/tcp": (LOOPBACK, None)},
+        "network_mode": spec.network,
     }
     with engine.container(image, role="scoring", **options) as box:
-        engine.put_files(box, "/", spec.files)
+        engine.put_files(box, "/", {**spec.files, **scoring_client.files(client_request(spec), spec.payload, marker)})
         started = time.monotonic()
         if engine.start(box):
-            host_port = _host_port(box, spec.port)
-            if host_port is not None:
-                _wait_healthy(box, obs, host_port, started)
-            if obs.healthy and host_port is not None:
-                _exercise(obs, host_port, created)
+            _exercise(engine, box, obs, marker, created, started)
         _record_state(box, obs)
         obs.log = _logs(box)
     return obs
 
 
-def _host_port(box: Any, port: int) -> int | None:
-    for binding in (box.ports or {}).get(f"{port}/tcp") or []:
-        if binding.get("HostPort"):
-            return int(binding["HostPort"])
-    return None
+def client_request(spec: ScoringSpec) -> dict[str, Any]:
+    """What the in-container client does: the spec's routes, deadlines and limits (the payload travels apart)."""
+    return {
+        "port": spec.port,
+        "liveness_path": spec.liveness_path,
+        "score_path": spec.score_path,
+        "swagger_path": spec.swagger_path,
+        "swagger": bool(spec.swagger_expected),
+        "content_type": spec.content_type,
+        "boot_timeout_s": spec.boot_timeout_s,
+        "request_timeout_s": spec.request_timeout_s,
+        "poll_interval_s": POLL_INTERVAL_S,
+        "max_body": BODY_READ_BYTES,
+    }
 
 
-def _wait_healthy(box: Any, obs: ScoringObservation, host_port: int, started: float) -> None:
-    """Poll the liveness route until a 2xx, the container exits, or the boot deadline passes."""
+def _exercise(engine: Engine, box: Any, obs: ScoringObservation, marker: str, created: float, started: float) -> None:
+    """Run the client with the first python the image has; a server that dies ends it (and the container)."""
     spec = obs.spec
-    deadline = started + spec.boot_timeout_s
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+    budget = spec.boot_timeout_s + 2 * spec.request_timeout_s + CLIENT_SLACK_S
+    for python in scoring_client.PYTHONS:
+        offset = time.monotonic() - started
+        result = engine.exec(box, scoring_client.command(python), timeout=budget)
+        answer = scoring_client.parse_answer(result.stdout, marker)
+        if answer is not None:
+            _read_answer(obs, answer, offset, offset + (started - created))
             return
-        obs.polls += 1
-        exchange = request(host_port, "GET", spec.liveness_path, timeout=min(spec.request_timeout_s, remaining))
-        obs.last_liveness = exchange
-        if exchange.status is not None and 200 <= exchange.status < 300:
-            obs.healthy, obs.boot_s = True, time.monotonic() - started
-            return
-        if not _still_running(box):
-            return
-        time.sleep(min(POLL_INTERVAL_S, max(deadline - time.monotonic(), 0)))
-
-
-def _exercise(obs: ScoringObservation, host_port: int, created: float) -> None:
-    """Score the payload, then ask for the swagger document if the profile expects one."""
-    spec = obs.spec
-    obs.score = request(
-        host_port,
-        "POST",
-        spec.score_path,
-        body=spec.payload,
-        headers={"Content-Type": spec.content_type},
-        timeout=spec.request_timeout_s,
+        if result.exit_code in (126, 127) and _still_running(box):
+            continue  # no such python here: try the next name
+        if _stops_within(box, CLIENT_GRACE_S):
+            return  # the server stopped, and took the client with it: the container's state says why
+        tail = clip((result.stderr or result.stdout).strip(), 300)
+        obs.client_error = f"the request client ({python}) failed with exit {result.exit_code}: {tail}"
+        return
+    obs.client_error = (
+        f"no {' or '.join(scoring_client.PYTHONS)} on the image's PATH to send the requests from inside the "
+        "container (the entry script needs python anyway)"
     )
-    if obs.score.status is not None:
-        obs.create_to_score_s = time.monotonic() - created
-    if spec.swagger_expected:
-        obs.swagger = request(host_port, "GET", spec.swagger_path, timeout=spec.request_timeout_s)
 
 
-def request(
-    port: int,
-    method: str,
-    path: str,
-    *,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = 30.0,
-) -> Exchange:
-    """One HTTP request to 127.0.0.1:port with the stdlib; transport failures become `Exchange.error`."""
-    exchange = Exchange(method, path)
-    started = time.monotonic()
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=max(timeout, 0.05))
-    try:
-        connection.request(method, path, body=body, headers={"Connection": "close", **(headers or {})})
-        response = connection.getresponse()
-        data = response.read(BODY_READ_BYTES)
-        exchange.status = response.status
-        exchange.headers = {k.lower(): v for k, v in response.getheaders()}
-        exchange.body = data.decode("utf-8", errors="replace")
-    except (socket.timeout, TimeoutError):
-        exchange.error = "timeout"
-    except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
-        exchange.error = "closed"
-    except (OSError, http.client.HTTPException) as exc:
-        exchange.error = f"{type(exc).__name__}: {exc}"[:300]
-    finally:
-        connection.close()
-        exchange.elapsed_s = time.monotonic() - started
-    return exchange
+def _read_answer(obs: ScoringObservation, answer: dict[str, Any], offset: float, since_create: float) -> None:
+    """Fill the observation from the client's answer: untrusted data, so every field is type-checked."""
+    polls = answer.get("polls")
+    obs.polls = polls if isinstance(polls, int) and not isinstance(polls, bool) and polls >= 0 else 0
+    healthy_after = scoring_client.number(answer.get("healthy_after_s"))
+    obs.healthy = healthy_after is not None
+    obs.boot_s = offset + healthy_after if healthy_after is not None else None
+    score_done = scoring_client.number(answer.get("score_done_s"))
+    obs.create_to_score_s = since_create + score_done if score_done is not None else None
+    obs.last_liveness = _exchange(answer.get("liveness"))
+    obs.score = _exchange(answer.get("score"))
+    obs.swagger = _exchange(answer.get("swagger"))
+    listen = answer.get("listen")
+    entries = [str(a) for a in listen if isinstance(a, str)] if isinstance(listen, list) else []
+    obs.listen = [a for a in (scoring_client.listen_address(e) for e in entries[:64]) if a]
+
+
+def _exchange(data: Any) -> Exchange | None:
+    if not isinstance(data, dict):
+        return None
+    status = data.get("status")
+    headers = data.get("headers") if isinstance(data.get("headers"), dict) else {}
+    return Exchange(
+        method=str(data.get("method", ""))[:10],
+        path=str(data.get("path", ""))[:200],
+        status=status if isinstance(status, int) and not isinstance(status, bool) else None,
+        body=str(data.get("body", ""))[:BODY_READ_BYTES],
+        headers={str(k).lower()[:100]: str(v)[:1000] for k, v in list(headers.items())[:100]},
+        error=str(data.get("error", ""))[:300],
+        elapsed_s=scoring_client.number(data.get("elapsed_s")) or 0.0,
+    )
+
+
+def _stops_within(box: Any, seconds: float) -> bool:
+    """True when the container stops within `seconds`: the engine learns of an exit a moment after the kernel
+    ends the container's processes (and with them the client), so a client that ended without an answer
+    first waits for the container's state to catch up."""
+    deadline = time.monotonic() + seconds
+    while _still_running(box):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _still_running(box: Any) -> bool:

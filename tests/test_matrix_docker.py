@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import FIXTURE_PROFILE, MANAGED, leaked_containers, managed_containers, run_pytest
+from engine_proxy import EngineProxy
 
 pytestmark = pytest.mark.docker
 
@@ -235,6 +236,23 @@ def test_entries_can_name_their_engine(tmp_path, images, docker_client, no_leaks
         "no-conda": "not compatible",
     }
     assert host in run.report["host"]
+
+
+def test_a_remote_engine_runs_every_stage_scoring_included(tmp_path, images, docker_client, no_leaks):
+    """An entry whose engine is reached over TCP at a non-loopback address: the scoring server is asked from
+    inside its container, so it passes there as on the local engine (it once needed a local engine)."""
+    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    proxy = EngineProxy(gateway)
+    try:
+        matrix = write_matrix(tmp_path / "matrix.toml", ("good",), {"good": f'docker_host = "{proxy.url}"\n'})
+        run = run_matrix(docker_client, tmp_path / "r", matrix)
+    finally:
+        proxy.close()
+    assert run.proc.returncode == 0, run.output
+    verdict, results = run.verdicts()["good"]
+    assert verdict == "compatible" and ("scoring", "pass") in results, results
+    assert proxy.connections > 0  # the run really went through the "remote" engine
+    assert len(run.created("scoring")) == 1
 
 
 def test_a_ci_fan_out_merges_into_the_same_verdicts(tmp_path, images, docker_client, matrix_runs, no_leaks):

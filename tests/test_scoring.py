@@ -384,3 +384,103 @@ def test_exception_lines_find_each_traceback_end():
     ]
     assert scoring.user_exception(INIT_LOG) == "RuntimeError: model file is corrupt"
     assert scoring.user_exception("no traceback here") == ""
+
+
+# -- the in-container client's answer: untrusted output, parsed defensively ---------------------------------
+def test_proc_net_addresses_are_read_as_the_kernel_writes_them():
+    from pytest_baseimage.scoring_client import listen_address
+
+    assert listen_address("00000000") == "0.0.0.0"
+    assert listen_address("0100007F") == "127.0.0.1"
+    assert listen_address("0200A8C0") == "192.168.0.2"
+    assert listen_address("00000000000000000000000000000000") == "::"
+    assert listen_address("00000000000000000000000001000000") == "::1"
+    assert listen_address("0000000000000000FFFF00000100007F") == "::ffff:127.0.0.1"
+    assert listen_address("zz") == "" and listen_address("0100007") == ""
+
+
+@pytest.mark.parametrize(
+    ("addresses", "only"),
+    [
+        (["127.0.0.1"], True),
+        (["127.0.0.1", "::1"], True),
+        (["::ffff:127.0.0.1"], True),
+        (["0.0.0.0"], False),
+        (["127.0.0.1", "::"], False),  # also on every IPv6 address: reachable
+        ([], False),  # not seen: never accuse the server of what was not observed
+        (["not an address"], False),
+    ],
+)
+def test_loopback_only_needs_every_listener_on_loopback(addresses, only):
+    from pytest_baseimage.scoring_client import loopback_only
+
+    assert loopback_only(addresses) is only
+
+
+def test_the_answer_is_found_after_its_marker_and_only_there():
+    from pytest_baseimage.scoring_client import parse_answer
+
+    marker = "@@m@@"
+    assert parse_answer('noise\n@@m@@{"polls": 3}\n', marker) == {"polls": 3}
+    assert parse_answer('{"polls": 3}\n', marker) is None  # no marker: a killed client
+    assert parse_answer("@@m@@{not json\n", marker) is None
+    assert parse_answer("@@m@@[1, 2]\n", marker) is None
+
+
+def test_a_hostile_answer_cannot_forge_types_or_sizes(spec):
+    obs = ScoringObservation(spec=spec)
+    answer = {
+        "polls": True,
+        "healthy_after_s": -1,
+        "score_done_s": "soon",
+        "liveness": {"method": "GET" * 100, "path": "/", "status": "200", "body": 7},
+        "score": {"status": 200, "headers": {"X-Big": "v" * 5000}, "body": "b" * (scoring.BODY_READ_BYTES + 10)},
+        "swagger": ["not", "a", "dict"],
+        "listen": ["00000000", 5, "0100007F"] + ["00000000"] * 100,
+    }
+    scoring._read_answer(obs, answer, 0.1, 0.2)
+    assert obs.polls == 0 and obs.healthy is False and obs.boot_s is None and obs.create_to_score_s is None
+    assert obs.last_liveness.status is None and obs.last_liveness.body == "7" and len(obs.last_liveness.method) == 10
+    assert len(obs.score.headers["x-big"]) == 1000 and len(obs.score.body) == scoring.BODY_READ_BYTES
+    assert obs.swagger is None
+    assert obs.listen[:2] == ["0.0.0.0", "127.0.0.1"] and len(obs.listen) == 64  # strings only, 64 at most
+
+
+def test_a_healthy_answer_becomes_the_observation(spec):
+    obs = ScoringObservation(spec=spec)
+    answer = {
+        "polls": 4,
+        "healthy_after_s": 0.5,
+        "score_done_s": 0.6,
+        "liveness": {"method": "GET", "path": "/", "status": 200, "body": "Healthy", "elapsed_s": 0.01},
+        "score": {"method": "POST", "path": "/score", "status": 200, "body": '{"result": [4.75, 0.25]}'},
+        "swagger": {"method": "GET", "path": "/swagger.json", "status": 404},
+        "listen": ["00000000"],
+    }
+    scoring._read_answer(obs, answer, offset=0.1, since_create=0.3)
+    obs.running = True
+    assert (obs.polls, obs.healthy) == (4, True)
+    assert (obs.boot_s, obs.create_to_score_s) == (pytest.approx(0.6), pytest.approx(0.9))
+    assert scoring.classify(obs) is None
+    obs.listen = ["127.0.0.1"]
+    assert scoring.classify(obs).name == "loopback-only"
+
+
+def test_a_client_that_could_not_ask_leaves_the_stage_unchecked(profile, spec):
+    obs = ScoringObservation(spec=spec, running=True, client_error="no python3 or python on the image's PATH")
+    result = scoring.check_scoring(Facts(), profile, obs)
+    assert result.status is Status.ERROR and "could not exercise the server: no python3" in result.reason
+    obs.running, obs.exit_code = False, 1  # but a server that died is judged by how it died
+    assert scoring.check_scoring(Facts(), profile, obs).details["cause"] == "server-exited"
+
+
+def test_the_network_is_none_unless_the_profile_says_bridge(profile, tmp_path):
+    assert scoring.build_spec(profile).network == "none"
+    for value, ok in (("bridge", True), ("host", False), (1, False)):
+        path = tmp_path / "p.toml"
+        path.write_text(f'extends = "azureml-current"\n[scoring]\nnetwork = {json.dumps(value)}\n')
+        if ok:
+            assert scoring.build_spec(profiles.load(str(path))).network == value
+        else:
+            with pytest.raises(ProfileError, match=r"scoring\.network must be one of 'none', 'bridge'"):
+                scoring.build_spec(profiles.load(str(path)))

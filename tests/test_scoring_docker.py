@@ -4,8 +4,10 @@ deadline, and leave no container behind."""
 from __future__ import annotations
 
 import copy
+import os
 import signal
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,62 @@ def test_good_image_scores_the_builtin_sample(stage):
     assert result.details["server_version"].startswith("azmlinfsrv/")
     assert result.details["swagger_status"] in (200, 404)
     assert result.observed.startswith("healthy after ")
+
+
+def test_the_server_listens_on_every_address_and_is_asked_from_inside(stage):
+    result = stage("good")
+    assert result.status is Status.PASS, result.summary()
+    assert result.details["listening_on"] == "0.0.0.0"  # gunicorn's default bind, seen in /proc/net/tcp
+
+
+HTTP_SERVER = ["python3", "-m", "http.server", "--bind"]  # GET / answers 200 (a listing); POST is 501
+
+
+def test_a_server_bound_to_loopback_only_is_named_so(stage):
+    result = stage("good", command=[*HTTP_SERVER, "127.0.0.1", "{port}"])
+    assert_cause(result, "loopback-only")
+    assert "listens only on 127.0.0.1" in result.observed and "0.0.0.0" in result.remediation
+
+
+def test_the_same_server_on_all_addresses_gets_past_that_check(stage):
+    result = stage("good", command=[*HTTP_SERVER, "0.0.0.0", "{port}"])
+    assert_cause(result, "wrong-status")  # POST /score -> 501 from http.server
+    assert "answered 501" in result.observed
+
+
+def test_an_image_without_python_for_the_client_is_unchecked_not_failed(stage, monkeypatch):
+    from pytest_baseimage import scoring_client
+
+    monkeypatch.setattr(scoring_client, "PYTHONS", ("no-such-python",))
+    result = stage("good")
+    assert result.status is Status.ERROR, result.summary()
+    assert "no no-such-python on the image's PATH" in result.reason
+
+
+def test_every_container_is_hardened_and_offline(images, docker_client):
+    """Inspect the candidate and the scoring server while they run: no privileges, mounts, ports or network."""
+    check = ImageCheck(Target(images("good"), profiles.load(str(FIXTURE_PROFILE))))
+    check.selected = {"os", "python", "azureml", "scoring"}
+    seen: dict[str, dict] = {}
+    try:
+        check.result("os")
+        deadline = time.monotonic() + 30
+        while set(seen) != {"candidate", "scoring"}:
+            assert time.monotonic() < deadline, f"only {sorted(seen)} were seen running"
+            for summary in managed_containers(docker_client, os.getpid()):
+                if summary["State"] == "running":
+                    seen[summary["Labels"][LABEL_ROLE]] = docker_client.api.inspect_container(summary["Id"])
+            time.sleep(0.02)
+        assert check.result("scoring").status is Status.PASS
+    finally:
+        check.close()
+    for role, attrs in seen.items():
+        host = attrs["HostConfig"]
+        assert host["Privileged"] is False, role
+        assert not host.get("Binds") and not attrs.get("Mounts"), role
+        assert host["NetworkMode"] == "none" and not host.get("PortBindings"), role
+        assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"], role
+        assert host["Memory"] == 2 << 30 and host["PidsLimit"] == 512, role
 
 
 def test_users_own_script_model_payload_and_expected_answer(stage):
