@@ -97,15 +97,54 @@ def _client_from_environment() -> Any:
     import docker
     from docker.context.config import get_current_context_name
 
-    if os.environ.get("DOCKER_HOST"):
-        return docker.from_env(timeout=120)
-    name = os.environ.get("DOCKER_CONTEXT") or get_current_context_name()
+    name = "" if os.environ.get("DOCKER_HOST") else os.environ.get("DOCKER_CONTEXT") or get_current_context_name()
     if not name or name == "default":
-        return docker.from_env(timeout=120)
+        return _pinned(lambda version: docker.from_env(timeout=120, version=version))
+    return _client_from_context(name)
+
+
+def _client_from_context(name: str) -> Any:
+    """A client for a named docker context, with its TLS certificates when it has them."""
+    import docker
+
     ctx = read_context(name)
     if ctx is None or not ctx.host:
         raise EngineError(f"Docker context '{name}' does not exist (see `docker context ls`)")
-    return docker.DockerClient(base_url=ctx.host, tls=ctx.tls or False, timeout=120)
+    return _pinned(
+        lambda version: docker.DockerClient(base_url=ctx.host, tls=ctx.tls or False, timeout=120, version=version)
+    )
+
+
+def _pinned(make: Any) -> Any:
+    """A client made with a fixed API version (so that its constructor sends no request), its engine CA pinned
+    (see pin_engine_ca), and then the engine's own API version, as version="auto" would have chosen."""
+    from docker.constants import MINIMUM_DOCKER_API_VERSION
+    from docker.errors import DockerException
+
+    client = make(MINIMUM_DOCKER_API_VERSION)
+    pin_engine_ca(client.api)
+    try:
+        client.api._version = client.api.version(api_version=False)["ApiVersion"]
+    except Exception as exc:  # TLS refusals, refused connections, a non-engine answering: one line upstream
+        raise DockerException(f"Error while fetching server API version: {exc}") from None
+    return client
+
+
+def pin_engine_ca(session: Any) -> None:
+    """Keep the engine's own CA (a TLS context, DOCKER_CERT_PATH) in force when REQUESTS_CA_BUNDLE or
+    CURL_CA_BUNDLE is set: requests lets those replace a session's CA file, and the engine's certificate
+    then fails to verify, though the docker CLI accepts it."""
+    ca_file = getattr(session, "verify", None)
+    if not isinstance(ca_file, str):
+        return  # True/False: the usual bundles, or no verification, as requests does it
+    merge = session.merge_environment_settings
+
+    def merge_keeping_ca(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        settings = merge(*args, **kwargs)
+        settings["verify"] = ca_file
+        return settings
+
+    session.merge_environment_settings = merge_keeping_ca
 
 
 def describe_host(client: Any) -> str:
@@ -119,20 +158,23 @@ def describe_host(client: Any) -> str:
 class Engine:
     """A connection to one Docker engine, and the containers this session started on it."""
 
-    def __init__(self, client: Any = None, docker_host: str | None = None) -> None:
+    def __init__(self, client: Any = None, docker_host: str | None = None, docker_context: str | None = None) -> None:
         import docker
 
         try:
             if client is not None:
                 self.client = client
+            elif docker_context:
+                self.client = _client_from_context(docker_context)
             elif docker_host:
-                self.client = docker.DockerClient(base_url=docker_host, timeout=120)
+                self.client = _pinned(lambda v: docker.DockerClient(base_url=docker_host, timeout=120, version=v))
             else:
                 self.client = _client_from_environment()
             self.client.ping()
         except docker.errors.DockerException as exc:
-            context = os.environ.get("DOCKER_CONTEXT")
-            where = docker_host or os.environ.get("DOCKER_HOST") or (f"context {context}" if context else "")
+            context = docker_context or os.environ.get("DOCKER_CONTEXT")
+            named = f"{docker_host} (context {docker_context})" if docker_context else docker_host
+            where = named or os.environ.get("DOCKER_HOST") or (f"context {context}" if context else "")
             where = where or "unix:///var/run/docker.sock"
             raise EngineError(
                 f"cannot reach the Docker engine at {where} ({_short(exc)}); "

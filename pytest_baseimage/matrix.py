@@ -65,6 +65,7 @@ class Settings:
     docker_host: str | None = None
     platform: str | None = None
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    docker_context: str | None = None  # the context docker_host came from, when it carries TLS settings
 
     def over(self, base: Settings) -> Settings:
         """These settings where given, `base` elsewhere; part tables merge key by key."""
@@ -72,11 +73,13 @@ class Settings:
             part: {**base.options.get(part, {}), **self.options.get(part, {})}
             for part in (*base.options, *(p for p in self.options if p not in base.options))
         }
+        engine = self if self.docker_host is not None else base  # host and its context go together
         return Settings(
             profile=self.profile if self.profile is not None else base.profile,
-            docker_host=self.docker_host if self.docker_host is not None else base.docker_host,
+            docker_host=engine.docker_host,
             platform=self.platform if self.platform is not None else base.platform,
             options=options,
+            docker_context=engine.docker_context,
         )
 
 
@@ -162,11 +165,13 @@ def _settings(
         part: _part_options(table[part], f"{where}: {part}", base, schemas[part]) for part in schemas if part in table
     }
     profile = table.get("profile")
+    docker_host, docker_context = _engine(table, where)
     return Settings(
         profile=_profile_ref(profile, base) if profile is not None else None,
-        docker_host=_engine(table, where),
+        docker_host=docker_host,
         platform=_platform(table.get("platform"), where),
         options=options,
+        docker_context=docker_context,
     )
 
 
@@ -227,34 +232,31 @@ def _platform(value: str | None, where: str) -> str | None:
     return value
 
 
-def _engine(table: Mapping[str, Any], where: str) -> str | None:
-    """The Docker host URL of docker_host or of a named docker context; LOCAL for the default engine."""
+def _engine(table: Mapping[str, Any], where: str) -> tuple[str | None, str | None]:
+    """(host URL, context name when it carries TLS) of docker_host or of a named docker context; LOCAL for
+    the default engine; (None, None) when the table does not say."""
     if "docker_host" in table:
         host = table["docker_host"].strip()
         if not host.startswith(HOST_SCHEMES):
             raise MatrixError(f"{where}: docker_host {host!r} must start with {', '.join(HOST_SCHEMES)}")
-        return host
+        return host, None
     if "context" in table:
         return resolve_context(table["context"], where)
-    return None
+    return None, None
 
 
-def resolve_context(name: str, where: str) -> str:
-    """A docker context's engine URL, read as the docker CLI does (DOCKER_CONFIG, ~/.docker)."""
+def resolve_context(name: str, where: str) -> tuple[str, str | None]:
+    """A docker context's engine URL, read as the docker CLI does (DOCKER_CONFIG, ~/.docker), and its name
+    when the engine needs the context's TLS certificates."""
     if name == "default":
-        return LOCAL
+        return LOCAL, None
     try:
         context = read_context(name)
     except EngineError as exc:  # a broken context store is the user's to fix, in one line
         raise MatrixError(f"{where}: {exc}") from None
     if context is None or not context.host:
         raise MatrixError(f"{where}: no docker context {name!r} (see `docker context ls`)")
-    if context.tls:
-        raise MatrixError(
-            f"{where}: docker context {name!r} uses TLS, which is not supported yet; "
-            "use an ssh:// context or docker_host"
-        )
-    return context.host
+    return context.host, (name if context.tls else None)
 
 
 # -- entries to targets -----------------------------------------------------------------------------------
@@ -274,11 +276,11 @@ def entries(matrix_path: str | None, images: list[str], schemas: Mapping[str, Ma
 
 def _distinct(found: list[Entry]) -> list[Entry]:
     """Drop a repeated --base-image; refuse two entries that would start one image twice or share a name."""
-    by_key: dict[tuple[str, str | None], Entry] = {}
+    by_key: dict[tuple[str, str | None, str | None], Entry] = {}
     by_name: dict[str, Entry] = {}
     out = []
     for entry in found:
-        key = (entry.ref, entry.settings.docker_host or None)
+        key = (entry.ref, entry.settings.docker_host or None, entry.settings.docker_context)
         twin = by_key.get(key)
         if twin is not None:
             if twin.settings == entry.settings and twin.name == entry.name:
@@ -317,6 +319,7 @@ def targets(found: list[Entry], cli: Settings, load_profile: Callable[[str], Pro
                 profile=loaded[ref],
                 name=entry.name,
                 docker_host=settings.docker_host or None,
+                docker_context=settings.docker_context if settings.docker_host else None,
                 options=options,
             )
         )

@@ -204,7 +204,7 @@ def _preflight(config: pytest.Config) -> None:
     checks = config.stash[CHECKS_KEY]
     try:
         for target in config.stash[TARGETS_KEY]:
-            engine_for(target.docker_host)
+            engine_for(*target.engine_key)
             check = ImageCheck(target)
             check.prepare()
             checks[target.name] = check
@@ -469,7 +469,7 @@ def _host_of(config: pytest.Config) -> str:
     hosts = set()
     for target in config.stash[TARGETS_KEY]:
         try:
-            hosts.add(engine_for(target.docker_host).host)
+            hosts.add(engine_for(*target.engine_key).host)
         except BaseImageError:
             hosts.add(target.docker_host or os.environ.get("DOCKER_HOST", "") or "unreachable")
     return ", ".join(sorted(hosts))

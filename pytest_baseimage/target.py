@@ -30,23 +30,29 @@ class Target:
     name: str = ""
     docker_host: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    docker_context: str | None = None  # a docker context whose TLS certificates the engine needs
+
+    @property
+    def engine_key(self) -> tuple[str | None, str | None]:
+        return self.docker_host, self.docker_context
 
     def __post_init__(self) -> None:
         self.name = self.name or self.reference
 
 
-_ENGINES: dict[str | None, Engine] = {}
+_ENGINES: dict[tuple[str | None, str | None], Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def engine_for(docker_host: str | None) -> Engine:
+def engine_for(docker_host: str | None, docker_context: str | None = None) -> Engine:
     """One Engine per Docker host per process; the first use reaps stale containers of killed runs."""
+    key = (docker_host, docker_context)
     with _ENGINES_LOCK:
-        if docker_host not in _ENGINES:
-            engine = Engine(docker_host=docker_host)
+        if key not in _ENGINES:
+            engine = Engine(docker_host=docker_host, docker_context=docker_context)
             engine.reap_stale()
-            _ENGINES[docker_host] = engine
-        return _ENGINES[docker_host]
+            _ENGINES[key] = engine
+        return _ENGINES[key]
 
 
 class ImageCheck:
@@ -70,7 +76,7 @@ class ImageCheck:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = engine_for(self.target.docker_host)
+            self._engine = engine_for(*self.target.engine_key)
         return self._engine
 
     def prepare(self) -> None:

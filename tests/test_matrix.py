@@ -248,28 +248,41 @@ def test_a_context_is_resolved_to_its_engine(tmp_path, docker_config):
     assert [e.settings.docker_host for e in found.entries] == ["ssh://ci@gpu-box:22", LOCAL]
 
 
-def test_a_tls_context_is_refused_until_the_engine_takes_tls(tmp_path, docker_config):
-    from docker.context import ContextAPI
-    from docker.tls import TLSConfig
+def cli_context(config: Path, name: str, host: str, tls: bool = False) -> None:
+    """A context laid out as `docker context create NAME --docker host=HOST[,ca=,cert=,key=]` writes it."""
+    context_id = hashlib.sha256(name.encode()).hexdigest()
+    meta = config / "contexts" / "meta" / context_id
+    meta.mkdir(parents=True)
+    endpoint = {"Host": host, "SkipTLSVerify": False}
+    (meta / "meta.json").write_text(json.dumps({"Name": name, "Metadata": {}, "Endpoints": {"docker": endpoint}}))
+    if tls:
+        certs = config / "contexts" / "tls" / context_id / "docker"
+        certs.mkdir(parents=True)
+        for pem in ("ca.pem", "cert.pem", "key.pem"):
+            (certs / pem).write_text("x")
 
-    for name in ("ca.pem", "cert.pem", "key.pem"):
-        (tmp_path / name).write_text("x")
-    pem = {name: str(tmp_path / f"{name}.pem") for name in ("ca", "cert", "key")}
-    tls = TLSConfig(client_cert=(pem["cert"], pem["key"]), ca_cert=pem["ca"])
-    ContextAPI.create_context("tls-box", host="tcp://h:2376", tls_cfg=tls)
-    assert "docker context 'tls-box' uses TLS, which is not supported yet" in error(
-        tmp_path, '[[images]]\nref = "a:1"\ncontext = "tls-box"\n'
+
+def test_a_tls_context_keeps_its_name_so_the_engine_gets_its_certificates(tmp_path, docker_config):
+    cli_context(docker_config, "tls-box", "tcp://h:2376", tls=True)
+    cli_context(docker_config, "plain-box", "tcp://p:2375")
+    text = (
+        '[defaults]\ncontext = "tls-box"\n'
+        '[[images]]\nref = "a:1"\n'
+        '[[images]]\nref = "b:1"\ncontext = "plain-box"\n'
+        '[[images]]\nref = "c:1"\ndocker_host = "tcp://q:2375"\n'
     )
+    found = matrix.entries(str(write(tmp_path, text)), [], {})
+    engines = [(e.settings.docker_host, e.settings.docker_context) for e in found]
+    assert engines == [("https://h:2376", "tls-box"), ("http://p:2375", None), ("tcp://q:2375", None)]
+    (target, *_) = matrix.targets(found, matrix.Settings(profile="azureml-current"), profiles.load)
+    assert target.engine_key == ("https://h:2376", "tls-box")
 
 
 def test_a_context_made_by_the_cli_is_found_without_a_config_json(tmp_path, docker_config):
     """`docker context create` writes only contexts/meta/<id>/meta.json; the SDK alone would not look there."""
     (docker_config / "config.json").unlink()
+    cli_context(docker_config, "cli-box", "ssh://ci@cli-box")
     meta = docker_config / "contexts" / "meta" / hashlib.sha256(b"cli-box").hexdigest()
-    meta.mkdir(parents=True)
-    (meta / "meta.json").write_text(
-        json.dumps({"Name": "cli-box", "Metadata": {}, "Endpoints": {"docker": {"Host": "ssh://ci@cli-box"}}})
-    )
     found = load(tmp_path, '[[images]]\nref = "a:1"\ncontext = "cli-box"\n')
     assert [e.settings.docker_host for e in found.entries] == ["ssh://ci@cli-box:22"]
     (meta / "meta.json").write_text("{not json")
@@ -341,7 +354,7 @@ def test_pytest_refuses_a_bad_matrix_with_exit_4(tmp_path, text, message):
 
 def test_the_example_matrix_is_valid(monkeypatch):
     example = Path(__file__).resolve().parents[1] / "examples" / "matrix.toml"
-    monkeypatch.setattr(matrix, "resolve_context", lambda name, where: f"ssh://{name}")
+    monkeypatch.setattr(matrix, "resolve_context", lambda name, where: (f"ssh://{name}", None))
     targets = matrix.targets(matrix.entries(str(example), [], SCHEMAS), Settings(profile="azureml-2020"), profiles.load)
     assert len(targets) >= 3
     assert {t.profile.name for t in targets} >= {"azureml-current", "onnxruntime-cuda"}

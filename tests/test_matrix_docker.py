@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 from conftest import FIXTURE_PROFILE, MANAGED, leaked_containers, managed_containers, run_pytest
-from engine_proxy import EngineProxy
+from engine_proxy import EngineProxy, make_pki, server_tls
 
 pytestmark = pytest.mark.docker
 
@@ -253,6 +255,40 @@ def test_a_remote_engine_runs_every_stage_scoring_included(tmp_path, images, doc
     assert verdict == "compatible" and ("scoring", "pass") in results, results
     assert proxy.connections > 0  # the run really went through the "remote" engine
     assert len(run.created("scoring")) == 1
+
+
+def test_a_tls_context_reaches_an_engine_that_checks_client_certificates(tmp_path, images, docker_client, no_leaks):
+    """A context made by `docker context create … ca=,cert=,key=` for an engine that demands a client certificate
+    from its CA; a context with a certificate from another CA is refused in one line (exit 2)."""
+    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    pki = make_pki(tmp_path / "pki", gateway)
+    proxy = EngineProxy(gateway, tls=server_tls(pki))
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    env = {**os.environ, "DOCKER_CONFIG": str(config)}
+    env.pop("DOCKER_HOST", None)
+    for name, cert in (("tls-here", "client"), ("tls-rogue", "rogue")):
+        endpoint = f"host={proxy.url},ca={pki['ca']},cert={pki[cert]},key={pki[cert + '-key']}"
+        subprocess.run(
+            ["docker", "context", "create", name, "--docker", endpoint], env=env, check=True, capture_output=True
+        )
+    # A CA bundle in the environment (common on corporate machines) must not replace the context's CA.
+    run_env = {"DOCKER_CONFIG": str(config), "REQUESTS_CA_BUNDLE": certifi.where()}
+    try:
+        good = write_matrix(tmp_path / "good.toml", ("good",), {"good": 'context = "tls-here"\n'})
+        run = run_matrix(docker_client, tmp_path / "r", good, env=run_env)
+        rogue = write_matrix(tmp_path / "rogue.toml", ("good",), {"good": 'context = "tls-rogue"\n'})
+        refused = run_pytest(f"--base-image-matrix={rogue}", "-q", cwd=tmp_path, env=run_env)
+    finally:
+        proxy.close()
+    assert run.proc.returncode == 0, run.output
+    verdict, results = run.verdicts()["good"]
+    assert verdict == "compatible" and ("scoring", "pass") in results, results
+    assert proxy.connections > 0 and f"https://{gateway}:" in run.report["host"]
+    output = refused.stdout + refused.stderr
+    assert refused.returncode == 2, output
+    assert "cannot reach the Docker engine at https://" in output and "(context tls-rogue)" in output
+    assert "Traceback" not in output and proxy.refused > 0
 
 
 def test_a_ci_fan_out_merges_into_the_same_verdicts(tmp_path, images, docker_client, matrix_runs, no_leaks):
