@@ -74,15 +74,15 @@ def read_context(name: str) -> ContextEndpoint | None:
 
     store = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "contexts"
     context_id = hashlib.sha256(name.encode("utf-8")).hexdigest()
+    tls_dir = store / "tls" / context_id / "docker"
     try:
         meta = json.loads((store / "meta" / context_id / "meta.json").read_text(encoding="utf-8"))
         endpoint = dict((meta.get("Endpoints") or {}).get("docker") or {})
+        pem = {p.name[:2]: str(p) for p in tls_dir.iterdir()} if tls_dir.is_dir() else {}
     except FileNotFoundError:
         return None
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise EngineError(f"cannot read Docker context '{name}': {type(exc).__name__}: {exc}") from None
-    tls_dir = store / "tls" / context_id / "docker"
-    pem = {p.name[:2]: str(p) for p in tls_dir.iterdir()} if tls_dir.is_dir() else {}
     tls = None
     if {"ca", "ce", "ke"} <= set(pem):  # ca*, cert*, key*: the file names the CLI and the SDK write
         verify = None if endpoint.get("SkipTLSVerify") else True

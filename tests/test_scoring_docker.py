@@ -85,6 +85,20 @@ def test_the_server_listens_on_every_address_and_is_asked_from_inside(stage):
     assert result.details["listening_on"] == "0.0.0.0"  # gunicorn's default bind, seen in /proc/net/tcp
 
 
+def test_a_profile_can_give_the_server_egress_and_still_publishes_nothing(stage, docker_client, monkeypatch):
+    seen: list[dict] = []
+    real = scoring._exercise
+
+    def inspecting(engine, box, *args):
+        seen.append(docker_client.api.inspect_container(box.id)["HostConfig"])
+        return real(engine, box, *args)
+
+    monkeypatch.setattr(scoring, "_exercise", inspecting)
+    result = stage("good", network="bridge")
+    assert result.status is Status.PASS, result.summary()
+    assert seen[0]["NetworkMode"] == "bridge" and not seen[0].get("PortBindings")
+
+
 HTTP_SERVER = ["python3", "-m", "http.server", "--bind"]  # GET / answers 200 (a listing); POST is 501
 
 
