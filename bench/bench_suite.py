@@ -42,7 +42,7 @@ def main() -> None:
         (work / "test_noop.py").write_text("def test_noop():\n    pass\n")
         docker_true = ["docker", "run", "--rm", "--network=none", "--entrypoint", "true", args.image]
         startup = [*pytest, "test_noop.py"]
-        suite = [*pytest, f"--base-image={args.image}", f"--profile={PROFILE}"]
+        suite = [*pytest, f"--base-image={args.image}", f"--base-image-profile={PROFILE}"]
         static = [*suite, "-m", "not scoring and not gpu"]
         timed(suite, work)  # warm the page cache and the image's layers once
         floors, suites, statics = [], [], []

@@ -2,7 +2,7 @@
 #
 # Build it and check it in one go (build-then-test):
 #   pytest --base-image-dockerfile=examples/azureml-inference.Dockerfile \
-#          --build-arg PYTHON_VERSION=3.10 --build-arg CONDA_VERSION=23.11.0-2 --profile=azureml-current
+#          --build-arg PYTHON_VERSION=3.10 --build-arg CONDA_VERSION=23.11.0-2 --base-image-profile=azureml-current
 #
 # It does NOT build offline: it pulls ubuntu from Docker Hub, apt packages from archive.ubuntu.com,
 # Miniconda from repo.anaconda.com and azureml-defaults from PyPI. Behind a proxy or a mirror, change

@@ -55,6 +55,11 @@ class ExecResult:
     exit_code: int
     stdout: str
     stderr: str
+    truncated: bool = False  # the output passed max_output: the rest was not read
+
+
+# What one exec may print before the rest is left unread: the candidate is untrusted, its output is held in memory.
+MAX_EXEC_OUTPUT = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ def read_context(name: str) -> ContextEndpoint | None:
     /contexts/{meta,tls}/<sha256 of the name>/. The SDK's own reader only looks there when a config.json
     sits beside it, which `docker context create` does not write. None when there is no such context."""
     from docker.context.config import get_context_host
+    from docker.errors import DockerException
     from docker.tls import TLSConfig
 
     store = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "contexts"
@@ -84,9 +90,15 @@ def read_context(name: str) -> ContextEndpoint | None:
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise EngineError(f"cannot read Docker context '{name}': {type(exc).__name__}: {exc}") from None
     tls = None
-    if {"ca", "ce", "ke"} <= set(pem):  # ca*, cert*, key*: the file names the CLI and the SDK write
-        verify = None if endpoint.get("SkipTLSVerify") else True
-        tls = TLSConfig(client_cert=(pem["ce"], pem["ke"]), ca_cert=pem["ca"], verify=verify)
+    skip_verify = bool(endpoint.get("SkipTLSVerify"))
+    if pem or skip_verify:  # ca*, cert*, key*: the file names the CLI writes; any of them (or skip) means TLS
+        if ("ce" in pem) != ("ke" in pem):
+            raise EngineError(f"Docker context '{name}' has a client certificate without its key, or a key alone")
+        client_cert = (pem["ce"], pem["ke"]) if "ce" in pem else None
+        try:
+            tls = TLSConfig(client_cert=client_cert, ca_cert=pem.get("ca"), verify=not skip_verify)
+        except DockerException as exc:  # e.g. a certificate file that is gone
+            raise EngineError(f"cannot use Docker context '{name}': {_short(exc)}") from None
     host = str(endpoint.get("Host") or "")
     return ContextEndpoint(get_context_host(host, tls is not None) if host else "", tls)
 
@@ -306,15 +318,18 @@ class Engine:
         return removed
 
     # -- inside a container -------------------------------------------------------------------------
-    def exec(self, container: Any, cmd: list[str], *, timeout: float = 120, user: str = "") -> ExecResult:
-        """Run a command in a running container with a deadline; exit code 127 when it cannot start."""
+    def exec(
+        self, container: Any, cmd: list[str], *, timeout: float = 120, user: str = "", max_output: int = MAX_EXEC_OUTPUT
+    ) -> ExecResult:
+        """Run a command in a running container with a deadline; exit code 127 when it cannot start. The output
+        is streamed and read up to `max_output` bytes (stdout and stderr together)."""
         import docker
 
         box: dict[str, Any] = {}
 
         def run() -> None:
             try:
-                box["result"] = container.exec_run(cmd, demux=True, user=user)
+                box["result"] = _exec_capped(container.client.api, container.id, cmd, user, max_output)
             except docker.errors.APIError as exc:
                 box["error"] = exc
 
@@ -325,8 +340,7 @@ class Engine:
             raise EngineError(f"`{cmd[0]}` in the candidate did not finish within {timeout:.0f} s")
         if "error" in box:
             return ExecResult(127, "", _short(box["error"]))
-        code, (out, err) = box["result"].exit_code, box["result"].output
-        return ExecResult(int(code if code is not None else 127), _decode(out), _decode(err))
+        return box["result"]
 
     def read_file(self, container: Any, path: str, *, max_bytes: int = 64 << 20) -> bytes | None:
         """Read a file through the archive API (no shell, no exec); follows symlinks; None when absent."""
@@ -465,6 +479,24 @@ def _matching_digest(reference: str, digests: list[str]) -> str:
         if digest.split("@")[0] == repo:
             return digest
     return digests[0] if digests else ""
+
+
+def _exec_capped(api: Any, container_id: str, cmd: list[str], user: str, max_output: int) -> ExecResult:
+    """One exec, its output read as it streams and left unread past max_output bytes."""
+    exec_id = api.exec_create(container_id, cmd, stdout=True, stderr=True, user=user)["Id"]
+    streams: tuple[list[bytes], list[bytes]] = ([], [])
+    size, truncated = 0, False
+    for frame in api.exec_start(exec_id, stream=True, demux=True):
+        for part, sink in zip(frame, streams):
+            if part:
+                sink.append(part[: max(max_output - size, 0)])
+                size += len(part)
+        if size > max_output:
+            truncated = True
+            break
+    code = api.exec_inspect(exec_id).get("ExitCode")
+    out, err = (_decode(b"".join(sink)) for sink in streams)
+    return ExecResult(int(code) if code is not None else 127, out, err, truncated)
 
 
 def _decode(data: bytes | None) -> str:

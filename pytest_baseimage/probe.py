@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from packaging.utils import canonicalize_name
 
+from .engine import MAX_EXEC_OUTPUT
+from .errors import EngineError
 from .facts import CondaInfo, Facts, ImportResult, OsRelease, PythonInfo
 
 OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
@@ -273,6 +275,11 @@ def _exec_facts(
     marker = f"@@{uuid.uuid4().hex}:"
     payload = json.dumps({"imports": request.imports, "extensions": request.extensions, "marker": marker})
     result = candidate.exec(["/bin/sh", "-c", SHELL_SCRIPT, "sh", marker, PY_PROGRAM, payload], timeout=PROBE_TIMEOUT_S)
+    if getattr(result, "truncated", False):
+        raise EngineError(
+            f"the probe's exec printed more than {MAX_EXEC_OUTPUT >> 20} MiB (something in the image floods "
+            "its output, e.g. a sitecustomize or .pth file); the rest was not read"
+        )
     sections = split_sections(result.stdout, marker)
     if "end" not in sections and "user" not in sections:
         reason = (result.stderr or result.stdout).strip().splitlines()

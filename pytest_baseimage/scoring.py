@@ -24,6 +24,7 @@ from .errors import ProfileError
 from .facts import Facts
 from .profiles import Profile
 from .results import StageResult, Status
+from .scoring_client import ANSWER_BYTES
 from .stages import Stage, register
 from .text import clip
 
@@ -775,24 +776,44 @@ def _exercise(engine: Engine, box: Any, obs: ScoringObservation, marker: str, cr
     """Run the client with the first python the image has; a server that dies ends it (and the container)."""
     spec = obs.spec
     budget = spec.boot_timeout_s + 2 * spec.request_timeout_s + CLIENT_SLACK_S
+    result = None
     for python in scoring_client.PYTHONS:
-        offset = time.monotonic() - started
-        result = engine.exec(box, scoring_client.command(python), timeout=budget)
+        exec_started = time.monotonic()
+        result = engine.exec(box, scoring_client.command(python), timeout=budget, max_output=ANSWER_BYTES)
+        exec_s = time.monotonic() - exec_started
         answer = scoring_client.parse_answer(result.stdout, marker)
         if answer is not None:
+            # The client's clock starts after the exec and the interpreter did: count that time into the timings.
+            ran = scoring_client.number(answer.get("ran_s")) if answer.get("done") is True else None
+            offset = exec_started - started + (max(exec_s - ran, 0.0) if ran is not None else 0.0)
             _read_answer(obs, answer, offset, offset + (started - created))
             return
-        if result.exit_code in (126, 127) and _still_running(box):
-            continue  # no such python here: try the next name
+        if _not_found(result) and _still_running(box):
+            continue  # no such python here (the server still runs): try the next name
         if _stops_within(box, CLIENT_GRACE_S):
             return  # the server stopped, and took the client with it: the container's state says why
-        tail = clip((result.stderr or result.stdout).strip(), 300)
-        obs.client_error = f"the request client ({python}) failed with exit {result.exit_code}: {tail}"
+        obs.client_error = f"the request client ({python}) failed with exit {result.exit_code}: {_last_line(result)}"
         return
     obs.client_error = (
         f"no {' or '.join(scoring_client.PYTHONS)} on the image's PATH to send the requests from inside the "
-        "container (the entry script needs python anyway)"
+        f"container (the entry script needs python anyway): {_last_line(result)}"
     )
+
+
+def _not_found(result: Any) -> bool:
+    """The exec could not start its program: the runtime says so, with exit 126 or 127."""
+    said = (result.stdout + result.stderr).lower()
+    return result.exit_code in (126, 127) and any(marker in said for marker in SERVER_MISSING_ERRORS[:2])
+
+
+def _last_line(result: Any) -> str:
+    """The last non-empty line of what a failed exec printed: a traceback's exception, an OCI error."""
+    if result is None:
+        return ""
+    if result.truncated:
+        return f"it printed more than {ANSWER_BYTES >> 20} MiB"
+    lines = [line.strip() for line in (result.stderr + "\n" + result.stdout).splitlines() if line.strip()]
+    return clip(lines[-1], 300) if lines else "(no output)"
 
 
 def _read_answer(obs: ScoringObservation, answer: dict[str, Any], offset: float, since_create: float) -> None:
@@ -810,6 +831,8 @@ def _read_answer(obs: ScoringObservation, answer: dict[str, Any], offset: float,
     listen = answer.get("listen")
     entries = [str(a) for a in listen if isinstance(a, str)] if isinstance(listen, list) else []
     obs.listen = [a for a in (scoring_client.listen_address(e) for e in entries[:64]) if a]
+    if answer.get("client_error"):
+        obs.client_error = f"the request client failed: {clip(str(answer['client_error']), 300)}"
 
 
 def _exchange(data: Any) -> Exchange | None:

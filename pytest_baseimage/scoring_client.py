@@ -15,14 +15,18 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import math
 import struct
 from typing import Any
 
 DIRECTORY = "/tmp/.pytest-baseimage-client"  # inside the server container; copied in through the archive API
 PYTHONS = ("python3", "python")  # tried in this order on the image's PATH
-ANSWER_CHARS = 8 << 20  # the client's answer is untrusted output of the image's own python: read this much
+ANSWER_BYTES = 16 << 20  # the client's output is read up to here (engine.exec caps it while streaming)
+SIDE_BODY_CHARS = 2000  # liveness and swagger bodies: only their status is judged, a little text helps a reader
 
-# Python 2.7/3.5+ (no f-strings, time.time): it runs on whatever python the image has.
+# Python 2.7/3.5+ (no f-strings, time.time): it runs on whatever python the image has. It prints one answer
+# line (marker + JSON) after each phase, flushed, so that a client killed with its server (a crash or OOM in
+# run()) still leaves what it saw; the host reads the last complete one.
 PROGRAM = r"""
 import base64, errno, json, socket, sys, time
 try:
@@ -30,22 +34,39 @@ try:
 except ImportError:
     import httplib
 
+PY2 = sys.version_info[0] == 2
 CLOSED = (errno.ECONNREFUSED, errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
+STARTED = time.time()
 
 
-def request(req, method, path, body, headers, timeout):
+def native(value):
+    # json gives unicode on Python 2, where httplib wants byte strings for the request line and headers.
+    if PY2 and not isinstance(value, str):
+        return value.encode("utf-8")
+    return value
+
+
+def text(value):
+    # Header values arrive as bytes on Python 2; latin-1 maps every byte, as Python 3's http.client does.
+    if isinstance(value, bytes) and not isinstance(value, type(u"")):
+        return value.decode("latin-1")
+    return value
+
+
+def request(req, method, path, body, headers, timeout, body_chars):
     started = time.time()
     out = {"method": method, "path": path, "status": None, "body": "", "headers": {}, "error": ""}
     conn = httplib.HTTPConnection("127.0.0.1", req["port"], timeout=max(timeout, 0.05))
     try:
         sent = {"Connection": "close"}
         sent.update(headers)
-        conn.request(method, path, body=body, headers=sent)
+        sent = dict((native(k), native(v)) for k, v in sent.items())
+        conn.request(native(method), native(path), body=body, headers=sent)
         resp = conn.getresponse()
         data = resp.read(req["max_body"])
         out["status"] = resp.status
-        out["headers"] = dict((k.lower(), v) for k, v in resp.getheaders())
-        out["body"] = data.decode("utf-8", "replace")
+        out["headers"] = dict((text(k).lower(), text(v)) for k, v in resp.getheaders())
+        out["body"] = data.decode("utf-8", "replace")[:body_chars]
     except socket.timeout:
         out["error"] = "timeout"
     except (socket.error, httplib.HTTPException) as exc:
@@ -53,7 +74,7 @@ def request(req, method, path, body, headers, timeout):
         if closed or getattr(exc, "errno", None) in CLOSED:
             out["error"] = "closed"
         else:
-            out["error"] = ("%s: %s" % (type(exc).__name__, exc))[:300]
+            out["error"] = text(("%s: %s" % (type(exc).__name__, exc))[:300])
     finally:
         conn.close()
         out["elapsed_s"] = time.time() - started
@@ -77,67 +98,89 @@ def listening(port):
     return found
 
 
-def main():
-    with open(sys.argv[1]) as handle:
-        req = json.load(handle)
-    payload = base64.b64decode(req["payload_b64"])
-    started = time.time()
-    deadline = started + req["boot_timeout_s"]
-    out = {"polls": 0, "healthy_after_s": None, "score_done_s": None, "liveness": None, "score": None,
-           "swagger": None}
-    while time.time() < deadline:
-        out["polls"] += 1
-        remaining = deadline - time.time()
-        last = request(req, "GET", req["liveness_path"], None, {}, min(req["request_timeout_s"], remaining))
-        out["liveness"] = last
-        if last["status"] is not None and 200 <= last["status"] < 300:
-            out["healthy_after_s"] = time.time() - started
-            break
-        time.sleep(max(min(req["poll_interval_s"], deadline - time.time()), 0))
-    if out["healthy_after_s"] is not None:
-        headers = {"Content-Type": req["content_type"]}
-        out["score"] = request(req, "POST", req["score_path"], payload, headers, req["request_timeout_s"])
-        if out["score"]["status"] is not None:
-            out["score_done_s"] = time.time() - started
-        if req["swagger"]:
-            out["swagger"] = request(req, "GET", req["swagger_path"], None, {}, req["request_timeout_s"])
-    out["listen"] = listening(req["port"])
+def emit(req, out):
+    out["ran_s"] = time.time() - STARTED
     sys.stdout.write("\n" + req["marker"] + json.dumps(out) + "\n")
     sys.stdout.flush()
 
 
-main()
+def main(req, out):
+    payload = base64.b64decode(req["payload_b64"])
+    deadline = STARTED + req["boot_timeout_s"]
+    side = req["side_body_chars"]
+    while time.time() < deadline:
+        out["polls"] += 1
+        remaining = deadline - time.time()
+        last = request(req, "GET", req["liveness_path"], None, {}, min(req["request_timeout_s"], remaining), side)
+        out["liveness"] = last
+        if last["status"] is not None and 200 <= last["status"] < 300:
+            out["healthy_after_s"] = time.time() - STARTED
+            break
+        time.sleep(max(min(req["poll_interval_s"], deadline - time.time()), 0))
+    out["listen"] = listening(req["port"])
+    emit(req, out)
+    if out["healthy_after_s"] is None:
+        return
+    headers = {"Content-Type": req["content_type"]}
+    body_chars = req["max_body"]
+    out["score"] = request(req, "POST", req["score_path"], payload, headers, req["request_timeout_s"], body_chars)
+    if out["score"]["status"] is not None:
+        out["score_done_s"] = time.time() - STARTED
+    emit(req, out)
+    if req["swagger"]:
+        out["swagger"] = request(req, "GET", req["swagger_path"], None, {}, req["request_timeout_s"], side)
+        emit(req, out)
+
+
+with open(sys.argv[1]) as handle:
+    REQ = json.load(handle)
+ANSWER = {"polls": 0, "healthy_after_s": None, "score_done_s": None, "liveness": None, "score": None,
+          "swagger": None, "listen": []}
+try:
+    main(REQ, ANSWER)
+except Exception as exc:  # a bug here must read as the client's failure, not as the server's
+    ANSWER["client_error"] = text(("%s: %s" % (type(exc).__name__, exc))[:300])
+ANSWER["done"] = True
+emit(REQ, ANSWER)
 """
 
 
 def files(request: dict[str, Any], payload: bytes, marker: str) -> dict[str, bytes]:
     """The client and what it should do, as archive entries (paths without the leading slash)."""
-    data = {**request, "payload_b64": base64.b64encode(payload).decode("ascii"), "marker": marker}
+    data = {
+        **request,
+        "payload_b64": base64.b64encode(payload).decode("ascii"),
+        "marker": marker,
+        "side_body_chars": SIDE_BODY_CHARS,
+    }
     root = DIRECTORY.lstrip("/")
     return {f"{root}/client.py": PROGRAM.encode("utf-8"), f"{root}/request.json": json.dumps(data).encode("utf-8")}
 
 
 def command(python: str) -> list[str]:
-    # -S: no site module, so none of the image's .pth files or sitecustomize run in the client (only stdlib).
-    return [python, "-S", f"{DIRECTORY}/client.py", f"{DIRECTORY}/request.json"]
+    # -E: no PYTHONPATH (an image's modules must not shadow json or socket); -S: no site module, so none of
+    # the image's .pth files or sitecustomize run in the client. Both exist on 2.7 and 3.x; -I is 3.4+ only.
+    return [python, "-E", "-S", f"{DIRECTORY}/client.py", f"{DIRECTORY}/request.json"]
 
 
 def parse_answer(stdout: str, marker: str) -> dict[str, Any] | None:
-    """The client's JSON answer after the marker; None when there is none (killed, crashed, or garbled)."""
-    text = stdout[-ANSWER_CHARS:]
-    at = text.rfind(marker)
-    if at < 0:
-        return None
-    try:
-        data = json.loads(text[at + len(marker) :].strip().splitlines()[0])
-    except (ValueError, IndexError):
-        return None
-    return data if isinstance(data, dict) else None
+    """The last complete answer line (marker + JSON object); None when there is none (killed before its first
+    line, or garbled). A line cut by a kill is skipped for the one before it."""
+    for line in reversed(stdout.splitlines()):
+        if not line.startswith(marker):
+            continue
+        try:
+            data = json.loads(line[len(marker) :])
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
 
 
 def number(value: Any) -> float | None:
     """A non-negative number from the untrusted answer, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         return None
     return float(value)
 

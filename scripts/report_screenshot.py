@@ -27,7 +27,7 @@ def main() -> int:
         "-q",
         "-p",
         "no:cacheprovider",
-        f"--profile={ROOT / 'fixtures' / 'profiles' / 'fixture.toml'}",
+        f"--base-image-profile={ROOT / 'fixtures' / 'profiles' / 'fixture.toml'}",
         *(f"--base-image=pytest-baseimage-fixture/{name}:latest" for name in IMAGES),
         f"--compat-html={html}",
         f"--compat-json={out / 'report.json'}",

@@ -278,6 +278,49 @@ def test_a_tls_context_keeps_its_name_so_the_engine_gets_its_certificates(tmp_pa
     assert target.engine_key == ("https://h:2376", "tls-box")
 
 
+@pytest.mark.parametrize(
+    ("files", "skip", "url", "tls"),
+    [
+        ((), False, "http://h:2376", None),
+        (("ca.pem",), False, "https://h:2376", {"verify": True, "cert": None}),
+        ((), True, "https://h:2376", {"verify": False, "cert": None}),
+        (("ca.pem", "cert.pem", "key.pem"), False, "https://h:2376", {"verify": True, "cert": ("cert.pem", "key.pem")}),
+    ],
+    ids=["plain", "ca-only", "skip-verify", "client-certificates"],
+)
+def test_every_tls_layout_the_cli_writes_is_read(docker_config, files, skip, url, tls):
+    from pytest_baseimage.engine import read_context
+
+    cli_context(docker_config, "box", "tcp://h:2376", tls=False)
+    if skip:
+        meta = docker_config / "contexts" / "meta" / hashlib.sha256(b"box").hexdigest() / "meta.json"
+        data = json.loads(meta.read_text())
+        data["Endpoints"]["docker"]["SkipTLSVerify"] = True
+        meta.write_text(json.dumps(data))
+    certs = docker_config / "contexts" / "tls" / hashlib.sha256(b"box").hexdigest() / "docker"
+    for name in files:
+        certs.mkdir(parents=True, exist_ok=True)
+        (certs / name).write_text("x")
+    context = read_context("box")
+    assert context.host == url
+    if tls is None:
+        assert context.tls is None
+    else:
+        cert = tuple(Path(p).name for p in context.tls.cert) if context.tls.cert else None
+        assert {"verify": context.tls.verify, "cert": cert} == tls
+
+
+def test_a_context_whose_certificates_are_broken_is_one_line(tmp_path, docker_config):
+    for name in ("gone-box", "half-box"):
+        cli_context(docker_config, name, "tcp://h:2376", tls=True)
+    gone = docker_config / "contexts" / "tls" / hashlib.sha256(b"gone-box").hexdigest() / "docker" / "key.pem"
+    gone.unlink()
+    gone.symlink_to(tmp_path / "nowhere.pem")  # dangling: listed, but not a file
+    (docker_config / "contexts" / "tls" / hashlib.sha256(b"half-box").hexdigest() / "docker" / "key.pem").unlink()
+    assert "cannot use Docker context 'gone-box'" in error(tmp_path, '[[images]]\nref = "a:1"\ncontext = "gone-box"\n')
+    assert "client certificate without its key" in error(tmp_path, '[[images]]\nref = "a:1"\ncontext = "half-box"\n')
+
+
 def test_a_context_made_by_the_cli_is_found_without_a_config_json(tmp_path, docker_config):
     """`docker context create` writes only contexts/meta/<id>/meta.json; the SDK alone would not look there."""
     (docker_config / "config.json").unlink()

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import run_pytest
 
+from pytest_baseimage.plugin import _installed
+
 STAND_IN = '''"""Stand-in for pytest-profiling 1.8.1's option registration (test use only)."""
 
 
@@ -33,12 +35,24 @@ def run_isolated(tmp_path: Path, *plugins: str, args: tuple[str, ...]) -> tuple[
 
 @pytest.mark.parametrize("spelling", ["--base-image-profile", "--profile"])
 def test_both_spellings_choose_the_profile_without_pytest_profiling(tmp_path, spelling):
+    if spelling == "--profile" and _installed("pytest_profiling"):
+        pytest.skip("pytest-profiling is installed here: --profile is its option, as it should be")
     env = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     args = ("-p", "pytest_baseimage.plugin", f"{spelling}=no-such-profile", "--base-image=a:b")
     proc = run_pytest(*args, cwd=tmp_path, env=env, timeout=120)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 4, output
     assert UNKNOWN in output and "Traceback" not in output
+
+
+def test_any_plugin_that_registered_profile_first_keeps_it(tmp_path):
+    """Not only pytest-profiling: a plugin loaded earlier that owns --profile is seen in the parser."""
+    (tmp_path / "other_profiler.py").write_text(STAND_IN, encoding="utf-8")
+    env = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONPATH": str(tmp_path)}
+    args = ("-p", "other_profiler", "-p", "pytest_baseimage.plugin", "--help")
+    proc = run_pytest(*args, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "--base-image-profile=NAME|PATH" in proc.stdout and "generate profiling information" in proc.stdout
 
 
 @pytest.mark.parametrize(

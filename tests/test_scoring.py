@@ -431,8 +431,8 @@ def test_a_hostile_answer_cannot_forge_types_or_sizes(spec):
     obs = ScoringObservation(spec=spec)
     answer = {
         "polls": True,
-        "healthy_after_s": -1,
-        "score_done_s": "soon",
+        "healthy_after_s": float("inf"),
+        "score_done_s": -1,
         "liveness": {"method": "GET" * 100, "path": "/", "status": "200", "body": 7},
         "score": {"status": 200, "headers": {"X-Big": "v" * 5000}, "body": "b" * (scoring.BODY_READ_BYTES + 10)},
         "swagger": ["not", "a", "dict"],
