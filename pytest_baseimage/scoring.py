@@ -26,7 +26,7 @@ from .profiles import Profile
 from .results import StageResult, Status
 from .scoring_client import ANSWER_BYTES
 from .stages import Stage, register
-from .text import clip
+from .text import clip, strip_ansi
 
 # -- constants -------------------------------------------------------------------------------------------
 LOG_LINES = 50  # lines of server log a failure shows
@@ -40,8 +40,6 @@ CLIENT_GRACE_S = 5.0  # how long a client that ended without an answer waits to 
 NETWORKS = ("none", "bridge")  # the server's network: none (loopback only, the default) or egress via bridge
 MAX_MODEL_BYTES = 512 << 20  # model files are copied in memory through the archive API
 PLACEHOLDER = re.compile(r"\{(entry_script|model_dir|app_root|port)\}")
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 # The causes a failure can have: machine-readable name -> what to do about it.
 CAUSES: dict[str, str] = {
@@ -406,8 +404,9 @@ def _validate_schema(schema: Any, where: str) -> None:
 # -- pure decisions --------------------------------------------------------------------------------------
 def clean_log(text: str, lines: int = LOG_LINES) -> str:
     """The last lines of an untrusted log, without terminal escapes or control bytes, bounded in size."""
-    text = ANSI.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    kept = [CONTROL.sub("", line)[:LOG_LINE_CHARS] for line in text.rstrip("\n").split("\n")[-lines:]]
+    # Line by line: an unterminated escape sequence then swallows the rest of its line, not the rest of the log.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    kept = [strip_ansi(line)[:LOG_LINE_CHARS] for line in text.rstrip("\n").split("\n")[-lines:]]
     return clip("\n".join(kept), LOG_CHARS)
 
 
