@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,25 @@ def no_leaks(docker_client):
     """Fails the test if any process it started left a labelled container behind."""
     yield
     assert leaked_containers(docker_client) == []
+
+
+def junit(path) -> dict[str, dict]:
+    """Test name (without its parameters) -> {outcome, message, props} from pytest's JUnit XML."""
+    out = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            node = case.find(tag)
+            if node is not None:
+                outcome, message = tag, node.get("message", "")
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        out[case.get("name").split("[")[0]] = {"outcome": outcome, "message": message, "props": props}
+    return out
+
+
+def certify(tmp_path, image, *extra, profile=FIXTURE_PROFILE):
+    """`pytest --base-image=IMAGE` as a user runs it, with JUnit XML: (process, junit cases); never a traceback."""
+    xml = tmp_path / "junit.xml"
+    proc = run_pytest(f"--base-image={image}", f"--profile={profile}", f"--junitxml={xml}", "-q", *extra, cwd=tmp_path)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return proc, (junit(xml) if xml.exists() else {})

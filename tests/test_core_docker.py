@@ -10,32 +10,11 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import FIXTURE_PROFILE, managed_containers, plugin_argv, run_pytest, wait_for_container
+from conftest import FIXTURE_PROFILE, certify, managed_containers, plugin_argv, run_pytest, wait_for_container
 
 from pytest_baseimage.results import STAGE_ORDER
 
 pytestmark = pytest.mark.docker
-
-
-def junit(path) -> dict[str, dict]:
-    """Test name -> {outcome, message, properties} from pytest's JUnit XML."""
-    out = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
-        outcome, message = "passed", ""
-        for tag in ("failure", "error", "skipped"):
-            node = case.find(tag)
-            if node is not None:
-                outcome, message = tag, node.get("message", "")
-        props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        out[case.get("name").split("[")[0]] = {"outcome": outcome, "message": message, "props": props}
-    return out
-
-
-def certify(tmp_path, image, *extra, profile=FIXTURE_PROFILE):
-    xml = tmp_path / "junit.xml"
-    proc = run_pytest(f"--base-image={image}", f"--profile={profile}", f"--junitxml={xml}", "-q", *extra, cwd=tmp_path)
-    assert "Traceback" not in proc.stdout + proc.stderr
-    return proc, (junit(xml) if xml.exists() else {})
 
 
 def test_good_image_passes_every_stage(tmp_path, images, no_leaks):

@@ -6,12 +6,10 @@ from __future__ import annotations
 import copy
 import signal
 import subprocess
-import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURE_PROFILE, ROOT, managed_containers, plugin_argv, run_pytest, wait_for_container
+from conftest import FIXTURE_PROFILE, ROOT, certify, managed_containers, plugin_argv, run_pytest, wait_for_container
 
 from pytest_baseimage import profiles, scoring
 from pytest_baseimage.engine import LABEL_ROLE, LABEL_SESSION, SESSION_ID
@@ -225,54 +223,21 @@ def test_unreproducible_server_is_skipped_without_a_container(stage, docker_clie
 
 
 # -- as a user runs it: pytest --base-image ------------------------------------------------------------------
-def junit_case(path: Path, name: str) -> dict[str, Any]:
-    for case in ET.parse(path).getroot().iter("testcase"):
-        if case.get("name", "").split("[")[0] == name:
-            outcome, message = "passed", ""
-            for tag in ("failure", "error", "skipped"):
-                node = case.find(tag)
-                if node is not None:
-                    outcome, message = tag, node.get("message", "")
-            return {
-                "outcome": outcome,
-                "message": message,
-                "props": {p.get("name"): p.get("value") for p in case.iter("property")},
-            }
-    raise AssertionError(f"{name} not in {path}")
-
-
 def test_end_to_end_good_image(tmp_path, images, no_leaks):
-    xml = tmp_path / "junit.xml"
-    proc = run_pytest(
-        f"--base-image={images('good')}",
-        f"--profile={FIXTURE_PROFILE}",
-        f"--junitxml={xml}",
-        "-m",
-        "scoring",
-        "-q",
-        cwd=tmp_path,
-    )
+    proc, cases = certify(tmp_path, images("good"), "-m", "scoring")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    case = junit_case(xml, "test_scoring")
+    case = cases["test_scoring"]
     assert case["outcome"] == "passed"
     assert case["props"]["stage"] == "scoring"
     assert case["props"]["observed"].startswith("healthy after ")
 
 
 def test_end_to_end_users_failing_script(tmp_path, images, no_leaks):
-    xml = tmp_path / "junit.xml"
-    proc = run_pytest(
-        f"--base-image={images('good')}",
-        f"--profile={FIXTURE_PROFILE}",
-        f"--junitxml={xml}",
-        f"--score-script={SCRIPTS / 'score_run_raises.py'}",
-        "-m",
-        "scoring",
-        "-q",
-        cwd=tmp_path,
+    proc, cases = certify(
+        tmp_path, images("good"), f"--score-script={SCRIPTS / 'score_run_raises.py'}", "-m", "scoring"
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    case = junit_case(xml, "test_scoring")
+    case = cases["test_scoring"]
     assert case["outcome"] == "failure"
     assert "run-raised" in case["message"] and "ValueError: cannot score this input" in case["message"]
     assert "Traceback" not in proc.stdout + proc.stderr
