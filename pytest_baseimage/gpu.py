@@ -990,15 +990,11 @@ def _start_error(container: Any) -> str:
 
 def _record_run(obs: GpuObservation, result: ExecResult, marker: str) -> None:
     obs.log = result.stderr[-20000:]
-    for line in result.stdout.splitlines():
-        if line.startswith(marker):
-            try:
-                answer = json.loads(line[len(marker) :])
-            except ValueError:
-                break
-            obs.session = answer.get("session") or {"error": answer.get("import_error", "no session result")}
-            obs.session["nvidia_smi"] = answer.get("nvidia_smi") or {}
-            return
+    answer = probe.last_marked_json(result.stdout, marker)
+    if answer is not None:
+        obs.session = answer.get("session") or {"error": answer.get("import_error", "no session result")}
+        obs.session["nvidia_smi"] = answer.get("nvidia_smi") or {}
+        return
     tail = probe.last_line(result.stderr or result.stdout) or f"exit code {result.exit_code}"
     obs.session = {"error": f"the session program gave no answer: {tail}"}
 

@@ -233,6 +233,21 @@ def split_sections(output: str, marker: str) -> dict[str, str]:
     return sections
 
 
+def last_marked_json(stdout: str, marker: str) -> dict[str, Any] | None:
+    """The last complete line of `marker` + a JSON object in a candidate's output; None when there is none
+    (killed before its first line, or garbled). A line cut by a kill is skipped for the one before it."""
+    for line in reversed(stdout.splitlines()):
+        if not line.startswith(marker):
+            continue
+        try:
+            data = json.loads(line[len(marker) :])
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
 def last_line(traceback_text: str) -> str:
     lines = [line for line in traceback_text.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""

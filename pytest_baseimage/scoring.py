@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import scoring_client
+from . import probe, scoring_client
 from .engine import Engine
 from .errors import ProfileError
 from .facts import Facts
@@ -780,7 +780,7 @@ def _exercise(engine: Engine, box: Any, obs: ScoringObservation, marker: str, cr
         exec_started = time.monotonic()
         result = engine.exec(box, scoring_client.command(python), timeout=budget, max_output=ANSWER_BYTES)
         exec_s = time.monotonic() - exec_started
-        answer = scoring_client.parse_answer(result.stdout, marker)
+        answer = probe.last_marked_json(result.stdout, marker)
         if answer is not None:
             # The client's clock starts after the exec and the interpreter did: count that time into the timings.
             ran = scoring_client.number(answer.get("ran_s")) if answer.get("done") is True else None
@@ -811,8 +811,7 @@ def _last_line(result: Any) -> str:
         return ""
     if result.truncated:
         return f"it printed more than {ANSWER_BYTES >> 20} MiB"
-    lines = [line.strip() for line in (result.stderr + "\n" + result.stdout).splitlines() if line.strip()]
-    return clip(lines[-1], 300) if lines else "(no output)"
+    return clip(probe.last_line(result.stderr + "\n" + result.stdout), 300) or "(no output)"
 
 
 def _read_answer(obs: ScoringObservation, answer: dict[str, Any], offset: float, since_create: float) -> None:

@@ -1,4 +1,4 @@
-"""The scoring stage's HTTP client, which runs inside the server's own container, and the parsers of its answer.
+"""The scoring stage's HTTP client, which runs inside the server's own container, and readers of its fields.
 
 Why inside: the server then needs no published port and, by default, no network at all (`--network=none`
 keeps a loopback interface), and the stage works the same on a remote engine (ssh://, tcp://, a context) as
@@ -161,21 +161,6 @@ def command(python: str) -> list[str]:
     # -E: no PYTHONPATH (an image's modules must not shadow json or socket); -S: no site module, so none of
     # the image's .pth files or sitecustomize run in the client. Both exist on 2.7 and 3.x; -I is 3.4+ only.
     return [python, "-E", "-S", f"{DIRECTORY}/client.py", f"{DIRECTORY}/request.json"]
-
-
-def parse_answer(stdout: str, marker: str) -> dict[str, Any] | None:
-    """The last complete answer line (marker + JSON object); None when there is none (killed before its first
-    line, or garbled). A line cut by a kill is skipped for the one before it."""
-    for line in reversed(stdout.splitlines()):
-        if not line.startswith(marker):
-            continue
-        try:
-            data = json.loads(line[len(marker) :])
-        except ValueError:
-            continue
-        if isinstance(data, dict):
-            return data
-    return None
 
 
 def number(value: Any) -> float | None:

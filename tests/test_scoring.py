@@ -418,7 +418,7 @@ def test_loopback_only_needs_every_listener_on_loopback(addresses, only):
 
 
 def test_the_answer_is_found_after_its_marker_and_only_there():
-    from pytest_baseimage.scoring_client import parse_answer
+    from pytest_baseimage.probe import last_marked_json as parse_answer
 
     marker = "@@m@@"
     assert parse_answer('noise\n@@m@@{"polls": 3}\n', marker) == {"polls": 3}

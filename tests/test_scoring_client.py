@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_baseimage import scoring_client
+from pytest_baseimage import probe, scoring_client
 
 PYENV = Path.home() / ".pyenv" / "versions"
 OLD_PYTHONS = {"2.7": PYENV / "2.7.18" / "bin" / "python", "3.6": PYENV / "3.6.15" / "bin" / "python"}
@@ -83,7 +83,7 @@ def test_a_healthy_server_is_scored_with_any_text(tmp_path, server, python):
     payload = json.dumps({"data": "café ☕"}, ensure_ascii=False).encode("utf-8")
     proc = client(tmp_path, python, server.server_address[1], payload)
     out, err = proc.communicate(timeout=30)
-    answer = scoring_client.parse_answer(out, MARKER)
+    answer = probe.last_marked_json(out, MARKER)
     assert proc.returncode == 0 and answer is not None, err
     assert answer["done"] is True and "client_error" not in answer
     assert answer["healthy_after_s"] >= 0 and answer["ran_s"] >= answer["score_done_s"] >= answer["healthy_after_s"]
@@ -98,12 +98,12 @@ def test_a_healthy_server_is_scored_with_any_text(tmp_path, server, python):
 def test_nothing_listening_is_polled_until_the_deadline(tmp_path, python):
     import socket
 
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    with socket.socket() as spare:  # a port nobody listens on
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
     proc = client(tmp_path, python, port, b"{}", boot_timeout_s=0.6)
     out, err = proc.communicate(timeout=30)
-    answer = scoring_client.parse_answer(out, MARKER)
+    answer = probe.last_marked_json(out, MARKER)
     assert answer is not None, err
     assert answer["healthy_after_s"] is None and answer["score"] is None and answer["polls"] > 3
     assert answer["liveness"]["error"] == "closed" and answer["listen"] == []
@@ -119,6 +119,6 @@ def test_a_client_killed_with_its_server_leaves_what_it_saw(tmp_path, server):
         lines.append(proc.stdout.readline())
     proc.kill()
     rest, _ = proc.communicate(timeout=10)
-    answer = scoring_client.parse_answer("".join(lines) + rest, MARKER)
+    answer = probe.last_marked_json("".join(lines) + rest, MARKER)
     assert answer is not None and "done" not in answer
     assert answer["healthy_after_s"] is not None and answer["score"] is None
