@@ -176,13 +176,13 @@ class Engine:
         try:
             if client is not None:
                 self.client = client
+                self.client.ping()  # a client made below has already proved the engine answers (its version)
             elif docker_context:
                 self.client = _client_from_context(docker_context)
             elif docker_host:
                 self.client = _pinned(lambda v: docker.DockerClient(base_url=docker_host, timeout=120, version=v))
             else:
                 self.client = _client_from_environment()
-            self.client.ping()
         except docker.errors.DockerException as exc:
             context = docker_context or os.environ.get("DOCKER_CONTEXT")
             named = f"{docker_host} (context {docker_context})" if docker_context else docker_host
