@@ -154,33 +154,20 @@ class GpuRequirements:
 
 
 def requirements(profile: Profile) -> GpuRequirements | None:
-    """The validated [gpu] section, or None when the profile does not ask for the stage."""
+    """The [gpu] section (checked when the profile loaded: profile_schema.GpuSection), or None when the
+    profile does not ask for the stage."""
     section = profile.section(STAGE)
     if not section or not section.get("providers"):
         return None
-    where = f"profile {profile.name}: gpu"
-    providers = _strings(section["providers"], f"{where}.providers")
-    libraries = []
-    for index, entry in enumerate(section.get("libraries", [])):
-        alternatives = _strings(entry if isinstance(entry, list) else [entry], f"{where}.libraries[{index}]")
-        libraries.append(tuple(alternatives))
-    table = section.get("provider_libraries", {})
-    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
-        raise ProfileError(f'{where}.provider_libraries must be a table of provider = "library file"')
+    libraries = [tuple(entry if isinstance(entry, list) else [entry]) for entry in section.get("libraries", [])]
     return GpuRequirements(
-        providers=tuple(providers),
+        providers=tuple(section["providers"]),
         libraries=tuple(libraries),
-        provider_libraries={**PROVIDER_LIBRARIES, **table},
+        provider_libraries={**PROVIDER_LIBRARIES, **section.get("provider_libraries", {})},
         device_type=str(section.get("device_type", "")),
         require_gpu=bool(section.get("require_gpu", False)),
         remediation=str(section.get("remediation", "")),
     )
-
-
-def _strings(value: Any, where: str) -> list[str]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise ProfileError(f"{where}: expected a non-empty list of strings, got {value!r}")
-    return list(value)
 
 
 # -- the tiny model: ONNX protobuf bytes, written by hand so the host needs no `onnx` package ------------
@@ -417,14 +404,8 @@ def ort_request(req: GpuRequirements, marker: str, *, session: bool, nvidia_smi:
 
 
 def probe_source(profile: Profile) -> str | None:
-    """The probe extension's source for this profile; None when the profile has no [gpu] requirements.
-
-    Never raises: a bad [gpu] section must not take the other stages' facts down with it (check_gpu
-    reports it)."""
-    try:
-        req = requirements(profile)
-    except ProfileError:
-        return None
+    """The probe extension's source for this profile; None when the profile has no [gpu] requirements."""
+    req = requirements(profile)
     if req is None:
         return None
     config = {
@@ -851,10 +832,7 @@ def _session_fix(req: GpuRequirements) -> str:
 # -- the stage ------------------------------------------------------------------------------------------
 def check_gpu(facts: Facts, profile: Profile, observation: Any = None) -> StageResult:
     """Facts + profile + what observe_gpu saw -> one StageResult, with each layer in details["layers"]."""
-    try:
-        req = requirements(profile)
-    except ProfileError as exc:
-        return StageResult(STAGE, Status.ERROR, reason=str(exc))
+    req = requirements(profile)
     if req is None:
         return stages.not_required(STAGE, profile)  # as skip_gpu says; the runner usually asked it first
     obs = observation if isinstance(observation, GpuObservation) else GpuObservation()
@@ -1003,11 +981,8 @@ probe.EXTENSIONS[STAGE] = probe_source
 
 
 def skip_gpu(profile: Profile) -> StageResult | None:
-    """Not required when the profile names no providers; a malformed [gpu] table is left to check_gpu."""
-    try:
-        return stages.not_required(STAGE, profile) if requirements(profile) is None else None
-    except ProfileError:
-        return None
+    """Not required when the profile names no providers."""
+    return stages.not_required(STAGE, profile) if requirements(profile) is None else None
 
 
 stages.register(

@@ -7,6 +7,7 @@ setting only those keys (tables merge key by key, lists and values replace). Eve
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,6 +17,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from . import profile_schema
 from .errors import ProfileError
 
 if sys.version_info >= (3, 11):
@@ -25,44 +27,20 @@ else:  # pragma: no cover
 
 DEFAULT_PROFILE = "azureml-2020"
 
-# The schema: section -> allowed keys. Unknown keys are errors, so a typo never silently weakens a gate.
-SCHEMA: dict[str, set[str]] = {
-    "": {"name", "description", "extends", "sources", "os", "conda", "python", "apt", "azureml", "scoring", "gpu"},
-    "os": {"accept", "remediation", "notes"},
-    "conda": {"required", "version", "remediation", "notes"},
-    "python": {"version", "remediation", "notes"},
-    "apt": {"required", "any_of", "remediation", "notes"},
-    "azureml": {"packages", "imports", "remediation", "notes"},
-    "scoring": {
-        "enabled",
-        "server",
-        "command",
-        "port",
-        "env",
-        "model_path",
-        "expected_status",
-        "payload",
-        "payload_file",
-        "expected",
-        "expected_json",
-        "score_script",
-        "model_dir",
-        "boot_timeout_s",
-        "request_timeout_s",
-        "reproducible",
-        "remediation",
-        "notes",
-        "workdir",
-        "app_root",
-        "liveness_path",
-        "score_path",
-        "swagger_path",
-        "swagger_expected",
-        "content_type",
-        "network",
-    },
-    "gpu": {"providers", "libraries", "device_type", "require_gpu", "provider_libraries", "remediation", "notes"},
+# Releases the remediation templates pick their examples from ({os_image}, {python_example},
+# {conda_example}): the lowest one that satisfies the profile's own rule is suggested. Data, not logic:
+# packaging decides what satisfies.
+KNOWN_RELEASES: dict[str, tuple[str, ...]] = {
+    "python": ("2.7", *(f"3.{minor}" for minor in range(0, 30))),
+    "conda": (
+        *(f"4.{minor}" for minor in range(5, 15)),
+        *("22.9", "22.11", "23.1", "23.3", "23.5", "23.7", "23.9", "23.10", "23.11"),
+        *("24.1", "24.3", "24.5", "24.7", "24.9", "24.11", "25.1", "25.3", "25.5", "25.7"),
+    ),
+    "ubuntu": ("14.04", "16.04", "18.04", "20.04", "22.04", "24.04", "24.10", "25.04", "25.10", "26.04"),
+    "debian": ("9", "10", "11", "12", "13"),
 }
+PLACEHOLDERS = re.compile(r"\{(os_image|python_example|conda_example)\}")
 
 
 def spec_list(value: Any, where: str) -> list[SpecifierSet]:
@@ -117,16 +95,25 @@ class Profile:
         value = self.data.get(name)
         return value if isinstance(value, dict) else None
 
-    # Typed views of the sections the static stages read.
+    @property
+    def abstract(self) -> bool:
+        return self.data.get("abstract") is True
+
+    def setting(self, section: str, key: str) -> Any:
+        """section.key as the profile sets it, else the schema's default (e.g. probe.timeout_s -> 30.0)."""
+        table = self.section(section)
+        if table is not None and key in table:
+            return table[key]
+        return profile_schema.field_info(section, key).get_default(call_default_factory=True)
+
+    # Typed views of the sections the static stages read (the values were checked when the profile loaded).
     def os_rules(self) -> list[OsRule]:
         section = self.section("os") or {}
-        rules = []
-        for index, entry in enumerate(section.get("accept", [])):
-            where = f"profile {self.name}: os.accept[{index}]"
-            if not isinstance(entry, dict) or "id" not in entry:
-                raise ProfileError(f'{where}: expected {{ id = "ubuntu", version = ">=16.04" }}')
-            rules.append(OsRule(str(entry["id"]).lower(), spec_list(entry.get("version", ""), where)))
-        return rules
+        where = f"profile {self.name}: os.accept"
+        return [
+            OsRule(str(entry["id"]).lower(), spec_list(entry.get("version", ""), f"{where}[{index}]"))
+            for index, entry in enumerate(section.get("accept", []))
+        ]
 
     def specs(self, section: str, key: str = "version") -> list[SpecifierSet]:
         value = (self.section(section) or {}).get(key, "")
@@ -134,39 +121,88 @@ class Profile:
 
     def packages(self, section: str, key: str) -> dict[str, list[SpecifierSet]]:
         table = (self.section(section) or {}).get(key, {})
-        if not isinstance(table, dict):
-            raise ProfileError(f"profile {self.name}: {section}.{key} must be a table of name = specifier")
         return {name: spec_list(spec, f"profile {self.name}: {section}.{key}.{name}") for name, spec in table.items()}
 
     def remediation(self, section: str, default: str = "") -> str:
-        return str((self.section(section) or {}).get("remediation", default))
+        """The section's fix, with {os_image}, {python_example} and {conda_example} filled from this profile's
+        own rules, so a fix never suggests a version the same profile refuses."""
+        text = str((self.section(section) or {}).get("remediation", default))
+        return PLACEHOLDERS.sub(lambda match: self.example(match.group(1)), text)
+
+    def example(self, placeholder: str) -> str:
+        """The lowest known release that the profile accepts, as the remediation templates spell it."""
+        if placeholder == "os_image":
+            for rule in self.os_rules():
+                found = lowest_release(rule.id, rule.version)
+                if found:
+                    return f"{rule.id}:{found}"
+            return "<an accepted distribution: " + ", ".join(rule.describe() for rule in self.os_rules()) + ">"
+        what = placeholder.split("_")[0]
+        specs = self.specs(what)
+        return lowest_release(what, specs) or f"<a {what} version {describe_specs(specs)}>"
 
 
-def builtin_names() -> list[str]:
-    return sorted(p.name[:-5] for p in _builtin_dir().iterdir() if p.name.endswith(".toml"))
+def lowest_release(what: str, specs: list[SpecifierSet]) -> str | None:
+    """The lowest of KNOWN_RELEASES[what] that satisfies any of the specifiers (None: none does)."""
+    matching = [v for v in KNOWN_RELEASES.get(what, ()) if version_matches(v, specs)]
+    return min(matching, key=Version) if matching else None
 
 
-def load(name_or_path: str) -> Profile:
-    """Load a built-in profile by name, or a profile file by path; follows `extends`."""
-    data, path, chain = _load_merged(name_or_path, seen=())
-    _validate(data, chain[0])
+def builtin_names(include_abstract: bool = False) -> list[str]:
+    """The shipped profiles a run can use (abstract ones, only meant to be extended, on request)."""
+    names = sorted(p.name[:-5] for p in _builtin_dir().iterdir() if p.name.endswith(".toml"))
+    if include_abstract:
+        return names
+    return [name for name in names if not _is_abstract(name)]
+
+
+def _is_abstract(builtin: str) -> bool:
+    return _parse((_builtin_dir() / f"{builtin}.toml").read_text("utf-8"), builtin).get("abstract") is True
+
+
+def load(name_or_path: str, *, allow_abstract: bool = False) -> Profile:
+    """Load a built-in profile by name, or a profile file by path; follows `extends`, validates the whole.
+
+    Each file is checked on its own first (an error names the file that has it), then the merged profile.
+    An abstract profile is refused unless asked for (it is only meant to be extended)."""
+    data, label, chain = _load_merged(name_or_path, seen=())
+    base_dir = Path(label).parent if Path(label).is_file() else None
+    try:
+        profile_schema.validate(data, merged=True, base_dir=base_dir)
+    except ValueError as exc:
+        raise ProfileError(f"profile {label}: {exc}") from None
     profile = Profile(
         name=str(data.get("name") or chain[0]),
         description=str(data.get("description", "")),
         sources=[str(s) for s in data.get("sources", [])],
         data=data,
-        path=path,
+        path=label,
         chain=chain,
     )
-    _check_specifiers(profile)
+    if profile.abstract and not allow_abstract:
+        raise ProfileError(_abstract_message(profile.name))
     return profile
+
+
+def _abstract_message(name: str) -> str:
+    children = [other for other in builtin_names() if load(other).chain[1:2] == [name]] or builtin_names()
+    use = " or ".join([", ".join(children[:-1]), children[-1]] if len(children) > 1 else children)
+    return f"profile {name} is abstract: it is meant to be extended; use {use}, or a profile of yours that extends it"
 
 
 def _builtin_dir() -> Any:
     return resources.files("pytest_baseimage") / "profiles"
 
 
-def _read(name_or_path: str, relative_to: Path | None) -> tuple[dict[str, Any], str, str]:
+def _parse(text: str, label: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"profile {label} is not valid TOML: {exc}") from None
+
+
+def _read(name_or_path: str, relative_to: Path | None) -> tuple[dict[str, Any], str]:
+    """One profile file, checked on its own against the schema; (its data, its label for messages)."""
     candidate = Path(name_or_path)
     if relative_to is not None and not candidate.is_absolute():
         candidate = relative_to / candidate
@@ -181,27 +217,27 @@ def _read(name_or_path: str, relative_to: Path | None) -> tuple[dict[str, Any], 
             known = ", ".join(builtin_names())
             raise ProfileError(f"unknown profile '{name_or_path}' (built-in: {known}; or give a .toml path)")
         text, label = builtin.read_text(encoding="utf-8"), f"built-in {name_or_path}"
+    data = _parse(text, label)
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"profile {label} is not valid TOML: {exc}") from None
-    return data, label, name_or_path
+        profile_schema.validate(data)
+    except ValueError as exc:
+        raise ProfileError(f"profile {label}: {exc}") from None
+    return data, label
 
 
 def _load_merged(
     name_or_path: str, seen: tuple[str, ...], relative_to: Path | None = None
 ) -> tuple[dict[str, Any], str, list[str]]:
-    data, label, _ = _read(name_or_path, relative_to)
+    data, label = _read(name_or_path, relative_to)
     name = str(data.get("name") or Path(name_or_path).stem)
     if name in seen:
         raise ProfileError(f"profile {name} extends itself ({' -> '.join((*seen, name))})")
     parent_ref = data.get("extends")
     if not parent_ref:
         return data, label, [name]
-    if not isinstance(parent_ref, str):
-        raise ProfileError(f"profile {label}: 'extends' must be a profile name or path")
     base_dir = Path(label).parent if Path(label).is_file() else None
     parent, _, chain = _load_merged(parent_ref, (*seen, name), base_dir)
+    parent.pop("abstract", None)  # a profile that extends an abstract one is concrete unless it says otherwise
     merged = _deep_merge(parent, data)
     merged.pop("extends", None)
     merged["name"] = name
@@ -217,33 +253,3 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
         else:
             result[key] = value
     return result
-
-
-def _validate(data: dict[str, Any], label: str) -> None:
-    for key, value in data.items():
-        if key not in SCHEMA[""]:
-            raise ProfileError(f"profile {label}: unknown field '{key}' (known: {', '.join(sorted(SCHEMA['']))})")
-        if key in SCHEMA and key != "":
-            if value is False:
-                continue
-            if not isinstance(value, dict):
-                raise ProfileError(f"profile {label}: [{key}] must be a table")
-            for sub in value:
-                if sub not in SCHEMA[key]:
-                    known = ", ".join(sorted(SCHEMA[key]))
-                    raise ProfileError(f"profile {label}: unknown field '{key}.{sub}' (known: {known})")
-
-
-def _check_specifiers(profile: Profile) -> None:
-    """Parse every specifier once at load time, so a bad one is a usage error, not a failed stage."""
-    profile.os_rules()
-    if profile.section("conda") is not None:
-        profile.specs("conda")
-    if profile.section("python") is not None:
-        profile.specs("python")
-    if profile.section("azureml") is not None:
-        profile.packages("azureml", "packages")
-    apt = profile.section("apt") or {}
-    for key in ("required", "any_of"):
-        if not isinstance(apt.get(key, []), list):
-            raise ProfileError(f"profile {profile.name}: apt.{key} must be a list")

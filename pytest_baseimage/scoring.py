@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import probe, scoring_client
+from . import probe, profile_schema, scoring_client
 from .engine import Engine
-from .errors import ProfileError
+from .errors import BaseImageError, ExitCode, ProfileError
 from .facts import Facts
 from .profiles import Profile
 from .results import StageResult, Status
@@ -37,7 +37,6 @@ BODY_READ_BYTES = 1 << 20  # at most this much of any response is read
 POLL_INTERVAL_S = 0.05  # between liveness polls: short, so boot time is measured to ~50 ms
 CLIENT_SLACK_S = 15.0  # the client's own deadlines end it; this backstop is for a client that hangs
 CLIENT_GRACE_S = 5.0  # how long a client that ended without an answer waits to see the server's exit
-NETWORKS = ("none", "bridge")  # the server's network: none (loopback only, the default) or egress via bridge
 MAX_MODEL_BYTES = 512 << 20  # model files are copied in memory through the archive API
 PLACEHOLDER = re.compile(r"\{(entry_script|model_dir|app_root|port)\}")
 
@@ -74,7 +73,6 @@ SCHEMA_TYPES: dict[str, tuple[type, ...]] = {
     "boolean": (bool,),
     "null": (type(None),),
 }
-SCHEMA_KEYWORDS = {"type", "required", "properties", "items", "const", "enum"}
 
 # The built-in sample: used when neither the profile nor --score-script names an entry script. It is
 # written for Python 2.7/3.5+ (no f-strings) so that it runs in any image the profiles accept.
@@ -127,7 +125,7 @@ class ScoringSpec:
     boot_timeout_s: float = 60.0
     request_timeout_s: float = 30.0
     remediation: str = ""
-    network: str = "none"  # see NETWORKS
+    network: str = "none"  # see profile_schema.NETWORKS
 
 
 @dataclass
@@ -231,6 +229,24 @@ def options_from_config(config: Any) -> dict[str, str]:
     return options
 
 
+class ScoringUsageError(BaseImageError):
+    """A scoring option the run cannot use (exit 4, before anything starts)."""
+
+    exit_code = ExitCode.USAGE_ERROR
+
+
+def validate_targets(targets: Any) -> None:
+    """A payload the profile sends as JSON must be JSON: a malformed --score-payload (or a matrix entry's
+    payload_file) is the user's mistake, found before any container starts, not the image's failure."""
+    for target in targets:
+        path = (target.options.get("scoring") or {}).get("payload_file")
+        content_type = str(target.profile.setting("scoring", "content_type"))
+        if path and profile_schema.is_json_type(content_type):
+            problem = profile_schema.json_file_problem(Path(path))
+            if problem:
+                raise ScoringUsageError(f"--score-payload {path}: {problem}; the profile sends it as {content_type}")
+
+
 # -- the spec: profile + options -> ScoringSpec (reads host files, no Docker) --------------------------------
 def skip_result(profile: Profile) -> StageResult | None:
     """SKIPPED when the profile does not ask for scoring, or names a server that cannot be run offline."""
@@ -246,7 +262,10 @@ def skip_result(profile: Profile) -> StageResult | None:
 
 
 def build_spec(profile: Profile, options: dict[str, Any] | None = None) -> ScoringSpec:
-    """Resolve the profile's [scoring] table and the user's options into one ScoringSpec."""
+    """Resolve the profile's [scoring] table and the user's options into one ScoringSpec.
+
+    The table's values were checked when the profile loaded (profile_schema.ScoringSection); only the host
+    files they name are read here."""
     section = dict(profile.section("scoring") or {})
     options = options or {}
     base = Path(profile.path).parent if profile.path and Path(profile.path).is_file() else Path.cwd()
@@ -263,15 +282,10 @@ def build_spec(profile: Profile, options: dict[str, Any] | None = None) -> Scori
     model = _read_model(model_host) if model_host else ({} if script_host else SAMPLE_MODEL)
     files = {entry_script.lstrip("/"): script}
     files.update({f"{model_path.strip('/')}/{name}": data for name, data in model.items()})
-    port = _int(section.get("port", 5001), f"{where}.port")
+    port = int(section.get("port", 5001))
     values = {"entry_script": entry_script, "model_dir": model_path, "app_root": app_root, "port": str(port)}
-    command = section.get("command")
-    if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
-        raise ProfileError(f"{where}.command must be a non-empty list of strings")
-    env = section.get("env", {})
-    if not isinstance(env, dict):
-        raise ProfileError(f'{where}.env must be a table of NAME = "value"')
-    expected_json, schema = _expectations(section, options, bool(options.get("score_script")), where)
+    command, env = section["command"], section.get("env", {})
+    expected_json, schema = _expectations(section, options, bool(options.get("score_script")))
     return ScoringSpec(
         server=str(section.get("server", command[0])),
         command=tuple(_expand(c, values) for c in command),
@@ -284,24 +298,18 @@ def build_spec(profile: Profile, options: dict[str, Any] | None = None) -> Scori
         files=files,
         payload=_payload(section, options, base, where),
         content_type=str(section.get("content_type", "application/json")),
-        expected_status=_int(section.get("expected_status", 200), f"{where}.expected_status"),
+        expected_status=int(section.get("expected_status", 200)),
         expected_json=expected_json,
         expected_schema=schema,
         liveness_path=str(section.get("liveness_path", "/")),
         score_path=str(section.get("score_path", "/score")),
         swagger_path=str(section.get("swagger_path", "/swagger.json")),
-        swagger_expected=_statuses(section.get("swagger_expected", []), f"{where}.swagger_expected"),
+        swagger_expected=_statuses(section.get("swagger_expected", [])),
         boot_timeout_s=float(section.get("boot_timeout_s", 60)),
         request_timeout_s=float(section.get("request_timeout_s", 30)),
         remediation=str(section.get("remediation", "")),
-        network=_network(section.get("network", "none"), f"{where}.network"),
+        network=str(section.get("network", "none")),
     )
-
-
-def _network(value: Any, where: str) -> str:
-    if value not in NETWORKS:
-        raise ProfileError(f"{where} must be one of {', '.join(repr(n) for n in NETWORKS)}, not {value!r}")
-    return str(value)
 
 
 def _expand(text: str, values: dict[str, str]) -> str:
@@ -341,17 +349,11 @@ def _read_model(directory: str) -> dict[str, bytes]:
     return files
 
 
-def _int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProfileError(f"{where} must be an integer, got {value!r}")
-    return value
-
-
-def _statuses(value: Any, where: str) -> tuple[int, ...]:
+def _statuses(value: Any) -> tuple[int, ...]:
+    """swagger_expected: a status, a list of them, or false (not requested)."""
     if value is False or value is None:
         return ()
-    items = value if isinstance(value, list) else [value]
-    return tuple(_int(item, where) for item in items)
+    return tuple(value if isinstance(value, list) else [value])
 
 
 def _payload(section: dict[str, Any], options: dict[str, Any], base: Path, where: str) -> bytes:
@@ -365,40 +367,14 @@ def _payload(section: dict[str, Any], options: dict[str, Any], base: Path, where
 
 
 def _expectations(
-    section: dict[str, Any], options: dict[str, Any], own_script: bool, where: str
+    section: dict[str, Any], options: dict[str, Any], own_script: bool
 ) -> tuple[str, dict[str, Any] | None]:
     """The body checks. The profile's describe its own script: a --score-script alone resets them."""
     if options.get("expected_file"):
         return _read(options["expected_file"], "--score-expected").decode("utf-8"), None
     if own_script:
         return "", None
-    text = str(section.get("expected_json", "") or "")
-    if text:
-        try:
-            json.loads(text)
-        except ValueError as exc:
-            raise ProfileError(f"{where}.expected_json is not JSON text: {exc}") from None
-    schema = section.get("expected") or None
-    if schema is not None:
-        _validate_schema(schema, f"{where}.expected")
-    return text, schema
-
-
-def _validate_schema(schema: Any, where: str) -> None:
-    """A typo in a schema must be an error, not a check that silently passes."""
-    if not isinstance(schema, dict):
-        raise ProfileError(f"{where} must be a table")
-    unknown = set(schema) - SCHEMA_KEYWORDS
-    if unknown:
-        raise ProfileError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(SCHEMA_KEYWORDS)})")
-    types = schema.get("type", [])
-    for name in types if isinstance(types, list) else [types]:
-        if name not in SCHEMA_TYPES:
-            raise ProfileError(f"{where}.type: unknown type {name!r} (known: {', '.join(SCHEMA_TYPES)})")
-    for key, sub in (schema.get("properties") or {}).items():
-        _validate_schema(sub, f"{where}.properties.{key}")
-    if "items" in schema:
-        _validate_schema(schema["items"], f"{where}.items")
+    return str(section.get("expected_json", "") or ""), section.get("expected") or None
 
 
 # -- pure decisions --------------------------------------------------------------------------------------

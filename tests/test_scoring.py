@@ -165,17 +165,19 @@ def test_disabled_scoring_is_not_required(profile):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"command": "azmlinfsrv"}, "command must be a non-empty list"),
-        ({"port": "5001"}, "port must be an integer"),
-        ({"expected_json": "{nope"}, "expected_json is not JSON"),
-        ({"expected": {"tpye": "object"}}, "unknown keys"),
-        ({"expected": {"type": "dict"}}, "unknown type 'dict'"),
+        ('command = "azmlinfsrv"', "scoring.command: expected list of strings, got 'azmlinfsrv'"),
+        ('port = "5001"', "scoring.port: expected integer 1 to 65535, got '5001'"),
+        ('expected_json = "{nope"', "scoring.expected_json: not JSON text"),
+        ('expected = { tpye = "object" }', "scoring.expected.tpye is not a known key (did you mean 'type'?)"),
+        ('expected = { type = "dict" }', "scoring.expected.type: expected 'object', 'array'"),
     ],
 )
-def test_bad_scoring_settings_are_profile_errors(profile, change, message):
-    broken = replace(profile, data={**profile.data, "scoring": {**profile.data["scoring"], **change}})
-    with pytest.raises(ProfileError, match=message):
-        scoring.build_spec(broken)
+def test_bad_scoring_settings_are_refused_when_the_profile_loads(tmp_path, change, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(f'extends = "azureml-current"\n[scoring]\n{change}\n')
+    with pytest.raises(ProfileError) as info:
+        profiles.load(str(path))
+    assert str(info.value).startswith(f"profile {path}: {message}")
 
 
 def test_placeholders_fill_only_known_names(profile):
@@ -482,5 +484,5 @@ def test_the_network_is_none_unless_the_profile_says_bridge(profile, tmp_path):
         if ok:
             assert scoring.build_spec(profiles.load(str(path))).network == value
         else:
-            with pytest.raises(ProfileError, match=r"scoring\.network must be one of 'none', 'bridge'"):
-                scoring.build_spec(profiles.load(str(path)))
+            with pytest.raises(ProfileError, match=r"scoring\.network: expected 'none' or 'bridge'"):
+                profiles.load(str(path))
