@@ -264,7 +264,7 @@ class ScoringSection(Model):
     score_path: UrlPath = Field("/score", description="where the payload is POSTed")
     swagger_path: UrlPath = Field("/swagger.json", description="requested after scoring")
     swagger_expected: Annotated[
-        list[HttpStatus], BeforeValidator(_statuses, json_schema_input_type=Union[int, list[int], bool])
+        list[HttpStatus], BeforeValidator(_statuses, json_schema_input_type=Union[int, list[int], Literal[False]])
     ] = Field(default_factory=list, description="acceptable swagger statuses; [] or false: swagger is not requested")
     boot_timeout_s: Seconds = Field(60.0, description="how long the server may take to answer the liveness route")
     request_timeout_s: Seconds = Field(30.0, description="how long one request may take")
@@ -386,7 +386,7 @@ def validate(data: dict[str, Any], *, merged: bool = False, base_dir: Path | Non
         return ProfileModel.model_validate(data, context={"merged": merged, "base_dir": base_dir})
     except ValidationError as exc:
         error = exc.errors()[0]
-        if isinstance(error["loc"][-1], int) and isinstance(_raw_at(data, error["loc"][:-1]), str):
+        if error["loc"] and isinstance(error["loc"][-1], int) and isinstance(_raw_at(data, error["loc"][:-1]), str):
             error = {**error, "loc": error["loc"][:-1]}  # `version = ">=x"` was read as a list of one
         raise ValueError(explain(error)) from None
 
@@ -515,15 +515,20 @@ def _words(schema: dict[str, Any], plural: bool) -> str:
     if "$ref" in schema or (schema.get("type") == "object" and "properties" in schema):
         return "tables" if plural else "table"
     if "anyOf" in schema:
-        options = [_words(s, plural) for s in schema["anyOf"] if s.get("type") != "null"]
-        return " or ".join(dict.fromkeys(options))
+        options = [s for s in schema["anyOf"] if s.get("type") != "null"]
+        if len(options) == 2 and options[1] == {"type": "array", "items": options[0]}:  # one, or a list of them
+            return f"{_words(options[0], plural)}, or a list of them"
+        return " or ".join(dict.fromkeys(_words(s, plural) for s in options))
     if "enum" in schema or "const" in schema:
         values = schema.get("enum", [schema.get("const")])
-        return "one of " + ", ".join(json.dumps(v) for v in values)
+        return json.dumps(values[0]) if len(values) == 1 else "one of " + ", ".join(json.dumps(v) for v in values)
     kind = schema.get("type")
     if kind == "array":
-        inner = _words(schema.get("items", {}), plural=True)
-        return f"list{'s' if plural else ''} of {inner}"
+        items = schema.get("items", {})
+        if "anyOf" in items:
+            each = " or ".join(_words(option, plural=False) for option in items["anyOf"])
+            return f"list{'s' if plural else ''} of entries, each a {each}"
+        return f"list{'s' if plural else ''} of {_words(items, plural=True)}"
     if kind == "object":
         inner = _words(schema.get("additionalProperties", {}), plural=False)
         return f"table{'s' if plural else ''} of name = {inner}"
