@@ -150,7 +150,8 @@ def test_malformed_profile_file(tmp_path, docker_client):
     bad.write_text('extends = "azureml-current"\n[pyhton]\nversion = ">=3"\n')
     proc = run_pytest("--base-image=x:1", f"--profile={bad}", cwd=tmp_path)
     assert proc.returncode == 4
-    assert "unknown field 'pyhton'" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"profile {bad}: pyhton is not a known key (did you mean 'python'?)" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_without_base_image_or_with_the_plugin_off_user_tests_are_untouched(tmp_path, docker_client):
