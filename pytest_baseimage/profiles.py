@@ -27,7 +27,21 @@ DEFAULT_PROFILE = "azureml-2020"
 
 # The schema: section -> allowed keys. Unknown keys are errors, so a typo never silently weakens a gate.
 SCHEMA: dict[str, set[str]] = {
-    "": {"name", "description", "extends", "sources", "os", "conda", "python", "apt", "azureml", "scoring", "gpu"},
+    "": {
+        "name",
+        "description",
+        "extends",
+        "sources",
+        "image",
+        "os",
+        "conda",
+        "python",
+        "apt",
+        "azureml",
+        "scoring",
+        "gpu",
+    },
+    "image": {"platforms", "remediation", "notes"},
     "os": {"accept", "remediation", "notes"},
     "conda": {"required", "version", "remediation", "notes"},
     "python": {"version", "remediation", "notes"},
@@ -61,7 +75,16 @@ SCHEMA: dict[str, set[str]] = {
         "content_type",
         "network",
     },
-    "gpu": {"providers", "libraries", "device_type", "require_gpu", "provider_libraries", "remediation", "notes"},
+    "gpu": {
+        "providers",
+        "libraries",
+        "device_type",
+        "require_gpu",
+        "provider_libraries",
+        "remediation",
+        "notes",
+        "timeout_s",
+    },
 }
 
 

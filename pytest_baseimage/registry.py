@@ -434,9 +434,27 @@ def resolve(engine: Engine, target: Any, *, write: Writer | None = None) -> Imag
     if options.require_digest and not is_pinned(reference):  # validate_targets refuses it earlier, as exit 4
         raise ImageNotFound(f"--require-digest: '{target.reference}' is a moving tag; it was not checked")
     try:
-        return _resolve(engine, reference, options, write or _stderr, target.options.get("platform"))
+        info = _resolve(engine, reference, options, write or _stderr, target.options.get("platform"))
     except BaseImageError as exc:
         raise type(exc)(scrub(str(exc), options.secrets())) from None
+    info.engine_platform = engine_platform(engine)
+    return info
+
+
+_ENGINE_PLATFORMS: dict[int, str] = {}
+
+
+def engine_platform(engine: Engine) -> str:
+    """os/arch of the engine (`docker version`), asked once per engine; "" when it does not say."""
+    key = id(engine)
+    if key not in _ENGINE_PLATFORMS:
+        try:
+            version = engine.client.version()
+        except Exception as exc:  # the engine answered the inspect a moment ago: this is engine trouble
+            raise EngineError(f"cannot ask the Docker engine at {engine.host} for its platform: {exc}") from None
+        os_name, arch = str(version.get("Os") or ""), str(version.get("Arch") or "")
+        _ENGINE_PLATFORMS[key] = f"{os_name}/{arch}" if os_name and arch else ""
+    return _ENGINE_PLATFORMS[key]
 
 
 def _resolve(

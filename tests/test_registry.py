@@ -289,7 +289,9 @@ class FakeEngine:
         self.local = dict(local or {})
         self.pulls: list[tuple[str, str, dict | None]] = []
         self.pull_error = pull_error
-        self.client = type("Client", (), {"api": FakeAPI(self)})()
+        self.client = type(
+            "Client", (), {"api": FakeAPI(self), "version": lambda _: {"Os": "linux", "Arch": "amd64"}}
+        )()
 
     def image_info(self, reference: str) -> ImageInfo:
         for ref, image_id in self.local.items():
