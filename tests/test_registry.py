@@ -282,7 +282,6 @@ class FakeAPI:
         self.engine.local[f"{repo}@{tag}" if tag.startswith("sha256:") else f"{repo}:{tag}"] = "sha256:" + "1" * 64
         yield {"status": "Digest: " + DIGEST}
 
-
     def inspect_distribution(self, reference: str, auth_config: dict | None = None) -> dict:
         self.engine.asked.append((reference, auth_config))
         if self.engine.distribution_error:
