@@ -217,6 +217,8 @@ class Engine:
             size_bytes=int(attrs.get("Size") or 0),
             created=str(attrs.get("Created") or ""),
             architecture=str(attrs.get("Architecture") or ""),
+            os=str(attrs.get("Os") or ""),
+            variant=str(attrs.get("Variant") or ""),
             user=str((attrs.get("Config") or {}).get("User") or ""),
         )
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from . import probe, stages
 from .engine import KEEPALIVE_COMMANDS, Engine, ExecResult, describe_host
-from .errors import ProfileError
+from .errors import EngineError, ProfileError
 from .facts import Facts
 from .profiles import Profile
 from .results import StageResult, Status
@@ -54,6 +54,9 @@ INTEL_DEVICE_MARKERS = ("MYRIAD", "VAD-M", "HDDL", "GPU", "NPU")
 GPU_MEM_LIMIT = "4g"
 SESSION_TIMEOUT_S = 300.0  # TensorRT builds an engine when the session starts
 ORT_TIMEOUT_S = 90  # the ONNX Runtime subprocess inside the probe's exec
+DEFAULT_TIMEOUT_S = 120.0  # [gpu] timeout_s: the gpu probe's own exec, apart from the probe of the other stages
+PROBE_SLACK_S = 10.0  # the exec's deadline past the budget the program inside keeps to
+CORE_MODULE = "onnxruntime_pybind11_state*.so"  # the native module every ONNX Runtime build has
 
 
 # -- options -------------------------------------------------------------------------------------------
@@ -136,6 +139,7 @@ class GpuRequirements:
     device_type: str = ""  # OpenVINO's device_type provider option
     require_gpu: bool = False
     remediation: str = ""
+    timeout_s: float = DEFAULT_TIMEOUT_S  # the gpu probe's budget ([gpu] timeout_s)
 
     @property
     def placement(self) -> str:
@@ -167,6 +171,7 @@ def requirements(profile: Profile) -> GpuRequirements | None:
         device_type=str(section.get("device_type", "")),
         require_gpu=bool(section.get("require_gpu", False)),
         remediation=str(section.get("remediation", "")),
+        timeout_s=float(section.get("timeout_s", DEFAULT_TIMEOUT_S)),
     )
 
 
@@ -411,7 +416,7 @@ def probe_source(profile: Profile) -> str | None:
     config = {
         "ort": ort_request(req, f"@@{uuid.uuid4().hex}:", session=req.placement == "candidate"),
         "provider_libraries": {p: req.library_of(p) for p in req.providers if req.library_of(p)},
-        "timeout": ORT_TIMEOUT_S,
+        "timeout": max(min(ORT_TIMEOUT_S, req.timeout_s - PROBE_SLACK_S), 1.0),
     }
     return EXTENSION.replace("__CFG__", repr(json.dumps(config))).replace("__ORT_PROGRAM__", repr(ORT_PROGRAM))
 
@@ -473,8 +478,9 @@ class ProbeAnswer:
     problem: str = ""  # why there is no usable answer
 
     @classmethod
-    def from_facts(cls, facts: Facts) -> ProbeAnswer:
-        data = facts.extra.get(STAGE)
+    def from_facts(cls, facts: Facts, probed: dict[str, Any] | None = None) -> ProbeAnswer:
+        """From the gpu probe's own exec (`probed`), else from the shared probe's facts (an extension)."""
+        data = probed if probed is not None else facts.extra.get(STAGE)
         if facts.python is None or not facts.python.version:
             return cls({}, facts.notes.get("python", "no Python in the image"))
         if not isinstance(data, dict):
@@ -628,6 +634,8 @@ def layer_loadable(req: GpuRequirements, answer: ProbeAnswer) -> Layer:
         _resolve_provider(provider, req, answer, available, found)
     if answer.data.get("core"):
         found.add(answer.ldd(answer.data["core"])[0])
+    else:  # every real build has its native core module: without it nothing was checked, nothing can load
+        found.missing.append(f"onnxruntime/capi/{CORE_MODULE} (ONNX Runtime's native core module)")
     known = answer.known_names() | set(found.resolved)
     for group in req.libraries:
         if not any(fnmatch.filter(known, pattern) for pattern in group) and not set(found.missing) & set(group):
@@ -704,6 +712,7 @@ class GpuObservation:
     session: dict[str, Any] | None = None  # ORT_PROGRAM's answer in the GPU container
     log: str = ""  # ONNX Runtime's stderr there: the reason for a fallback is only logged
     error: str = ""  # the engine could not start a container with GPUs
+    probe: dict[str, Any] | None = None  # the gpu probe's answer, from its own exec in the candidate
 
 
 def layer_usable(req: GpuRequirements, answer: ProbeAnswer, obs: GpuObservation, earlier: list[Layer]) -> Layer:
@@ -836,7 +845,7 @@ def check_gpu(facts: Facts, profile: Profile, observation: Any = None) -> StageR
     if req is None:
         return stages.not_required(STAGE, profile)  # as skip_gpu says; the runner usually asked it first
     obs = observation if isinstance(observation, GpuObservation) else GpuObservation()
-    answer = ProbeAnswer.from_facts(facts)
+    answer = ProbeAnswer.from_facts(facts, obs.probe)
     compiled = layer_compiled(req, answer, facts.pip)
     loadable = layer_loadable(req, answer)
     usable = layer_usable(req, answer, obs, [compiled, loadable])
@@ -909,13 +918,17 @@ def observe_gpu(check: Any) -> GpuObservation:
         req = requirements(check.profile)
     except ProfileError:
         return obs
-    if req is None or req.placement != "nvidia" or obs.options.gpus == "none":
+    if req is None:
+        return obs
+    facts = check.facts
+    if facts.python is not None and facts.python.executable:
+        obs.probe = run_probe(check.candidate, facts.python.executable, check.profile, req)
+    if req.placement != "nvidia" or obs.options.gpus == "none":
         return obs
     obs.host = detect_host_gpu(check.engine)
     if not obs.host.present:
         return obs
-    facts = check.facts
-    answer = ProbeAnswer.from_facts(facts)
+    answer = ProbeAnswer.from_facts(facts, obs.probe)
     if any(
         layer.status is not Status.PASS
         for layer in (layer_compiled(req, answer, facts.pip), layer_loadable(req, answer))
@@ -924,6 +937,38 @@ def observe_gpu(check: Any) -> GpuObservation:
     image = check.info.image_id or check.target.reference
     run_gpu_session(check.engine, image, facts.python.executable, req, obs)
     return obs
+
+
+# Runs the gpu probe (EXTENSION) in an exec of its own: a slow or hanging ONNX Runtime import then costs
+# this stage its budget and nothing else (the other stages' facts come from the shared probe's exec).
+RUNNER = r"""
+import sys, json, traceback
+scope = {"__name__": "probe_gpu"}
+try:
+    exec(compile(sys.argv[1], "<gpu probe>", "exec"), scope)
+    out = scope.get("result")
+except BaseException:
+    out = {"error": traceback.format_exc()[-6000:]}
+sys.stdout.write("\n" + sys.argv[2] + json.dumps(out) + "\n")
+sys.stdout.flush()
+"""
+
+
+def run_probe(candidate: Any, python: str, profile: Profile, req: GpuRequirements) -> dict[str, Any]:
+    """Layers 1 and 2 (and layer 3 when it needs no device), within [gpu] timeout_s."""
+    source = probe_source(profile)
+    if source is None:
+        return {"error": "the profile's [gpu] section could not be read"}
+    marker = f"@@{uuid.uuid4().hex}:"
+    try:
+        result = candidate.exec([python, "-c", RUNNER, source, marker], timeout=req.timeout_s + PROBE_SLACK_S)
+    except EngineError:
+        return {"error": f"the gpu probe did not finish within {req.timeout_s:g} s ([gpu] timeout_s)"}
+    answer = probe.last_marked_json(result.stdout, marker)
+    if isinstance(answer, dict):
+        return answer
+    said = probe.last_line(result.stderr or result.stdout) or f"exit code {result.exit_code}"
+    return {"error": f"the gpu probe gave no answer: {said}"}
 
 
 def run_gpu_session(
@@ -975,9 +1020,6 @@ def _record_run(obs: GpuObservation, result: ExecResult, marker: str) -> None:
         return
     tail = probe.last_line(result.stderr or result.stdout) or f"exit code {result.exit_code}"
     obs.session = {"error": f"the session program gave no answer: {tail}"}
-
-
-probe.EXTENSIONS[STAGE] = probe_source
 
 
 def skip_gpu(profile: Profile) -> StageResult | None:

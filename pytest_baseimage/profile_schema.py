@@ -332,6 +332,7 @@ class ImageSection(Model):
     platforms: list[Platform] = Field(
         default_factory=list, description="platforms the image must be built for, e.g. ['linux/amd64']; empty: any"
     )
+    remediation: Remediation = ""
     notes: Notes = ""
 
 

@@ -434,9 +434,27 @@ def resolve(engine: Engine, target: Any, *, write: Writer | None = None) -> Imag
     if options.require_digest and not is_pinned(reference):  # validate_targets refuses it earlier, as exit 4
         raise ImageNotFound(f"--require-digest: '{target.reference}' is a moving tag; it was not checked")
     try:
-        return _resolve(engine, reference, options, write or _stderr, target.options.get("platform"))
+        info = _resolve(engine, reference, options, write or _stderr, target.options.get("platform"))
     except BaseImageError as exc:
         raise type(exc)(scrub(str(exc), options.secrets())) from None
+    info.engine_platform = engine_platform(engine)
+    return info
+
+
+_ENGINE_PLATFORMS: dict[int, str] = {}
+
+
+def engine_platform(engine: Engine) -> str:
+    """os/arch of the engine (`docker version`), asked once per engine; "" when it does not say."""
+    key = id(engine)
+    if key not in _ENGINE_PLATFORMS:
+        try:
+            version = engine.client.version()
+        except Exception as exc:  # the engine answered the inspect a moment ago: this is engine trouble
+            raise EngineError(f"cannot ask the Docker engine at {engine.host} for its platform: {exc}") from None
+        os_name, arch = str(version.get("Os") or ""), str(version.get("Arch") or "")
+        _ENGINE_PLATFORMS[key] = f"{os_name}/{arch}" if os_name and arch else ""
+    return _ENGINE_PLATFORMS[key]
 
 
 def _resolve(
@@ -455,8 +473,15 @@ def _resolve(
             raise ImageNotFound(
                 f"image '{reference}' is not on the Docker engine at {engine.host}, and --pull=never forbids pulling it"
             )
-        return _pin(local, reference)
-    why = "--pull=always" if local is not None else f"not on the Docker engine at {engine.host}"
+        if options.pull == "never" or "@" in reference or not _names_registry(reference, options):
+            return _pin(local, reference)
+        current = remote_digest(engine, reference, options.credentials_for(reference))
+        if _has_digest(engine, reference, current):
+            local.digest = current
+            return local
+        why = f"the registry's tag now names {current.partition('@')[2][:19]}…, not the local copy"
+    else:
+        why = "--pull=always" if local is not None else f"not on the Docker engine at {engine.host}"
     try:
         digest = pull(
             engine,
@@ -471,10 +496,45 @@ def _resolve(
             raise PullError(
                 f"image '{reference}' is not on the Docker engine at {engine.host}, and pulling it failed: {exc}"
             ) from None
-        raise PullError(f"--pull=always: could not refresh '{reference}': {exc}") from None
+        raise PullError(f"could not refresh '{reference}' ({why}): {exc}") from None
     info = engine.image_info(reference)
     info.digest = digest or info.digest
     return info
+
+
+def _names_registry(reference: str, options: RegistryOptions) -> bool:
+    """A tag a gate must check against its registry: the reference names a host, or --registry was given."""
+    return has_registry_host(reference) or bool(options.registry)
+
+
+def remote_digest(engine: Engine, reference: str, credentials: Credentials | None) -> str:
+    """repo@sha256:... that the registry's tag names now (the engine asks it: `docker manifest inspect`'s
+    question, with the same credentials a pull would use). PullError (exit 2) when it cannot be asked."""
+    import docker
+    import requests
+
+    repo, _tag = split_reference(reference)
+    auth = credentials.auth_config() if credentials is not None else None
+    try:
+        answer = engine.client.api.inspect_distribution(reference, auth_config=auth)
+    except docker.errors.APIError as exc:
+        error = describe_pull_error(reference, _explanation(exc), credentials)
+        raise PullError(f"cannot ask the registry which image '{reference}' is now: {error}") from None
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise PullError(f"lost the Docker engine while asking the registry: {_first_line(str(exc))}") from None
+    digest = str((answer.get("Descriptor") or {}).get("digest") or "")
+    if not digest.startswith("sha256:"):
+        raise PullError(f"the registry {registry_of(reference)} named no digest for '{reference}'")
+    return f"{repo}@{digest}"
+
+
+def _has_digest(engine: Engine, reference: str, digest: str) -> bool:
+    """The local image of `reference` is the one `digest` names (it is among its RepoDigests)."""
+    try:
+        attrs = engine.client.api.inspect_image(reference)
+    except Exception:
+        return False
+    return digest in (attrs.get("RepoDigests") or [])
 
 
 def _local_info(engine: Engine, reference: str) -> ImageInfo | None:

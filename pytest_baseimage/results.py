@@ -104,6 +104,9 @@ class ImageInfo:
     created: str = ""
     architecture: str = ""
     user: str = ""
+    os: str = ""  # the image config's Os ("linux")
+    variant: str = ""  # the image config's Variant ("v8" on arm64), often empty
+    engine_platform: str = ""  # os/arch of the engine that checked it ("linux/amd64")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

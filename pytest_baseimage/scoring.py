@@ -10,10 +10,20 @@ always removed (`Engine.container`).
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
+import os
+import random
 import re
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +46,7 @@ LOG_SCAN_LINES = 2000  # lines read to find an exception (the traceback may be a
 BODY_READ_BYTES = 1 << 20  # at most this much of any response is read
 POLL_INTERVAL_S = 0.05  # between liveness polls: short, so boot time is measured to ~50 ms
 CLIENT_SLACK_S = 15.0  # the client's own deadlines end it; this backstop is for a client that hangs
+CLIENT_CHECK_S = 0.5  # how often the host's client checks that the server's container still runs
 CLIENT_GRACE_S = 5.0  # how long a client that ended without an answer waits to see the server's exit
 MAX_MODEL_BYTES = 512 << 20  # model files are copied in memory through the archive API
 PLACEHOLDER = re.compile(r"\{(entry_script|model_dir|app_root|port)\}")
@@ -53,6 +64,8 @@ CAUSES: dict[str, str] = {
     "timeout": "The server accepted connections but did not answer in time: a blocking init() or run(), "
     "or too little memory/CPU.",
     "server-exited": "The server process stopped before it could answer: see the exit code and the log.",
+    "wrong-platform": "The image's programs are built for another CPU than the engine's: build it for "
+    "linux/amd64 (`docker build --platform linux/amd64`).",
     "loopback-only": "The server listens on a loopback address only, so nothing outside its container (Azure ML's "
     "router and health probes) can reach it: bind to 0.0.0.0 (azmlinfsrv and gunicorn do by default).",
 }
@@ -77,6 +90,8 @@ SCHEMA_TYPES: dict[str, tuple[type, ...]] = {
 # The built-in sample: used when neither the profile nor --score-script names an entry script. It is
 # written for Python 2.7/3.5+ (no f-strings) so that it runs in any image the profiles accept.
 SAMPLE_SCRIPT = b'''"""pytest-baseimage sample entry script: a linear model read from AZUREML_MODEL_DIR."""
+import contextlib
+import ipaddress
 import json
 import os
 
@@ -95,8 +110,51 @@ def run(raw_data):
     weights, bias = model["weights"], model["bias"]
     return {"result": [sum(w * x for w, x in zip(weights, row)) + bias for row in rows]}
 '''
-SAMPLE_MODEL: dict[str, bytes] = {"model.json": b'{"weights": [0.5, -1.0, 2.0], "bias": 0.25}\n'}
 SAMPLE_NAME = "built-in sample (linear model)"
+# The sample's model and payload are drawn per run, so that only a server that really runs the entry script
+# with that model gives the right answer (a constant answer could be served by anything). Weights are
+# multiples of 1/8 and inputs multiples of 1/4, small: every product and sum is exact in binary floating
+# point, so the host's arithmetic and the candidate's agree to the bit.
+SAMPLE_FEATURES = 3
+SAMPLE_ROWS = 3
+SAMPLE_WEIGHT_STEPS = (32, 8)  # integers in [-32, 32], divided by 8: -4.0 .. 4.0 by 0.125
+SAMPLE_INPUT_STEPS = (32, 4)  # -8.0 .. 8.0 by 0.25
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One run's draw of the built-in sample: the model written into the container, the payload, the answer."""
+
+    seed: int
+    weights: tuple[float, ...]
+    bias: float
+    rows: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def draw(cls, seed: int | None = None) -> Sample:
+        """A fresh sample; the seed comes from os.urandom unless given (tests), and is recorded."""
+        seed = int.from_bytes(os.urandom(8), "big") if seed is None else seed
+        rng = random.Random(seed)
+
+        def value(steps: tuple[int, int]) -> float:
+            return rng.randint(-steps[0], steps[0]) / steps[1]
+
+        weights = tuple(value(SAMPLE_WEIGHT_STEPS) for _ in range(SAMPLE_FEATURES))
+        rows = tuple(tuple(value(SAMPLE_INPUT_STEPS) for _ in range(SAMPLE_FEATURES)) for _ in range(SAMPLE_ROWS))
+        return cls(seed, weights, value(SAMPLE_WEIGHT_STEPS), rows)
+
+    def model(self) -> dict[str, bytes]:
+        return {"model.json": json.dumps({"weights": list(self.weights), "bias": self.bias}).encode() + b"\n"}
+
+    def payload(self) -> bytes:
+        return json.dumps({"data": [list(row) for row in self.rows]}).encode()
+
+    def answer(self) -> dict[str, list[float]]:
+        """What SAMPLE_SCRIPT's run() returns for this model and payload, computed the same way on the host."""
+        return {"result": [sum(w * x for w, x in zip(self.weights, row)) + self.bias for row in self.rows]}
+
+    def details(self) -> dict[str, Any]:
+        return {"seed": f"{self.seed:016x}", "weights": list(self.weights), "bias": self.bias, **self.answer()}
 
 
 # -- data ------------------------------------------------------------------------------------------------
@@ -126,6 +184,7 @@ class ScoringSpec:
     request_timeout_s: float = 30.0
     remediation: str = ""
     network: str = "none"  # see profile_schema.NETWORKS
+    sample: Sample | None = None  # the built-in sample's draw for this run; None with the user's own script
 
 
 @dataclass
@@ -166,6 +225,8 @@ class ScoringObservation:
     log: str = ""  # raw tail of the container log (cleaned by the check)
     listen: list[str] = field(default_factory=list)  # addresses listening on the port, seen from inside
     client_error: str = ""  # the requests could not be sent (no python in the image, the client failed)
+    relayed: bool = False  # the answer came through the candidate's own python, not from the tool's process
+    relay_reason: str = ""  # why the tool could not ask the server itself
 
 
 # -- pytest options --------------------------------------------------------------------------------------
@@ -261,11 +322,13 @@ def skip_result(profile: Profile) -> StageResult | None:
     return None
 
 
-def build_spec(profile: Profile, options: dict[str, Any] | None = None) -> ScoringSpec:
+def build_spec(profile: Profile, options: dict[str, Any] | None = None, sample: Sample | None = None) -> ScoringSpec:
     """Resolve the profile's [scoring] table and the user's options into one ScoringSpec.
 
     The table's values were checked when the profile loaded (profile_schema.ScoringSection); only the host
-    files they name are read here."""
+    files they name are read here. Without an entry script of the user's or the profile's, the built-in sample
+    runs with a model and payload drawn for this run (`sample`, else a fresh draw); the profile's payload and
+    expected_json do not apply to it."""
     section = dict(profile.section("scoring") or {})
     options = options or {}
     base = Path(profile.path).parent if profile.path and Path(profile.path).is_file() else Path.cwd()
@@ -275,17 +338,25 @@ def build_spec(profile: Profile, options: dict[str, Any] | None = None) -> Scori
     script_host = options.get("score_script") or _path(section.get("score_script"), base)
     if script_host:
         script_name, script = Path(script_host).name, _read(script_host, f"{where}.score_script")
+        sample = None
     else:
         script_name, script = "score.py", SAMPLE_SCRIPT
+        sample = sample or Sample.draw()
     entry_script = f"{app_root.rstrip('/')}/{script_name}"
     model_host = options.get("model_dir") or _path(section.get("model_dir"), base)
-    model = _read_model(model_host) if model_host else ({} if script_host else SAMPLE_MODEL)
+    model = _read_model(model_host) if model_host else (sample.model() if sample else {})
     files = {entry_script.lstrip("/"): script}
     files.update({f"{model_path.strip('/')}/{name}": data for name, data in model.items()})
     port = int(section.get("port", 5001))
     values = {"entry_script": entry_script, "model_dir": model_path, "app_root": app_root, "port": str(port)}
     command, env = section["command"], section.get("env", {})
     expected_json, schema = _expectations(section, options, bool(options.get("score_script")))
+    payload = _payload(section, options, base, where)
+    if sample is not None and not model_host:
+        if not options.get("payload_file"):
+            payload = sample.payload()
+        if not options.get("expected_file"):
+            expected_json = _sample_expectation(sample, payload)
     return ScoringSpec(
         server=str(section.get("server", command[0])),
         command=tuple(_expand(c, values) for c in command),
@@ -296,7 +367,7 @@ def build_spec(profile: Profile, options: dict[str, Any] | None = None) -> Scori
         model_path=model_path,
         script_source=script_host or SAMPLE_NAME,
         files=files,
-        payload=_payload(section, options, base, where),
+        payload=payload,
         content_type=str(section.get("content_type", "application/json")),
         expected_status=int(section.get("expected_status", 200)),
         expected_json=expected_json,
@@ -309,7 +380,21 @@ def build_spec(profile: Profile, options: dict[str, Any] | None = None) -> Scori
         request_timeout_s=float(section.get("request_timeout_s", 30)),
         remediation=str(section.get("remediation", "")),
         network=str(section.get("network", "none")),
+        sample=sample if sample is not None and not model_host else None,
     )
+
+
+def _sample_expectation(sample: Sample, payload: bytes) -> str:
+    """The exact answer to the payload under the drawn model; "" when the payload has no numeric rows (a user's
+    --score-payload in another shape: then only the profile's schema is checked)."""
+    try:
+        rows = json.loads(payload)["data"]
+        numbers = [[float(x) for x in row] for row in rows if all(isinstance(x, (int, float)) for x in row)]
+    except (ValueError, TypeError, KeyError):
+        return ""
+    if len(numbers) != len(rows) or any(len(row) != len(sample.weights) for row in numbers):
+        return ""
+    return json.dumps(Sample(sample.seed, sample.weights, sample.bias, tuple(map(tuple, numbers))).answer())
 
 
 def _expand(text: str, values: dict[str, str]) -> str:
@@ -512,9 +597,9 @@ def classify(obs: ScoringObservation) -> Cause | None:
     spec = obs.spec
     if obs.start_error:
         return _start_failure(obs)
-    if not obs.healthy:
+    if not obs.healthy and not (obs.running and scoring_client.loopback_only(obs.listen)):
         return _boot_failure(obs)
-    if scoring_client.loopback_only(obs.listen):
+    if scoring_client.loopback_only(obs.listen):  # from outside, such a server is refused: it never boots
         return Cause(
             "loopback-only",
             f"port {spec.port} answers inside the container but listens only on {', '.join(obs.listen)}",
@@ -551,6 +636,12 @@ def classify(obs: ScoringObservation) -> Cause | None:
 
 def _start_failure(obs: ScoringObservation) -> Cause:
     error = obs.start_error
+    if "exec format error" in error.lower():
+        return Cause(
+            "wrong-platform",
+            f"the server command `{obs.spec.command[0]}` cannot run: exec format error (a binary built for another "
+            "CPU)",
+        )
     if any(marker in error.lower() for marker in SERVER_MISSING_ERRORS):
         return Cause(
             "server-missing",
@@ -636,6 +727,8 @@ def observed_text(obs: ScoringObservation) -> str:
         parts.append(f"POST {obs.score.path} {obs.score.status} in {obs.score.elapsed_s * 1000:.0f} ms")
     if obs.swagger and obs.swagger.status is not None:
         parts.append(f"GET {obs.swagger.path} {obs.swagger.status}")
+    if parts and obs.relayed:
+        parts.append(f"answers relayed by the candidate's own python ({obs.relay_reason})")
     return "; ".join(parts)
 
 
@@ -661,6 +754,11 @@ def timing_details(obs: ScoringObservation) -> dict[str, Any]:
         details["listening_on"] = ", ".join(obs.listen)
     if obs.exit_code is not None and not obs.running:
         details["exit_code"] = obs.exit_code
+    details["relayed_by_candidate"] = obs.relayed
+    if obs.relayed:
+        details["relay_reason"] = obs.relay_reason
+    if obs.spec.sample is not None:
+        details["sample"] = obs.spec.sample.details()
     return details
 
 
@@ -708,27 +806,113 @@ def observe_scoring(check: Any) -> ScoringObservation | None:
 
 
 def run_server(engine: Engine, image: str, spec: ScoringSpec) -> ScoringObservation:
-    """Create, fill, start and exercise one server container; it is removed whatever happens.
+    """Create, fill, start and exercise one server container; it (and its network) is removed whatever happens.
 
-    The requests come from inside the container (`scoring_client`): nothing is published on the host, and the
-    network is the profile's `network` ("none" unless a server needs egress), so any engine will do."""
+    Where this process can reach the container's network without publishing a port (a local engine on
+    Linux: the bridge is on this host), the server runs on an internal network made for it (no egress) and
+    the requests come from this process, so nothing in the image can forge the answer. Elsewhere (a remote
+    or rootless engine) the requests come from a client run by the image's own python, over loopback,
+    with network "none", and the result says the answer was relayed by the candidate."""
     obs = ScoringObservation(spec=spec)
     created = time.monotonic()
     marker = f"@@pytest-baseimage-client-{uuid.uuid4().hex}@@"
-    options = {
-        "command": list(spec.command),
-        "environment": spec.env,
-        "working_dir": spec.workdir,
-        "network_mode": spec.network,
-    }
-    with engine.container(image, role="scoring", **options) as box:
-        engine.put_files(box, "/", {**spec.files, **scoring_client.files(client_request(spec), spec.payload, marker)})
-        started = time.monotonic()
-        if engine.start(box):
-            _exercise(engine, box, obs, marker, created, started)
-        _record_state(box, obs)
-        obs.log = _logs(box)
+    with server_route(engine, spec) as route:
+        obs.relayed, obs.relay_reason = not route.from_host, route.why
+        options = {
+            "command": list(spec.command),
+            "environment": spec.env,
+            "working_dir": spec.workdir,
+            "network_mode": route.network,
+        }
+        with engine.container(image, role="scoring", **options) as box:
+            files = dict(spec.files)
+            if obs.relayed:
+                files.update(scoring_client.files(client_request(spec), spec.payload, marker))
+            engine.put_files(box, "/", files)
+            started = time.monotonic()
+            if engine.start(box):
+                _exercise(engine, box, obs, marker, created, started, route)
+            _record_state(box, obs)
+            obs.log = _logs(box)
     return obs
+
+
+@dataclass(frozen=True)
+class Route:
+    """How the requests reach the server: the container's network, and who sends them."""
+
+    network: str  # the container's network_mode
+    from_host: bool  # this process sends the requests; False: the candidate's python relays them
+    why: str = ""  # why this process cannot, when it cannot
+
+
+@contextmanager
+def server_route(engine: Engine, spec: ScoringSpec) -> Iterator[Route]:
+    """The route for one server; an internal network made for it is removed on the way out."""
+    why = _not_local(engine)
+    if why:
+        yield Route(spec.network, False, why)
+        return
+    if spec.network == "bridge":  # the profile wants egress: the default bridge, asked from here
+        reachable = _reachable(_gateway(engine, "bridge"))
+        yield Route("bridge", reachable, "" if reachable else UNREACHABLE)
+        return
+    try:
+        network = engine.client.networks.create(
+            f"pytest-baseimage-scoring-{uuid.uuid4().hex[:12]}",
+            driver="bridge",
+            internal=True,
+            labels=engine.labels("scoring"),
+        )
+    except Exception as exc:  # e.g. the engine's address pools are exhausted: the relayed client still works
+        yield Route("none", False, f"could not create an internal network for the server ({type(exc).__name__})")
+        return
+    try:
+        reachable = _reachable(_gateway(engine, network.id))
+        yield Route(network.name, True) if reachable else Route("none", False, UNREACHABLE)
+    finally:
+        with contextlib.suppress(Exception):  # best effort: the container is gone, the network is empty
+            network.remove()
+
+
+UNREACHABLE = (
+    "the engine's container networks are not on this machine's network (a rootless engine, or this runs in a container)"
+)
+
+
+def _not_local(engine: Engine) -> str:
+    """Why this process cannot share a network with the engine's containers; "" when it may."""
+    if not sys.platform.startswith("linux"):
+        return f"the engine runs in a virtual machine on {sys.platform}"
+    if not engine.host.startswith("unix://"):
+        return f"the engine at {engine.host} is not on this machine"
+    return ""
+
+
+def _gateway(engine: Engine, network: str) -> str:
+    """The network's gateway (the bridge's address on the engine's host); from the subnet when not listed."""
+    try:
+        configs = (engine.client.api.inspect_network(network).get("IPAM") or {}).get("Config") or []
+    except Exception:
+        return ""
+    for config in configs:
+        if config.get("Gateway"):
+            return str(config["Gateway"]).split("/")[0]
+        with contextlib.suppress(ValueError, KeyError, IndexError):
+            return str(ipaddress.ip_network(config["Subnet"])[1])
+    return ""
+
+
+def _reachable(address: str) -> bool:
+    """True when `address` is one of this machine's own: the bridge is here, so its containers are reachable."""
+    if not address:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe_socket:
+            probe_socket.bind((address, 0))
+    except OSError:
+        return False
+    return True
 
 
 def client_request(spec: ScoringSpec) -> dict[str, Any]:
@@ -747,21 +931,102 @@ def client_request(spec: ScoringSpec) -> dict[str, Any]:
     }
 
 
-def _exercise(engine: Engine, box: Any, obs: ScoringObservation, marker: str, created: float, started: float) -> None:
-    """Run the client with the first python the image has; a server that dies ends it (and the container)."""
+def _exercise(
+    engine: Engine, box: Any, obs: ScoringObservation, marker: str, created: float, started: float, route: Route
+) -> None:
+    """Send the requests: from this process when the route allows, else through the candidate's python."""
+    if route.from_host:
+        _ask_from_host(box, obs, marker, created, started, route)
+    else:
+        _relay(engine, box, obs, marker, created, started)
+
+
+def _budget(spec: ScoringSpec) -> float:
+    return spec.boot_timeout_s + 2 * spec.request_timeout_s + CLIENT_SLACK_S
+
+
+def _ask_from_host(
+    box: Any, obs: ScoringObservation, marker: str, created: float, started: float, route: Route
+) -> None:
+    """Run the same client program under this machine's python, against the container's address."""
     spec = obs.spec
-    budget = spec.boot_timeout_s + 2 * spec.request_timeout_s + CLIENT_SLACK_S
+    try:
+        box.reload()
+        address = box.attrs["NetworkSettings"]["Networks"][route.network]["IPAddress"]
+        pid = int(box.attrs["State"]["Pid"])
+    except Exception:  # the server exited at once: its state says why
+        return
+    if not address:
+        return
+    request = {
+        **client_request(spec),
+        "host": address,
+        "stop_on_loopback": True,  # refused, yet listening: only on loopback (read from the server's netns)
+        "listen_files": [f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"],
+    }
+    with tempfile.TemporaryDirectory(prefix="pytest-baseimage-client-") as tmp:
+        for name, data in scoring_client.files(request, spec.payload, marker).items():
+            (Path(tmp) / Path(name).name).write_bytes(data)
+        command = scoring_client.command(sys.executable)
+        command[-2:] = [str(Path(tmp) / "client.py"), str(Path(tmp) / "request.json")]
+        exec_started = time.monotonic()
+        out, err, code = _run_client(command, box, _budget(spec))
+    exec_s = time.monotonic() - exec_started
+    answer = probe.last_marked_json(out, marker)
+    if answer is not None:
+        _use_answer(obs, answer, exec_started, exec_s, created, started)
+    elif code is None:
+        obs.client_error = f"the request client did not finish within {_budget(spec):.0f} s"
+    elif _still_running(box):
+        said = clip(probe.last_line(err), 300) or "(no output)"
+        obs.client_error = f"the request client ({sys.executable}) failed with exit {code}: {said}"
+
+
+def _run_client(command: list[str], box: Any, budget: float) -> tuple[str, str, int | None]:
+    """Run the host's client until it ends, the budget does, or the server's container stops (a crash, or
+    the run being interrupted): then the client is ended too, as it would be inside the container.
+    (stdout, stderr, exit code or None when the budget ran out)."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + budget
+    timed_out = False
+    try:
+        while True:
+            try:  # what was read before a timeout is kept: the last call returns all of it
+                out, err = proc.communicate(timeout=CLIENT_CHECK_S)
+                break
+            except subprocess.TimeoutExpired:
+                timed_out = time.monotonic() >= deadline
+                if timed_out or not _still_running(box):
+                    proc.kill()
+                    out, err = proc.communicate()
+                    break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    code = None if timed_out else proc.returncode
+    return out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), code
+
+
+def _use_answer(
+    obs: ScoringObservation, answer: dict[str, Any], exec_started: float, exec_s: float, created: float, started: float
+) -> None:
+    # The client's clock starts after its interpreter did: count that time into the timings.
+    ran = scoring_client.number(answer.get("ran_s")) if answer.get("done") is True else None
+    offset = exec_started - started + (max(exec_s - ran, 0.0) if ran is not None else 0.0)
+    _read_answer(obs, answer, offset, offset + (started - created))
+
+
+def _relay(engine: Engine, box: Any, obs: ScoringObservation, marker: str, created: float, started: float) -> None:
+    """Run the client with the first python the image has; a server that dies ends it (and the container)."""
     result = None
     for python in scoring_client.PYTHONS:
         exec_started = time.monotonic()
-        result = engine.exec(box, scoring_client.command(python), timeout=budget, max_output=ANSWER_BYTES)
+        result = engine.exec(box, scoring_client.command(python), timeout=_budget(obs.spec), max_output=ANSWER_BYTES)
         exec_s = time.monotonic() - exec_started
         answer = probe.last_marked_json(result.stdout, marker)
         if answer is not None:
-            # The client's clock starts after the exec and the interpreter did: count that time into the timings.
-            ran = scoring_client.number(answer.get("ran_s")) if answer.get("done") is True else None
-            offset = exec_started - started + (max(exec_s - ran, 0.0) if ran is not None else 0.0)
-            _read_answer(obs, answer, offset, offset + (started - created))
+            _use_answer(obs, answer, exec_started, exec_s, created, started)
             return
         if _not_found(result) and _still_running(box):
             continue  # no such python here (the server still runs): try the next name

@@ -28,7 +28,7 @@ SIDE_BODY_CHARS = 2000  # liveness and swagger bodies: only their status is judg
 # line (marker + JSON) after each phase, flushed, so that a client killed with its server (a crash or OOM in
 # run()) still leaves what it saw; the host reads the last complete one.
 PROGRAM = r"""
-import base64, errno, json, socket, sys, time
+import base64, errno, json, socket, sys, threading, time
 try:
     import http.client as httplib
 except ImportError:
@@ -54,16 +54,35 @@ def text(value):
 
 
 def request(req, method, path, body, headers, timeout, body_chars):
+    # `timeout` bounds the whole exchange, not each read: a server that drips one byte at a time must not
+    # hold the client past it. A timer shuts the socket down at the deadline; the reads then end.
     started = time.time()
     out = {"method": method, "path": path, "status": None, "body": "", "headers": {}, "error": ""}
-    conn = httplib.HTTPConnection("127.0.0.1", req["port"], timeout=max(timeout, 0.05))
+    conn = httplib.HTTPConnection(req.get("host", "127.0.0.1"), req["port"], timeout=max(timeout, 0.05))
+    expired = []
+    timer = None
     try:
+        conn.connect()
+        sock = conn.sock
+
+        def expire():
+            expired.append(True)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except (socket.error, OSError):
+                pass
+
+        timer = threading.Timer(max(started + timeout - time.time(), 0.0), expire)
+        timer.daemon = True
+        timer.start()
         sent = {"Connection": "close"}
         sent.update(headers)
         sent = dict((native(k), native(v)) for k, v in sent.items())
         conn.request(native(method), native(path), body=body, headers=sent)
         resp = conn.getresponse()
         data = resp.read(req["max_body"])
+        if expired:
+            raise socket.timeout()
         out["status"] = resp.status
         out["headers"] = dict((text(k).lower(), text(v)) for k, v in resp.getheaders())
         out["body"] = data.decode("utf-8", "replace")[:body_chars]
@@ -71,19 +90,26 @@ def request(req, method, path, body, headers, timeout, body_chars):
         out["error"] = "timeout"
     except (socket.error, httplib.HTTPException) as exc:
         closed = isinstance(exc, (httplib.BadStatusLine, httplib.IncompleteRead))
-        if closed or getattr(exc, "errno", None) in CLOSED:
+        if expired:
+            out["error"] = "timeout"
+        elif closed or getattr(exc, "errno", None) in CLOSED:
             out["error"] = "closed"
         else:
             out["error"] = text(("%s: %s" % (type(exc).__name__, exc))[:300])
     finally:
+        if timer is not None:
+            timer.cancel()
         conn.close()
         out["elapsed_s"] = time.time() - started
     return out
 
 
-def listening(port):
+def listening(req):
+    # The sockets listening on the port, from the server's network namespace: its own /proc/net/tcp when
+    # the client runs inside, /proc/<server pid>/net/tcp when it runs on the engine's host.
     found = []
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+    port = req["port"]
+    for name in req.get("listen_files", ["/proc/net/tcp", "/proc/net/tcp6"]):
         try:
             with open(name) as handle:
                 lines = handle.read().splitlines()[1:]
@@ -96,6 +122,14 @@ def listening(port):
                 if int(hexport, 16) == port:
                     found.append(address)
     return found
+
+
+def loopback(address):
+    # 127.0.0.0/8 (hex, host order: the last byte is the first octet), ::1, ::ffff:127.x.y.z
+    if len(address) == 8:
+        return address.upper().endswith("7F")
+    upper = address.upper()
+    return upper == "0" * 24 + "01000000" or (upper.startswith("0" * 16 + "FFFF0000") and upper.endswith("7F"))
 
 
 def emit(req, out):
@@ -116,8 +150,12 @@ def main(req, out):
         if last["status"] is not None and 200 <= last["status"] < 300:
             out["healthy_after_s"] = time.time() - STARTED
             break
+        if last["error"] == "closed" and req.get("stop_on_loopback"):
+            found = listening(req)
+            if found and all(loopback(a) for a in found):  # bound, but where the client cannot reach it
+                break
         time.sleep(max(min(req["poll_interval_s"], deadline - time.time()), 0))
-    out["listen"] = listening(req["port"])
+    out["listen"] = listening(req)
     emit(req, out)
     if out["healthy_after_s"] is None:
         return

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import probe, registry, stages
+from . import platforms, probe, registry, stages
 from .engine import Candidate, Engine
 from .errors import BaseImageError
 from .facts import Facts
@@ -127,6 +127,9 @@ class ImageCheck:
         skipped = stage.skip(self.profile) if stage.skip else None
         if skipped is not None:
             return skipped
+        refused = platforms.stage_result(name, self.info, self.profile)  # before any container starts
+        if refused is not None:
+            return refused
         self._start_early()
         for prereq in stage.prerequisites:
             self.result(prereq)

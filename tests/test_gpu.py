@@ -173,11 +173,11 @@ def test_add_options_registers_both_flags() -> None:
 
 
 # -- profiles -------------------------------------------------------------------------------------------
-def test_the_stage_is_registered_last_with_its_probe_extension() -> None:
+def test_the_stage_is_registered_last_and_probes_in_an_exec_of_its_own() -> None:
     assert stages.STAGES["gpu"].prerequisites == ("python",)
     assert stages.STAGES["gpu"].observe is gpu.observe_gpu
     assert stages.ordered()[-1] == "gpu"
-    assert probe.EXTENSIONS["gpu"] is gpu.probe_source
+    assert "gpu" not in probe.EXTENSIONS  # a slow ONNX Runtime import must not cost the shared probe its facts
 
 
 @pytest.mark.parametrize(
@@ -300,13 +300,14 @@ def test_candidate_code_compiles_for_python_2_7_and_3_5(source: str) -> None:
 
 
 def test_extension_answers_even_without_onnxruntime() -> None:
-    """Run the extension as the probe would, in this machine's oldest Python: a JSON-able answer."""
+    """Run the extension as run_probe does, in this machine's oldest Python: a JSON-able answer."""
     exe = (_old_pythons() or [shutil.which("python3") or "python3"])[0]
-    code = gpu.probe_source(load("onnxruntime-cuda")) + "\nimport json\nprint(json.dumps(result))\n"
+    code = gpu.probe_source(load("onnxruntime-cuda"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([exe, "-S", "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    command = [exe, "-S", "-c", gpu.RUNNER, code, "@@m:"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    answer = probe.last_marked_json(proc.stdout, "@@m:")
     assert answer["ort"]["import_ok"] is False
     assert answer["provider_libraries"]["CUDAExecutionProvider"]["exists"] is False
 
@@ -626,6 +627,18 @@ class FakeEngine:
         return ExecResult(0, f"noise\n{marker}{json.dumps(self.answer)}\n", "ort log line\n")
 
 
+class FakeCandidate:
+    """The candidate's gpu probe exec (run_probe), answering what `answer` says, marked as RUNNER marks it."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.execs: list[list[str]] = []
+
+    def exec(self, cmd: list[str], timeout: float = 120) -> ExecResult:
+        self.execs.append(cmd)
+        return ExecResult(0, "\n" + cmd[-1] + json.dumps(self.answer) + "\n", "")
+
+
 def fake_check(profile: str, facts: Facts, engine: FakeEngine, options: dict[str, Any] | None = None) -> Any:
     return SimpleNamespace(
         target=SimpleNamespace(options={"gpu": options or {}}, reference="img:1"),
@@ -633,6 +646,7 @@ def fake_check(profile: str, facts: Facts, engine: FakeEngine, options: dict[str
         facts=facts,
         engine=engine,
         info=SimpleNamespace(image_id="sha256:abc"),
+        candidate=FakeCandidate(facts.extra.get("gpu")),
     )
 
 

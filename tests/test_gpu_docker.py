@@ -196,3 +196,35 @@ def test_end_to_end_cpu_profile_is_compatible(images: Any, tmp_path: Path, no_le
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASSED" in proc.stdout and "test_gpu" in proc.stdout
+
+
+def test_onnx_runtime_without_its_native_module_is_not_loadable(images: Any) -> None:
+    """No native library at all used to pass layer 2 with zero libraries checked."""
+    result, _ = stage(images("gpu-ort-no-native"), PROFILES / "onnx-cpu-fixture.toml")
+    assert result.status is Status.FAIL, result.summary()
+    loadable = layer(result, "loadable")
+    assert loadable["status"] == "fail", loadable
+    assert "onnxruntime_pybind11_state*.so" in loadable["observed"]
+
+
+def test_a_hanging_onnx_runtime_import_costs_the_gpu_stage_its_budget_and_nothing_else(images: Any) -> None:
+    """`import onnxruntime` sleeps for an hour; [gpu] timeout_s = 12 bounds the stage, and the python and
+    azureml facts (from the shared probe) are judged as usual."""
+    import copy
+    import time
+
+    profile = profiles.load(str(PROFILES / "onnx-cpu-fixture.toml"))
+    profile.data = copy.deepcopy(profile.data)
+    profile.data["gpu"]["timeout_s"] = 12
+    check = ImageCheck(Target(images("gpu-ort-slow-import"), profile))
+    try:
+        assert check.result("python").status is Status.PASS
+        assert check.result("azureml").status is Status.PASS
+        started = time.monotonic()
+        result = check.result("gpu")
+        took = time.monotonic() - started
+    finally:
+        check.close()
+    assert result.status is Status.FAIL, result.summary()
+    assert "timed out after 2 s" in result.observed, result.observed
+    assert took < 12 + gpu.PROBE_SLACK_S

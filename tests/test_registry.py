@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import docker
 import pytest
 
 from pytest_baseimage import registry
@@ -281,15 +282,30 @@ class FakeAPI:
         self.engine.local[f"{repo}@{tag}" if tag.startswith("sha256:") else f"{repo}:{tag}"] = "sha256:" + "1" * 64
         yield {"status": "Digest: " + DIGEST}
 
+    def inspect_distribution(self, reference: str, auth_config: dict | None = None) -> dict:
+        self.engine.asked.append((reference, auth_config))
+        if self.engine.distribution_error:
+            raise docker.errors.APIError(self.engine.distribution_error)
+        return {"Descriptor": {"digest": self.engine.remote}}
+
+    def inspect_image(self, reference: str) -> dict:
+        return {"RepoDigests": self.engine.repo_digests.get(reference, [])}
+
 
 class FakeEngine:
     host = "unix:///fake.sock"
+    remote = DIGEST  # what the registry's tags name now
+    distribution_error = ""
 
     def __init__(self, local: dict[str, str] | None = None, pull_error: str = "") -> None:
         self.local = dict(local or {})
         self.pulls: list[tuple[str, str, dict | None]] = []
         self.pull_error = pull_error
-        self.client = type("Client", (), {"api": FakeAPI(self)})()
+        self.asked: list[tuple[str, dict | None]] = []
+        self.repo_digests: dict[str, list[str]] = {}
+        self.client = type(
+            "Client", (), {"api": FakeAPI(self), "version": lambda _: {"Os": "linux", "Arch": "amd64"}}
+        )()
 
     def image_info(self, reference: str) -> ImageInfo:
         for ref, image_id in self.local.items():
@@ -382,3 +398,35 @@ def test_build_log_finds_the_image_id_of_an_old_engine():
     log = BuildLog(lambda line: None)
     log.add("Successfully built 0123456789ab\n")
     assert log.built_id() == "0123456789ab"
+
+
+# -- a tag that names a registry is checked against it before a local copy is used ---------------------------
+def test_a_local_tag_the_registry_has_moved_is_pulled_again():
+    engine = FakeEngine({"r.example/x:1": "sha256:" + "2" * 64})
+    engine.repo_digests["r.example/x:1"] = ["r.example/x@sha256:" + "0" * 64]  # an older push
+    info = resolve(engine, "r.example/x:1")
+    assert [ref for ref, _ in engine.asked] == ["r.example/x:1"]
+    assert engine.pulls == [("r.example/x", "1", None)] and info.digest == "r.example/x@" + DIGEST
+
+
+def test_a_local_tag_the_registry_still_names_is_used_with_that_digest():
+    engine = FakeEngine({"r.example/x:1": "sha256:" + "2" * 64})
+    engine.repo_digests["r.example/x:1"] = ["r.example/x@" + DIGEST]
+    info = resolve(engine, "r.example/x:1")
+    assert engine.pulls == [] and info.digest == "r.example/x@" + DIGEST
+
+
+def test_a_registry_that_cannot_be_asked_is_unchecked_and_never_is_offline():
+    engine = FakeEngine({"r.example/x:1": "sha256:" + "2" * 64})
+    engine.distribution_error = "unauthorized: authentication required"
+    with pytest.raises(PullError, match="cannot ask the registry") as caught:
+        resolve(engine, "r.example/x:1")
+    assert caught.value.exit_code == 2
+    assert resolve(engine, "r.example/x:1", pull="never").image_id == "sha256:" + "2" * 64
+    assert engine.pulls == []
+
+
+def test_a_tag_without_a_registry_host_is_not_asked_about():
+    engine = FakeEngine({"x:1": "sha256:" + "2" * 64})
+    resolve(engine, "x:1")
+    assert engine.asked == [] and engine.pulls == []

@@ -282,3 +282,52 @@ def test_failed_build_is_one_line_and_the_log_tail(tmp_path, docker_client, imag
 def test_missing_dockerfile_is_a_usage_error(tmp_path):
     out = run_plugin("--base-image-dockerfile=/nonexistent/Dockerfile", "--base-image=x:1", cwd=tmp_path)
     assert out.returncode == 4 and "--base-image-dockerfile=/nonexistent/Dockerfile: no such file" in out.stderr
+
+
+@pytest.fixture
+def stale_tag(registry, docker_client, images):
+    """team/stale:t pushed as image A and pulled (as a first certification leaves it), then pushed again as
+    image B (A plus a label: a new digest) while the engine keeps A under the tag: (A's, B's digest ref)."""
+    import contextlib
+    import io
+
+    import docker
+
+    dockerfile = f"FROM {images('no-shell')}\nLABEL org.pytest-baseimage.test=stale-tag-b\n".encode()
+    image_b, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile), rm=True)
+    try:
+        first = registry.push(docker_client, images("no-shell"), "team/stale", "t")
+        second = registry.push(docker_client, image_b.id, "team/stale", "t")
+    finally:  # pushing drops the local tag, and with it this untagged image: remove it if it is still there
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(image_b.id, force=True)
+    docker_client.images.pull(first.partition("@")[0], tag=first.partition("@")[2], auth_config={
+        "username": registry.username, "password": registry.password})  # fmt: skip
+    docker_client.images.get(first).tag(registry.ref("team/stale"), "t")  # the engine's copy: still A
+    return first, second
+
+
+def test_a_tag_the_registry_has_moved_is_pulled_before_it_is_certified(registry, stale_tag, tmp_path, no_leaks):
+    first, second = stale_tag
+    out = check(
+        registry,
+        tmp_path,
+        f"--base-image={registry.address}/team/stale:t",
+        *login_args(registry),
+        "-m",
+        "os",
+        f"--profile={FIXTURE_PROFILE}",
+        password=registry.password,
+    )
+    assert out.returncode == 0, out.output
+    assert "the registry's tag now names" in out.stderr  # why it pulled, though the tag was local
+    assert verdict(out)["images"][0]["info"]["digest"] == second != first
+
+
+def test_a_registry_that_refuses_the_freshness_question_is_unchecked(registry, stale_tag, tmp_path, no_leaks):
+    base = [f"--base-image={registry.address}/team/stale:t", *login_args(registry), "-m", "os"]
+    out = check(registry, tmp_path, *base, f"--profile={FIXTURE_PROFILE}", password=WRONG_PASSWORD)
+    assert out.returncode == 2, out.output
+    assert "cannot ask the registry" in out.output
+    offline = check(registry, tmp_path, *base, "--pull=never", f"--profile={FIXTURE_PROFILE}", password=WRONG_PASSWORD)
+    assert offline.returncode == 0, offline.output  # --pull=never: the local copy, as chosen

@@ -48,9 +48,13 @@ def profile() -> profiles.Profile:
     return profiles.load("azureml-current")
 
 
+# A fixed draw of the built-in sample, so that the observations below can answer it: [4.75, 0.25].
+FIXED_SAMPLE = scoring.Sample(seed=0, weights=(0.5, -1.0, 2.0), bias=0.25, rows=((1.0, 2.0, 3.0), (0.0, 0.0, 0.0)))
+
+
 @pytest.fixture(scope="module")
 def spec(profile) -> scoring.ScoringSpec:
-    return scoring.build_spec(profile)
+    return scoring.build_spec(profile, sample=FIXED_SAMPLE)
 
 
 def healthy(spec, *, status=200, body='{"result": [4.75, 0.25]}', swagger=200, headers=None, log=""):
@@ -113,20 +117,58 @@ def test_current_profile_runs_azmlinfsrv_as_azure_ml_lays_it_out(spec):
     assert spec.env["AZUREML_ENTRY_SCRIPT"] == "/var/azureml-app/score.py"
     assert spec.env["AZUREML_MODEL_DIR"] == "/var/azureml-app/azureml-models/sample-model/1"
     assert set(spec.files) == {"var/azureml-app/score.py", "var/azureml-app/azureml-models/sample-model/1/model.json"}
-    assert json.loads(spec.payload) == {"data": [[1, 2, 3], [0, 0, 0]]}
+    assert json.loads(spec.payload) == {"data": [[1, 2, 3], [0, 0, 0]]}  # FIXED_SAMPLE's rows
+    assert json.loads(spec.expected_json) == {"result": [4.75, 0.25]}
     assert (spec.liveness_path, spec.score_path, spec.swagger_path) == ("/", "/score", "/swagger.json")
 
 
-def test_sample_script_gives_the_profiles_expected_answer(spec, tmp_path, monkeypatch):
-    """The built-in sample, the sample model and expected_json must agree, or every image would fail."""
-    for name, data in scoring.SAMPLE_MODEL.items():
-        (tmp_path / name).write_bytes(data)
-    monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path))
+def run_sample(spec, tmp_path, monkeypatch) -> dict:
+    """The built-in sample's run() on the spec's payload, with the model the spec copies into the container."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir(parents=True)
+    prefix = "var/azureml-app/azureml-models/sample-model/1/"
+    for name, data in spec.files.items():
+        if name.startswith(prefix):
+            (model_dir / name[len(prefix) :]).write_bytes(data)
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(model_dir))
     namespace: dict = {}
     exec(compile(scoring.SAMPLE_SCRIPT, "score.py", "exec"), namespace)
     namespace["init"]()
-    answer = namespace["run"](spec.payload.decode())
-    assert scoring.body_problems(json.dumps(answer), spec) == []
+    return namespace["run"](spec.payload.decode())
+
+
+def test_sample_script_gives_the_expected_answer_for_each_draw(profile, tmp_path, monkeypatch):
+    """The built-in sample, the drawn model and the host's answer must agree to the bit, or every image fails."""
+    for attempt in range(20):
+        spec = scoring.build_spec(profile)
+        answer = run_sample(spec, tmp_path / str(attempt), monkeypatch)
+        assert scoring.body_problems(json.dumps(answer), spec) == [], (spec.sample, answer)
+        assert json.loads(spec.expected_json) == answer  # exact equality: dyadic values, no rounding
+
+
+def test_each_run_draws_its_own_model_and_payload(profile):
+    """A constant answer (the old sample's [4.75, 0.25]) must not pass: the model and payload are drawn per run."""
+    specs = [scoring.build_spec(profile) for _ in range(5)]
+    assert len({s.payload for s in specs}) == 5
+    assert len({s.files["var/azureml-app/azureml-models/sample-model/1/model.json"] for s in specs}) == 5
+    assert all(scoring.body_problems('{"result": [4.75, 0.25]}', s) for s in specs)
+    details = scoring.timing_details(ScoringObservation(spec=specs[0]))
+    assert details["sample"]["seed"] == f"{specs[0].sample.seed:016x}"
+    assert details["sample"]["result"] == json.loads(specs[0].expected_json)["result"]
+
+
+def test_a_seed_gives_the_same_draw():
+    assert scoring.Sample.draw(7) == scoring.Sample.draw(7) != scoring.Sample.draw(8)
+
+
+def test_a_users_payload_with_the_sample_is_answered_by_the_drawn_model(profile, tmp_path):
+    payload = tmp_path / "payload.json"
+    payload.write_text('{"data": [[1, 1, 1]]}')
+    spec = scoring.build_spec(profile, {"payload_file": str(payload)}, sample=FIXED_SAMPLE)
+    assert json.loads(spec.expected_json) == {"result": [1.75]}
+    payload.write_text('{"text": "hello"}')  # another shape: no exact answer, the profile's schema still applies
+    other = scoring.build_spec(profile, {"payload_file": str(payload)}, sample=FIXED_SAMPLE)
+    assert other.expected_json == "" and other.expected_schema is not None
 
 
 def test_user_script_resets_the_samples_expectations(profile):

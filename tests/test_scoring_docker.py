@@ -8,6 +8,7 @@ import signal
 import subprocess
 from typing import Any
 
+import docker
 import pytest
 from conftest import FIXTURE_PROFILE, ROOT, certify, managed_containers, plugin_argv, run_pytest, wait_for_container
 
@@ -110,10 +111,11 @@ def test_the_same_server_on_all_addresses_gets_past_that_check(stage):
     assert "answered 501" in result.observed
 
 
-def test_an_image_without_python_for_the_client_is_unchecked_not_failed(stage, monkeypatch):
+def test_where_requests_are_relayed_an_image_without_python_is_unchecked_not_failed(stage, monkeypatch):
     from pytest_baseimage import scoring_client
 
     monkeypatch.setattr(scoring_client, "PYTHONS", ("no-such-python",))
+    monkeypatch.setattr(scoring, "_not_local", lambda engine: "a remote engine")  # relayed: the image's python
     result = stage("good")
     assert result.status is Status.ERROR, result.summary()
     assert "no no-such-python on the image's PATH" in result.reason
@@ -127,6 +129,9 @@ def test_every_container_is_hardened_and_offline(images, docker_client, monkeypa
 
     def inspecting(engine, box, *args):
         seen["scoring"] = docker_client.api.inspect_container(box.id)
+        network = seen["scoring"]["HostConfig"]["NetworkMode"]
+        if network != "none":
+            seen["network"] = docker_client.api.inspect_network(network)
         return real(engine, box, *args)
 
     monkeypatch.setattr(scoring, "_exercise", inspecting)
@@ -138,13 +143,19 @@ def test_every_container_is_hardened_and_offline(images, docker_client, monkeypa
         assert check.result("scoring").status is Status.PASS
     finally:
         check.close()
-    assert set(seen) == {"candidate", "scoring"}
-    for role, attrs in seen.items():
+    assert {"candidate", "scoring"} <= set(seen)
+    for role, attrs in ((r, seen[r]) for r in ("candidate", "scoring")):
         host = attrs["HostConfig"]
         assert attrs["State"]["Running"], role
         assert host["Privileged"] is False, role
         assert not host.get("Binds") and not attrs.get("Mounts"), role
-        assert host["NetworkMode"] == "none" and not host.get("PortBindings"), role
+        assert not host.get("PortBindings"), role
+        if role == "candidate" or host["NetworkMode"] == "none":
+            assert host["NetworkMode"] == "none", role
+        else:  # the server on a network made for it: internal (no egress), gone with the stage
+            assert seen["network"]["Internal"] is True and seen["network"]["Name"] == host["NetworkMode"]
+            with pytest.raises(docker.errors.NotFound):
+                docker_client.networks.get(host["NetworkMode"])
         assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"], role
         assert host["Memory"] == 2 << 30 and host["PidsLimit"] == 512, role
 
@@ -220,6 +231,45 @@ def test_unreproducible_server_is_skipped_without_a_container(stage, docker_clie
     assert "cannot be reproduced offline" in result.reason and "server code not public" in result.reason
     roles = {c["Labels"].get(LABEL_ROLE) for c in managed_containers(docker_client) if c["Id"] not in before}
     assert "scoring" not in roles
+
+
+# -- answers the tool must not take on trust ------------------------------------------------------------------
+def test_a_server_answering_the_old_constant_is_bad_body(stage):
+    """An http.server that answers {"result": [4.75, 0.25]} whatever it is given: the drawn model tells it apart."""
+    result = stage("scoring-constant-server", top={"azureml": False})
+    assert_cause(result, "bad-body")
+    assert "[4.75, 0.25]" in result.observed
+    sample = result.details["sample"]
+    assert len(sample["seed"]) == 16 and len(sample["result"]) == scoring.SAMPLE_ROWS
+    assert result.details["relayed_by_candidate"] is False
+
+
+def test_a_forged_python_cannot_answer_for_a_server_that_is_not_there(stage):
+    """The image's python3 prints a forged success for the request client; no server runs. On this (local)
+    engine the requests come from the tool's own process, so nothing answers."""
+    result = stage("scoring-forged-python", top={"azureml": False}, boot_timeout_s=SHORT_BOOT_S)
+    assert_cause(result, "port-never-opened")
+    assert result.details["relayed_by_candidate"] is False
+
+
+def test_where_the_tool_cannot_reach_the_server_the_answer_says_it_was_relayed(stage, monkeypatch):
+    """The limit, stated: on an engine the tool cannot share a network with, the candidate's python relays
+    the answer, and the result says so (details and observed text), so a gate can refuse to rely on it."""
+    monkeypatch.setattr(scoring, "_not_local", lambda engine: "the engine at tcp://far.example is not on this machine")
+    result = stage("scoring-forged-python", top={"azureml": False}, boot_timeout_s=SHORT_BOOT_S)
+    assert result.status is Status.PASS, result.summary()  # forged: exactly why it must be flagged
+    assert result.details["relayed_by_candidate"] is True
+    assert "relayed by the candidate's own python" in result.observed
+    assert "tcp://far.example" in result.details["relay_reason"]
+
+
+def test_a_score_answer_dripping_bytes_is_a_timeout_by_its_deadline(stage):
+    """One byte a second, with a 3 s request deadline: each read is quick, the whole answer is not."""
+    drip = ["azmlinfsrv", "--port", "{port}", "--drip", "1"]
+    result = stage("scoring-constant-server", top={"azureml": False}, command=drip, request_timeout_s=3)
+    assert_cause(result, "timeout")
+    assert "within 3 s" in result.observed
+    assert result.duration_s < 3 * 3 + SLACK_S  # liveness (dripped too) and score, each bounded by 3 s
 
 
 # -- as a user runs it: pytest --base-image ------------------------------------------------------------------
