@@ -16,6 +16,7 @@ from pytest_baseimage.report.safety import clean_tree
 from pytest_baseimage.results import ImageReport, Verdict
 
 SCHEMA_VERSION = 1
+NOTHING_SELECTED = 5  # pytest's own exit status when no test was selected
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -62,14 +63,20 @@ class Run:
     host: str = ""  # the Docker engine, e.g. unix:///var/run/docker.sock
     argv: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what a merge decided (duplicates dropped, ...)
+    interrupted: bool = False  # Ctrl-C or SIGTERM: the verdict holds only what was known by then
+    nothing_selected: bool = False  # -k/-m (or no image) left nothing to run: pytest's exit 5
 
     @property
     def verdict(self) -> Verdict:
+        if self.interrupted or self.nothing_selected:
+            return Verdict.UNCHECKED
         return worst_verdict([image.verdict for image in self.images])
 
     @property
-    def exit_code(self) -> ExitCode:
-        return _EXIT_CODES[self.verdict]
+    def exit_code(self) -> int:
+        if self.nothing_selected:
+            return NOTHING_SELECTED
+        return int(_EXIT_CODES[self.verdict])
 
     @property
     def duration_s(self) -> float | None:
@@ -89,6 +96,8 @@ class Run:
             "verdict": self.verdict.value,
             "exit_code": int(self.exit_code),
             "notes": list(self.notes),
+            "interrupted": self.interrupted,
+            "nothing_selected": self.nothing_selected,
             "images": [image.to_dict() for image in self.images],
         }
 
@@ -111,6 +120,8 @@ class Run:
                 host=str(data.get("host", "")),
                 argv=[str(arg) for arg in data.get("argv", [])],
                 notes=[str(note) for note in data.get("notes", [])],
+                interrupted=bool(data.get("interrupted", False)),
+                nothing_selected=bool(data.get("nothing_selected", False)),
             )
         except KeyError as exc:
             raise ReportError(f"malformed report: missing key {exc}") from exc
@@ -183,6 +194,8 @@ def merge(runs: Sequence[Run]) -> Run:
         host=_joined(run.host for run in runs),
         argv=list(runs[0].argv) if all(run.argv == runs[0].argv for run in runs) else [],
         notes=notes,
+        interrupted=any(run.interrupted for run in runs),
+        nothing_selected=all(run.nothing_selected for run in runs),
     )
 
 
