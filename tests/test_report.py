@@ -355,7 +355,7 @@ def _walk(schema: dict[str, Any], value: Any, where: str, root: dict[str, Any]) 
     """Follow the schema's required lists (and refs, items, types) through a produced document."""
     if "$ref" in schema:
         schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
-    kinds = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float)}
+    kinds = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "boolean": bool}
     if "type" in schema:
         assert isinstance(value, kinds[schema["type"]]), f"{where}: not {schema['type']}"
     if "enum" in schema:

@@ -18,9 +18,10 @@ import jinja2
 
 from pytest_baseimage.report.diff import ImageDiff, diff_runs
 from pytest_baseimage.report.model import PathLike, Run, sanitized
-from pytest_baseimage.report.safety import short, tail
+from pytest_baseimage.report.safety import short as _short
+from pytest_baseimage.report.safety import tail
 from pytest_baseimage.results import STAGE_ORDER, ImageReport, StageResult, Verdict
-from pytest_baseimage.text import MAX_OBSERVED_CHARS
+from pytest_baseimage.text import MAX_OBSERVED_CHARS, inert_lines, one_line
 
 GLYPHS = {"pass": "✔", "fail": "✘", "blocked": "⊘", "skipped": "↷", "error": "⚠"}
 VERDICT_CLASS = {
@@ -32,6 +33,11 @@ NAME_CHARS = 300  # image names, references, ids: long enough for any real one
 INLINE_CHARS = 160  # a details value up to this long, on one line, is shown inline; longer ones fold
 MAX_ROWS = 2000  # rows of a facts or diff table: an image may list thousands of packages
 LONG_DIFF = 30  # more changes than this and an image's diff starts folded
+
+
+def short(text: Any, limit: int) -> str:
+    """One line of observed text, cut: CR, LF and other controls shown escaped, as in the terminal."""
+    return _short(one_line(str(text)), limit)
 
 
 @dataclass
@@ -85,6 +91,8 @@ class ImageView:
     scalar_facts: list[tuple[str, str]]
     fact_groups: list[FactGroup]
     counts: dict[str, int] = field(default_factory=dict)
+    not_checked: list[tuple[str, str]] = field(default_factory=list)  # (stage, reason): not in the verdict
+    deselected: list[str] = field(default_factory=list)
 
 
 def render_html(run: Run, baseline: Run | None = None, *, secrets: Sequence[str] = ()) -> str:
@@ -141,6 +149,7 @@ def _run_view(run: Run) -> dict[str, Any]:
             ("command", " ".join(run.argv)),
         ),
         "notes": [short(note, MAX_OBSERVED_CHARS) for note in run.notes],
+        "interrupted": run.interrupted,
     }
 
 
@@ -185,6 +194,8 @@ def _image_view(index: int, image: ImageReport, run: Run) -> ImageView:
         scalar_facts=scalar_facts,
         fact_groups=fact_groups,
         counts={s: sum(1 for r in image.results if r.status.value == s) for s in GLYPHS},
+        not_checked=[(r.stage, short(r.reason, MAX_OBSERVED_CHARS)) for r in image.not_checked],
+        deselected=[short(stage, NAME_CHARS) for stage in image.deselected],
     )
 
 
@@ -210,15 +221,15 @@ def _detail(key: str, value: Any) -> Detail:
     key = short(key, NAME_CHARS)
     if isinstance(value, str):
         if len(value) <= INLINE_CHARS and "\n" not in value:
-            return Detail(key, value, folded=False)
+            return Detail(key, one_line(value), folded=False)
         lines = value.count("\n") + 1
-        return Detail(key, tail(value), folded=True, summary=f"{lines} line{'s' * (lines != 1)}")
+        return Detail(key, inert_lines(tail(value)), folded=True, summary=f"{lines} line{'s' * (lines != 1)}")
     if isinstance(value, (dict, list, tuple)):
         text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
         size = f"{len(value)} item{'s' * (len(value) != 1)}"
         if len(text) <= INLINE_CHARS:
-            return Detail(key, json.dumps(value, ensure_ascii=False, default=str), folded=False)
-        return Detail(key, short(text, 20_000), folded=True, summary=size)
+            return Detail(key, one_line(json.dumps(value, ensure_ascii=False, default=str)), folded=False)
+        return Detail(key, inert_lines(_short(text, 20_000)), folded=True, summary=size)
     return Detail(key, short(value, INLINE_CHARS), folded=False)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -12,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Union
 
 from pytest_baseimage.errors import BaseImageError, ExitCode
+from pytest_baseimage.report.bounds import bounded_image
 from pytest_baseimage.report.safety import clean_tree
 from pytest_baseimage.results import ImageReport, Verdict
 
@@ -140,7 +142,9 @@ def sanitized(run: Run, secrets: Sequence[str] = ()) -> Run:
 
 
 def write_json(run: Run, path: PathLike, *, secrets: Sequence[str] = ()) -> None:
-    """Write the run as JSON (schema.json describes it); strings are sanitised, secrets redacted."""
+    """Write the run as JSON (schema.json describes it); strings are sanitised, secrets redacted, and each
+    stage's details and each facts map cut to a bound (report/bounds.py), saying what was cut."""
+    run = dataclasses.replace(run, images=[bounded_image(image) for image in run.images])
     text = json.dumps(sanitized(run, secrets).to_dict(), indent=2, ensure_ascii=False)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
