@@ -81,7 +81,13 @@ def one_line(text: str) -> str:
 
 def escaped(text: str) -> str:
     """Every control character shown as an escape (ESC as \\x1b): for echoing what a user typed."""
-    return _ANY_CONTROL.sub(lambda m: _LINE_BREAKS.get(m.group(), f"\\x{ord(m.group()):02x}"), str(text))
+    return _ANY_CONTROL.sub(_escape, str(text))
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _LINE_BREAKS.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
 def inert_lines(text: str) -> str:
@@ -92,18 +98,30 @@ def inert_lines(text: str) -> str:
 def cut_line(text: str, limit: int) -> str:
     """Shorten one line for a terminal: cut at word boundaries with "…", keeping the start and the end.
 
-    The end of a message often carries its cause ("… compiled in: CUDAExecutionProvider"), so a long
-    line keeps about a third of its room for its last words.
+    The end of a message often carries its cause ("…; compiled in: CUDAExecutionProvider"): the part after
+    the last ": " or "; " is kept whole when it fits in half the room, else the last third's whole words.
     """
     text = text.strip()
     if len(text) <= limit:
         return text
     room = max(limit - 3, 2)  # " … " between the two parts
-    head_room, tail_room = room - room // 3, room // 3
+    tail = _cause(text, room // 2) or _last_words(text, room // 3)
+    head_room = room - len(tail)
     head = text[: head_room + 1]  # one more: a space there means the last word is whole
     head = head[: head.rindex(" ")] if " " in head[head_room // 2 :] else head[:head_room]
-    start = len(text) - tail_room
+    return f"{head.rstrip()} … {tail.lstrip()}"
+
+
+def _cause(text: str, room: int) -> str:
+    """What follows the last ": " or "; " of a message, if it fits in `room`."""
+    start = max(text.rfind(": "), text.rfind("; "))
+    tail = text[start + 2 :] if start > 0 else ""
+    return tail if 0 < len(tail) <= room else ""
+
+
+def _last_words(text: str, room: int) -> str:
+    start = len(text) - room
     tail = text[start:]
     if text[start - 1] != " " and " " in tail[:-1]:
         tail = tail[tail.index(" ") + 1 :]
-    return f"{head.rstrip()} … {tail.lstrip()}"
+    return tail
