@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from pytest_baseimage.report.diff import ImageDiff, diff_runs
 from pytest_baseimage.report.model import PathLike, Run, sanitized
@@ -46,6 +47,10 @@ class Detail:
     text: str
     folded: bool  # shown in a <details><pre> rather than inline
     summary: str = ""
+
+    @property
+    def label(self) -> str:
+        return detail_label(self.key)
 
 
 @dataclass
@@ -129,7 +134,35 @@ def _template() -> jinja2.Template:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["code_spans"] = code_spans
     return env.from_string(_asset("report.html"))
+
+
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+
+
+def code_spans(text: Any) -> markupsafe.Markup:
+    """Markdown's `code` spans (remediation texts use them) as <code>, after escaping: nothing else is markup."""
+    escaped = str(markupsafe.escape(text))
+    return markupsafe.Markup(_CODE_SPAN.sub(r"<code>\1</code>", escaped))
+
+
+# Detail keys as people read them; any other key ending in _s is seconds too.
+DETAIL_LABELS = {
+    "boot_s": "boot time (s)",
+    "create_to_score_s": "create to first score (s)",
+    "score_latency_s": "score latency (s)",
+    "score_body": "score response body",
+    "server_version": "server version",
+}
+
+
+def detail_label(key: str) -> str:
+    if key in DETAIL_LABELS:
+        return DETAIL_LABELS[key]
+    if key.endswith("_s"):
+        return f"{key[:-2].replace('_', ' ')} (s)"
+    return key.replace("_", " ")
 
 
 def _run_view(run: Run) -> dict[str, Any]:
@@ -210,7 +243,7 @@ def _stage_row(anchor: str, result: StageResult) -> StageRow:
         expected=short(result.expected, MAX_OBSERVED_CHARS),
         observed=short(result.observed, MAX_OBSERVED_CHARS),
         remediation=short(result.remediation, MAX_OBSERVED_CHARS),
-        time=_seconds(result.duration_s) if result.duration_s else "",
+        time=_seconds(result.duration_s) if result.duration_s >= 0.0005 else "< 1 ms",
         details=[_detail(str(key), value) for key, value in result.details.items()],
     )
 

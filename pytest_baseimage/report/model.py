@@ -67,6 +67,9 @@ class Run:
     notes: list[str] = field(default_factory=list)  # what a merge decided (duplicates dropped, ...)
     interrupted: bool = False  # Ctrl-C or SIGTERM: the verdict holds only what was known by then
     nothing_selected: bool = False  # -k/-m (or no image) left nothing to run: pytest's exit 5
+    # Seconds the run(s) took: set by a merge (the sum of its runs, not the gap between them); else None,
+    # and duration_s comes from started/finished.
+    elapsed_s: float | None = None
 
     @property
     def verdict(self) -> Verdict:
@@ -82,6 +85,8 @@ class Run:
 
     @property
     def duration_s(self) -> float | None:
+        if self.elapsed_s is not None:
+            return self.elapsed_s
         start, end = parse_time(self.started), parse_time(self.finished)
         if start is None or end is None:
             return None
@@ -100,6 +105,7 @@ class Run:
             "notes": list(self.notes),
             "interrupted": self.interrupted,
             "nothing_selected": self.nothing_selected,
+            "duration_s": self.duration_s,
             "images": [image.to_dict() for image in self.images],
         }
 
@@ -124,11 +130,16 @@ class Run:
                 notes=[str(note) for note in data.get("notes", [])],
                 interrupted=bool(data.get("interrupted", False)),
                 nothing_selected=bool(data.get("nothing_selected", False)),
+                elapsed_s=_seconds_or_none(data.get("duration_s")),
             )
         except KeyError as exc:
             raise ReportError(f"malformed report: missing key {exc}") from exc
         except (TypeError, ValueError, AttributeError) as exc:
             raise ReportError(f"malformed report: {_first_line(exc)}") from exc
+
+
+def _seconds_or_none(value: Any) -> float | None:
+    return None if value is None else max(float(value), 0.0)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -168,7 +179,8 @@ def load_json(path: PathLike) -> Run:
 def merge(runs: Sequence[Run]) -> Run:
     """One run out of several (a CI matrix fan-out). Images keep the order of the runs given; when an
     image name appears in more than one run, the run that started last wins (the later one given, on a
-    tie), and a note says so. The merged run spans the earliest start to the latest finish."""
+    tie), and a note says so. The merged run spans the earliest start to the latest finish; its duration is
+    the sum of the runs' durations."""
     if not runs:
         raise ReportError("nothing to merge: no runs given")
     newest = _newest_run_per_image(runs)
@@ -200,7 +212,14 @@ def merge(runs: Sequence[Run]) -> Run:
         notes=notes,
         interrupted=any(run.interrupted for run in runs),
         nothing_selected=all(run.nothing_selected for run in runs),
+        elapsed_s=_total_duration(runs),
     )
+
+
+def _total_duration(runs: Sequence[Run]) -> float | None:
+    """The runs' own durations added up: a fan-out's runs may start far apart, and the gap is no one's time."""
+    durations = [run.duration_s for run in runs]
+    return None if any(d is None for d in durations) else sum(d for d in durations if d is not None)
 
 
 def _newest_run_per_image(runs: Sequence[Run]) -> dict[str, int]:
