@@ -46,7 +46,8 @@ if [[ -f "$OUT/verdict.json" ]]; then
 import json, sys
 run = json.load(open(sys.argv[1]))
 for image in run["images"]:
-    print(f"gate: {image['info']['digest'] or image['name']}: {image['verdict']}")
+    gaps = "".join(f", {gap['stage']} not checked" for gap in image.get("not_checked", []))
+    print(f"gate: {image['info']['digest'] or image['name']}: {image['verdict']}{gaps}")
 PY
 fi
 
@@ -56,6 +57,7 @@ case "$code" in
   2) echo "gate: NOT CHECKED $IMAGE: the image could not be checked; retry (see $OUT/gate.log)" ;;
   3) echo "gate: INTERNAL ERROR in pytest-baseimage; report it with $OUT/gate.log" ;;
   4) echo "gate: USAGE ERROR: the gate's options are wrong (see $OUT/gate.log)" ;;
+  5) echo "gate: NOTHING SELECTED: -k/-m left no stage to run; nothing was judged (see $OUT/gate.log)" ;;
   *) echo "gate: unexpected exit code $code" ;;
 esac
 exit "$code"

@@ -4,24 +4,25 @@ come back together at the end for the verdict, the exit code and the reports."""
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
 import pytest
 
-from . import __version__, gpu, matrix, profiles, registry, scoring
+from . import gpu, matrix, profiles, registry, scoring
 from .engine import cleanup_all, install_signal_handlers
 from .errors import BaseImageError, ExitCode
-from .results import STAGE_ORDER, ImageInfo, ImageReport, StageResult, Status, Verdict, utc_now
+from .results import STAGE_ORDER, StageResult, Status
+from .session import REPORT_ATTR, Ending, VerdictSession, check_output_path, merge_result
 from .target import ImageCheck, Target, engine_for
+from .text import escaped, one_line
 
 TARGETS_KEY = pytest.StashKey[list]()
 CHECKS_KEY = pytest.StashKey[dict]()
 SELECTED_KEY = pytest.StashKey[dict]()
-STARTED_KEY = pytest.StashKey[str]()
-REPORT_ATTR = "baseimage"  # attribute on TestReport; plain JSON data, so it survives xdist
+SESSION_KEY = pytest.StashKey[VerdictSession]()
+__all__ = ["REPORT_ATTR", "merge_result"]  # re-exported: tests reach the merge through this module
 
 
 # -- options -------------------------------------------------------------------------------------------
@@ -75,6 +76,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="OLD.json",
         help="compare with an earlier --compat-json run; changes are shown at the top.",
+    )
+    group.addoption(
+        "--require-all-stages",
+        action="store_true",
+        default=False,
+        help="a stage the profile asks for but that cannot be judged here (a server that cannot be "
+        "reproduced offline, no GPU on this host) makes the image 'could not be checked' (exit 2) instead "
+        "of 'compatible, <stage> not checked' (exit 0).",
     )
     for part in PARTS.values():
         part.add_options(group)
@@ -140,18 +149,42 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: the '{name}' compliance stage (select with -m {name})")
     if getattr(config, "workerinput", {}).get(DIST_KEY) == matrix.GROUPING_MODE:
         config.option.loadgroup = True  # what xdist's worker checks before adding @group to node ids
-    images = [*(config.getoption("base_images") or []), *_built_images(config)]
-    _COLLECTED.clear()
+    session = VerdictSession(config, require_all=bool(config.getoption("require_all_stages")))
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "baseimage-verdict")
     config.stash[CHECKS_KEY] = {}
-    config.stash[STARTED_KEY] = utc_now()
+    config.stash[TARGETS_KEY] = []
+    controller = not hasattr(config, "workerinput")
+    if controller and _asked_for_images(config):
+        _check_output_paths(config)
+    collect_only = bool(config.getoption("collectonly"))  # lists the stages; never touches the engine
+    images = [*(config.getoption("base_images") or []), *([] if collect_only else _built_images(config))]
     if not images and not config.getoption("base_image_matrix"):
-        config.stash[TARGETS_KEY] = []
         return
-    config.stash[TARGETS_KEY] = build_targets(config, images)
+    config.stash[TARGETS_KEY] = session.targets = build_targets(config, images)
+    session.secrets = _secrets(config)
     install_signal_handlers()
     _add_suite(config)
-    if not hasattr(config, "workerinput"):
+    if controller and not collect_only:
         _preflight(config)
+
+
+def _asked_for_images(config: pytest.Config) -> bool:
+    option = config.option
+    return bool(option.base_images or option.base_image_matrix or getattr(option, "base_image_dockerfile", None))
+
+
+def _check_output_paths(config: pytest.Config) -> None:
+    """Every report path is writable before anything starts: a verdict that cannot be kept is a usage error."""
+    paths = [("--compat-json", config.getoption("compat_json")), ("--compat-html", config.getoption("compat_html"))]
+    try:
+        for option, path in paths:
+            if path:
+                check_output_path(option, path)
+        if getattr(config.option, "xmlpath", None):  # pytest creates a missing directory for this one
+            check_output_path("--junitxml", config.option.xmlpath, may_create_dirs=True)
+    except BaseImageError as exc:
+        raise pytest.UsageError(escaped(str(exc))) from None
 
 
 def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
@@ -167,7 +200,7 @@ def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
             getattr(part, "validate_targets", lambda targets: None)(targets)
         return targets
     except BaseImageError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        raise pytest.UsageError(escaped(str(exc))) from None
 
 
 # The parts of a check beyond the static stages. Each exports add_options(group) and
@@ -181,8 +214,8 @@ def _built_images(config: pytest.Config) -> list[str]:
         return registry.build_targets(config)
     except BaseImageError as exc:
         if exc.exit_code == ExitCode.USAGE_ERROR:
-            raise pytest.UsageError(str(exc)) from None
-        pytest.exit(str(exc), returncode=int(exc.exit_code))
+            raise pytest.UsageError(escaped(str(exc))) from None
+        pytest.exit(one_line(str(exc)), returncode=int(exc.exit_code))
 
 
 def _secrets(config: pytest.Config) -> list[str]:
@@ -210,17 +243,20 @@ def _preflight(config: pytest.Config) -> None:
             checks[target.name] = check
     except BaseImageError as exc:
         _stop_unchecked(config, str(exc), exc.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM during a pull: still a verdict file, marked interrupted
+        _stop_unchecked(config, "interrupted before any stage ran", ExitCode.UNCHECKED, interrupted=True)
     if checks and all(check.error for check in checks.values()):
         _stop_unchecked(config, "; ".join(check.error for check in checks.values()), ExitCode.UNCHECKED)
 
 
-def _stop_unchecked(config: pytest.Config, message: str, code: int) -> None:
+def _stop_unchecked(config: pytest.Config, message: str, code: int, interrupted: bool = False) -> None:
     """Stop before the session, but write the reports first: a gate keeps a verdict for every run."""
-    reports = image_reports(config)
+    session = config.stash[SESSION_KEY]
+    reports = session.image_reports(config.stash[CHECKS_KEY])
     for report in reports:
         report.error = report.error or message
-    _write_outputs(config, _run_of(config, reports))
-    pytest.exit(message, returncode=int(code))
+    session.write_outputs(session.run_of(reports, Ending(interrupted=interrupted), _host_of(config)))
+    pytest.exit(one_line(message), returncode=int(code))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -232,7 +268,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         from .report.junit import split_by_image
 
         if os.path.exists(xml_path):
-            split_by_image(xml_path, order=[t.reference for t in config.stash[TARGETS_KEY]])
+            split_by_image(xml_path, order=[t.name for t in config.stash[TARGETS_KEY]])
 
 
 # -- parametrisation and fixtures --------------------------------------------------------------------------
@@ -257,13 +293,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Which stages each image will run (after -m/-k): live stages that read no facts may start early."""
+    from .session import _stages_of
+
     selected: dict[str, set[str]] = {}
-    for item in session.items:
-        callspec = getattr(item, "callspec", None)
-        target = callspec.params.get("baseimage") if callspec else None
-        if isinstance(target, Target):
-            names = {mark.name for mark in item.iter_markers() if mark.name in STAGE_ORDER}
-            selected.setdefault(target.name, set()).update(names)
+    for name, stage in _stages_of(session.items):
+        selected.setdefault(name, set()).add(stage)
     session.config.stash[SELECTED_KEY] = selected
 
 
@@ -305,9 +339,9 @@ def stage_check(baseimage: ImageCheck, request: pytest.FixtureRequest) -> Any:
         if result.status is Status.PASS:
             return result
         if result.status in (Status.BLOCKED, Status.SKIPPED):
-            pytest.skip(result.reason)
+            pytest.skip(one_line(result.reason))
         if result.status is Status.ERROR:
-            pytest.fail(result.reason, pytrace=False)
+            pytest.fail(one_line(result.reason), pytrace=False)
         pytest.fail(result.summary(), pytrace=False)
 
     return run
@@ -323,17 +357,18 @@ JUNIT_DETAIL_KEYS = ("cause", "boot_s", "score_latency_s", "server_version")
 def junit_properties(check: ImageCheck, result: StageResult) -> dict[str, str]:
     properties = {
         "image": check.target.reference,
+        "image_name": check.target.name,  # the key JSON and HTML group by; split_by_image groups by it too
         "image_id": check.info.image_id,
         "digest": check.info.digest,
         "profile": check.profile.name,
         "stage": result.stage,
         "status": result.status.value,
-        "expected": result.expected,
-        "observed": result.observed,
+        "expected": one_line(result.expected),
+        "observed": one_line(result.observed),
     }
     for key in JUNIT_DETAIL_KEYS:
         if result.details.get(key) not in (None, ""):
-            properties[key] = str(result.details[key])
+            properties[key] = one_line(str(result.details[key]))
     return properties
 
 
@@ -347,121 +382,70 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         return
     check, result = stashed
     payload = check.report()
-    payload.results = [result]
+    # The stage's own result, and those of prerequisites it ran that -k/-m left out: a stage blocked by
+    # a deselected one must still show the failure that blocked it.
+    payload.results = [r for r in payload.results if r.stage == result.stage or r.stage not in check.selected]
     setattr(report, REPORT_ATTR, payload.to_dict())
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Runs in the controller under xdist too: fold each stage's result into its image's report."""
-    data = getattr(report, REPORT_ATTR, None)
-    if data:
-        merge_result(_COLLECTED, ImageReport.from_dict(data))
-
-
-# Results arrive in pytest_runtest_logreport, which gets no config: one run per process, so a module dict.
-_COLLECTED: dict[str, ImageReport] = {}
-
-
-def merge_result(collected: dict[str, ImageReport], incoming: ImageReport) -> None:
-    existing = collected.get(incoming.name)
-    if existing is None:
-        collected[incoming.name] = incoming
-        return
-    stages_in = {result.stage for result in incoming.results}
-    existing.results = [r for r in existing.results if r.stage not in stages_in] + incoming.results
-    existing.results.sort(key=lambda r: STAGE_ORDER.index(r.stage))
-    existing.facts = incoming.facts or existing.facts
-    existing.timings = {**existing.timings, **incoming.timings}
-    existing.info = incoming.info if incoming.info.image_id else existing.info
-
-
-def image_reports(config: pytest.Config) -> list[ImageReport]:
-    """Reports in the order the images were given; an image no test reached still appears (with its error)."""
-    collected = _COLLECTED
-    checks: dict[str, ImageCheck] = config.stash.get(CHECKS_KEY, {})
-    out = []
-    for target in config.stash.get(TARGETS_KEY, []):
-        report = collected.get(target.name)
-        if report is None:
-            check = checks.get(target.name)
-            info = check.info if check else ImageInfo(reference=target.reference)
-            error = check.error if check else ""
-            report = ImageReport(target.name, info, target.profile.name, [], error)
-        out.append(report)
-    return out
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The exit code a gate reads (0/1/2, see errors.ExitCode) and the reports, from the same results."""
     config = session.config
-    if hasattr(config, "workerinput") or not config.stash.get(TARGETS_KEY, []):
+    verdicts = config.stash.get(SESSION_KEY, None)
+    if hasattr(config, "workerinput") or verdicts is None or not verdicts.targets:
         return
-    reports = [r for r in image_reports(config) if r.results or r.error]
-    if not reports:
+    reports = verdicts.image_reports(config.stash.get(CHECKS_KEY, {}))
+    ending = Ending()
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        ending = Ending(nothing_selected=True, message=_nothing_selected(config))
+    elif exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        # interrupted, internal error: a verdict the run did not reach must not be written as one
+        ending = Ending(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+        for report in reports:
+            report.error = report.error or f"the run stopped before every stage ran (pytest exit {int(exitstatus)})"
+    elif not any(r.results or r.error for r in reports):
         return
-    run = _run_of(config, reports)
+    run = verdicts.run_of(reports, ending, _host_of(config))
     if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         # The worse of the two: a user's own failing test still fails the run; an unchecked image makes it 2.
         session.exitstatus = max(int(exitstatus), int(run.exit_code))
-    else:  # interrupted, internal error: a verdict the run did not reach must not be written as one
-        for report in run.images:
-            report.error = report.error or f"the run stopped before every stage ran (pytest exit {int(exitstatus)})"
-    _write_outputs(config, run)
+    if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+        return  # no verdict is better than a wrong one
+    verdicts.write_outputs(run)
 
 
-def _run_of(config: pytest.Config, reports: list[ImageReport]) -> Any:
-    from . import report as reporting
-
-    return reporting.Run(
-        images=reports,
-        plugin_version=__version__,
-        started=config.stash[STARTED_KEY],
-        finished=utc_now(),
-        host=_host_of(config),
-        argv=_safe_argv(),
-    )
-
-
-def _write_outputs(config: pytest.Config, run: Any) -> None:
-    from . import report as reporting
-
-    json_path, html_path = config.getoption("compat_json"), config.getoption("compat_html")
-    baseline = None
-    baseline_path = config.getoption("compat_baseline")
-    if baseline_path and html_path:
-        try:
-            baseline = reporting.load_json(baseline_path)
-        except (OSError, ValueError) as exc:
-            sys.stderr.write(f"pytest-baseimage: baseline {baseline_path} ignored: {exc}\n")
-    if json_path:
-        reporting.write_json(run, json_path, secrets=_secrets(config))
-    if html_path:
-        reporting.write_html(run, html_path, baseline=baseline, secrets=_secrets(config))
+def _nothing_selected(config: pytest.Config) -> str:
+    """Why pytest's exit 5 here: no stage of the compliance suite was selected."""
+    stages = ", ".join(STAGE_ORDER)
+    if config.getoption("keyword") or config.getoption("markexpr"):
+        return f"nothing selected: -k/-m left none of the stages ({stages}) to run; nothing was judged"
+    return f"nothing selected: no compliance stage was collected for the images ({stages}); nothing was judged"
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    if hasattr(config, "workerinput") or not config.stash.get(TARGETS_KEY, []):
+    if hasattr(config, "workerinput"):
         return
-    reports = image_reports(config)
+    verdicts = config.stash.get(SESSION_KEY, None)
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and verdicts is not None:
+        if verdicts.targets:
+            terminalreporter.write_line(f"pytest-baseimage: {_nothing_selected(config)} (exit 5)", yellow=True)
+        elif config.getoption("compliance_suite") == "always":
+            terminalreporter.write_line(
+                "pytest-baseimage: nothing to check: --compliance-suite=always needs --base-image=IMAGE or "
+                "--base-image-matrix=FILE (exit 5)",
+                yellow=True,
+            )
+    if verdicts is None or not verdicts.targets or config.getoption("collectonly"):
+        return
+    reports = verdicts.image_reports(config.stash.get(CHECKS_KEY, {}))
     if not any(r.results or r.error for r in reports):
         return
     terminalreporter.section("base image verdict")
-    for report in reports:
-        markup = {Verdict.COMPATIBLE: {"green": True}, Verdict.NOT_COMPATIBLE: {"red": True}}.get(
-            report.verdict, {"yellow": True}
-        )
-        line = f"{report.name}: {report.verdict.value.upper()} (profile {report.profile})"
-        terminalreporter.write_line(line, bold=True, **markup)
-        if report.error:
-            terminalreporter.write_line(f"  {report.error}")
-        for result in report.results:
-            if result.status in (Status.FAIL, Status.ERROR, Status.BLOCKED):
-                terminalreporter.write_line(
-                    f"  {result.stage:8} {result.status.value:7} {(result.reason or result.observed)[:160]}"
-                )
+    for line, markup in verdicts.summary_lines(reports):
+        terminalreporter.write_line(line, **markup)
     for option, label in (("compat_json", "JSON verdict"), ("compat_html", "HTML report")):
-        if config.getoption(option):
+        if config.getoption(option) and verdicts.written:
             terminalreporter.write_line(f"{label}: {os.path.abspath(config.getoption(option))}")
 
 
@@ -473,8 +457,3 @@ def _host_of(config: pytest.Config) -> str:
         except BaseImageError:
             hosts.add(target.docker_host or os.environ.get("DOCKER_HOST", "") or "unreachable")
     return ", ".join(sorted(hosts))
-
-
-def _safe_argv() -> list[str]:
-    """The command line, without anything that looks like a secret."""
-    return [arg for arg in sys.argv if "password" not in arg.lower() and "token" not in arg.lower()]

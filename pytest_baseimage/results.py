@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .text import untrusted
+from .text import one_line, untrusted
 
 # The order in which stages run for each image; a stage's prerequisites always come before it.
 STAGE_ORDER: tuple[str, ...] = ("os", "conda", "python", "apt", "azureml", "scoring", "gpu")
@@ -24,6 +24,13 @@ class Status(str, enum.Enum):
         return self.value
 
 
+# Why a stage was skipped: the profile does not ask for it, or it was asked for but could not be judged
+# here (a server that cannot be reproduced offline, no GPU on the host). Only the second kind is shown in
+# the verdict ("compatible, scoring not checked: ...") and fails a run under --require-all-stages.
+NOT_REQUIRED = "not-required"
+NOT_CHECKED = "not-checked"
+
+
 @dataclass
 class StageResult:
     """What one stage found for one image: expected, observed and how to fix it."""
@@ -36,9 +43,17 @@ class StageResult:
     reason: str = ""  # why blocked / skipped / error
     duration_s: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)  # stage-specific extras (logs, timings, lists)
+    # For a skipped stage: NOT_REQUIRED or NOT_CHECKED. A skip that does not say is NOT_CHECKED: a stage
+    # skipped for a reason nobody classified must not pass silently.
+    skip_kind: str = ""
+    truncated: dict[str, int] = field(default_factory=dict)  # what a bounded report cut: key -> items cut
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
+        if self.status is Status.SKIPPED and self.skip_kind != NOT_REQUIRED:
+            self.skip_kind = NOT_CHECKED
+        elif self.status is not Status.SKIPPED:
+            self.skip_kind = ""
         self.expected = untrusted(str(self.expected))
         self.observed = untrusted(str(self.observed))
         self.reason = untrusted(str(self.reason))
@@ -47,15 +62,21 @@ class StageResult:
     def ok(self) -> bool:
         return self.status in (Status.PASS, Status.SKIPPED)
 
+    @property
+    def not_checked(self) -> bool:
+        """Skipped although the profile asks for it: the verdict must say so."""
+        return self.status is Status.SKIPPED and self.skip_kind == NOT_CHECKED
+
     def summary(self) -> str:
-        """One human line, used as the pytest failure message and in terminal output."""
+        """The pytest failure message and terminal text. Observed text stays on its own line: CR, LF and
+        other controls in it are shown escaped, so only the plugin's own "fix:" line starts a new one."""
         if self.status is Status.PASS:
-            return f"{self.stage}: ok ({self.observed})"
+            return f"{self.stage}: ok ({one_line(self.observed)})"
         if self.status in (Status.BLOCKED, Status.SKIPPED, Status.ERROR):
-            return f"{self.stage}: {self.reason}"
-        line = f"{self.stage}: expected {self.expected}; observed {self.observed}"
+            return f"{self.stage}: {one_line(self.reason)}"
+        line = f"{self.stage}: expected {one_line(self.expected)}; observed {one_line(self.observed)}"
         if self.remediation:
-            line += f"\n  fix: {self.remediation}"
+            line += f"\n  fix: {one_line(self.remediation)}"
         return line
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,13 +103,17 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def verdict_of(results: list[StageResult], image_error: str = "") -> Verdict:
-    """An image is compatible when no stage failed and none errored; errors win over failures."""
+def verdict_of(results: list[StageResult], image_error: str = "", require_all: bool = False) -> Verdict:
+    """An image is compatible when no stage failed and none errored; errors win over failures.
+
+    With `require_all` (--require-all-stages), a stage the profile asks for but that could not be judged
+    here makes the image "could not be checked" unless a stage already proved it not compatible.
+    """
     if image_error or any(r.status is Status.ERROR for r in results):
         return Verdict.UNCHECKED
     if any(r.status in (Status.FAIL, Status.BLOCKED) for r in results):
         return Verdict.NOT_COMPATIBLE
-    if not results:
+    if not results or (require_all and any(r.not_checked for r in results)):
         return Verdict.UNCHECKED
     return Verdict.COMPATIBLE
 
@@ -125,10 +150,28 @@ class ImageReport:
     # Seconds spent before any stage could look: starting the container, probing it. Kept apart so that the
     # first stage's duration is its own check's.
     timings: dict[str, float] = field(default_factory=dict)
+    require_all_stages: bool = False  # the gate's policy for not-checked stages (see verdict_of)
+    deselected: list[str] = field(default_factory=list)  # stages left out by -k/-m: not judged
+    truncated: dict[str, int] = field(default_factory=dict)  # what a bounded report cut: key -> items cut
 
     @property
     def verdict(self) -> Verdict:
-        return verdict_of(self.results, self.error)
+        return verdict_of(self.results, self.error, self.require_all_stages)
+
+    @property
+    def not_checked(self) -> list[StageResult]:
+        """Stages the profile asks for that were skipped all the same (see StageResult.not_checked)."""
+        return [r for r in self.results if r.not_checked]
+
+    def verdict_line(self) -> str:
+        """The verdict in words with what it does not cover, e.g. "compatible, scoring not checked: ..."."""
+        parts = [self.verdict.value]
+        parts += [
+            f"{r.stage} not checked: {one_line(r.reason.removeprefix('not checked: '))}" for r in self.not_checked
+        ]
+        if self.deselected:
+            parts.append(f"not judged (deselected): {', '.join(self.deselected)}")
+        return ", ".join(parts)
 
     @property
     def total_s(self) -> float:
@@ -143,8 +186,12 @@ class ImageReport:
             "verdict": self.verdict.value,
             "error": self.error,
             "results": [r.to_dict() for r in self.results],
+            "not_checked": [{"stage": r.stage, "reason": r.reason} for r in self.not_checked],
+            "deselected": list(self.deselected),
+            "require_all_stages": self.require_all_stages,
             "facts": self.facts,
             "timings": self.timings,
+            "truncated": dict(self.truncated),
         }
 
     @classmethod
@@ -157,4 +204,7 @@ class ImageReport:
             error=data.get("error", ""),
             facts=data.get("facts", {}),
             timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
+            require_all_stages=bool(data.get("require_all_stages", False)),
+            deselected=[str(stage) for stage in data.get("deselected", [])],
+            truncated={str(k): int(v) for k, v in (data.get("truncated") or {}).items()},
         )

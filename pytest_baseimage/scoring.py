@@ -35,7 +35,7 @@ from .facts import Facts
 from .profiles import Profile
 from .results import StageResult, Status
 from .scoring_client import ANSWER_BYTES
-from .stages import Stage, register
+from .stages import Stage, not_required, register
 from .text import clip, strip_ansi
 
 # -- constants -------------------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ def skip_result(profile: Profile) -> StageResult | None:
     """SKIPPED when the profile does not ask for scoring, or names a server that cannot be run offline."""
     section = profile.section("scoring")
     if not section or not section.get("enabled", True):
-        return StageResult("scoring", Status.SKIPPED, reason=f"not required by profile {profile.name}")
+        return not_required("scoring", profile)
     if not section.get("reproducible", True):
         notes = str(section.get("notes", "")).strip()
         server = section.get("server", "the scoring server")

@@ -14,7 +14,7 @@ from packaging.utils import canonicalize_name
 
 from .facts import Facts
 from .profiles import Profile, describe_specs, version_matches
-from .results import STAGE_ORDER, StageResult, Status
+from .results import NOT_REQUIRED, STAGE_ORDER, StageResult, Status
 
 Check = Callable[[Facts, Profile, Any], StageResult]
 
@@ -36,7 +36,8 @@ class Stage:
 
 
 def not_required(stage: str, profile: Profile) -> StageResult:
-    return StageResult(stage, Status.SKIPPED, reason=f"not required by profile {profile.name}")
+    reason = f"not required by profile {profile.name}"
+    return StageResult(stage, Status.SKIPPED, reason=reason, skip_kind=NOT_REQUIRED)
 
 
 def check_os(facts: Facts, profile: Profile, _: Any = None) -> StageResult:

@@ -137,7 +137,7 @@ def test_2_on_bad_credentials(tmp_path, request, docker_client, images, no_leaks
 
 
 def test_2_when_interrupted(tmp_path, images, docker_client):
-    """Ctrl-C mid-run: exit 2, and a JSON (if any) must not claim a verdict the run did not reach."""
+    """Ctrl-C mid-run: exit 2, and the JSON, marked interrupted, claims no verdict the run did not reach."""
     (tmp_path / "test_slow.py").write_text(
         "import time\n"
         "def test_os_first(stage_check):\n"
@@ -164,9 +164,9 @@ def test_2_when_interrupted(tmp_path, images, docker_client):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 2, output
-    if json_path.exists():
-        data = json.loads(json_path.read_text())
-        assert data["exit_code"] == 2 and data["verdict"] == "could not be checked", data
+    data = json.loads(json_path.read_text())  # every ending writes its verdict, an interrupted one too
+    assert data["exit_code"] == 2 and data["verdict"] == "could not be checked", data
+    assert data["interrupted"] is True
 
 
 def test_3_internal_error(tmp_path, images, no_leaks):

@@ -355,9 +355,18 @@ def _walk(schema: dict[str, Any], value: Any, where: str, root: dict[str, Any]) 
     """Follow the schema's required lists (and refs, items, types) through a produced document."""
     if "$ref" in schema:
         schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
-    kinds = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float)}
+    kinds = {
+        "object": dict,
+        "array": list,
+        "string": str,
+        "integer": int,
+        "number": (int, float),
+        "boolean": bool,
+        "null": type(None),
+    }
     if "type" in schema:
-        assert isinstance(value, kinds[schema["type"]]), f"{where}: not {schema['type']}"
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        assert isinstance(value, tuple(kinds[t] for t in types)), f"{where}: not {schema['type']}"
     if "enum" in schema:
         assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
     if "const" in schema:

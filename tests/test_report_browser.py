@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 from html.parser import HTMLParser
 from pathlib import Path
@@ -109,3 +110,44 @@ def test_chromium_screenshot(report: Path, tmp_path: Path) -> None:
     width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
     assert (width, height) == (1280, 1600)
     assert len(data) > 20_000  # a blank page compresses to a few kB; a rendered report does not
+
+
+def _timed_run(started: str, finished: str, seconds: float, observed: str) -> Run:
+    scoring = StageResult(
+        "scoring",
+        Status.PASS,
+        "the sample scores",
+        observed,
+        duration_s=seconds,
+        details={"boot_s": 2.5, "create_to_score_s": 3.1},
+    )
+    python = StageResult(
+        "python", Status.FAIL, "Python >=3.8", "Python 3.6.9", "Run `conda install -y python=3.11` in the image."
+    )
+    os_stage = StageResult("os", Status.PASS, "ubuntu", "ubuntu 22.04", duration_s=0.0)
+    image = ImageReport("team/app:1", ImageInfo("team/app:1"), "azureml-current", [os_stage, python, scoring])
+    return Run([image], "0.1.0", started, finished, "unix:///x", [])
+
+
+def test_chromium_shows_the_rough_edges_smoothed(tmp_path: Path) -> None:
+    """Issue 13: code spans, a filled time column, readable detail keys, a merged run's own duration, and
+    the baseline comparison at the top."""
+    from pytest_baseimage.report import merge
+
+    first = _timed_run("2024-06-02T10:00:00+00:00", "2024-06-02T10:00:03.400000+00:00", 3.4, "200 in 0.2 s")
+    second = _timed_run("2024-06-02T10:00:40+00:00", "2024-06-02T10:00:42+00:00", 2.0, "200 in 0.3 s")
+    second.images[0].name = "team/app:1 (remote)"
+    merged = merge([first, second])
+    path = tmp_path / "report.html"
+    write_html(merged, path, baseline=first)
+    dom = dump_dom(path)
+
+    assert "<code>conda install -y python=3.11</code>" in dom and "`conda install" not in dom
+    times = re.findall(r'<tr class="stage status-\w+"[^>]*>.*?<td class="num">([^<]*)</td>', dom, re.S)
+    assert len(times) == 6 and all(t.strip() for t in times), times
+    assert "&lt; 1 ms" in times
+    assert '<span class="key">boot time (s)</span>' in dom and '<span class="key">boot_s</span>' not in dom
+    assert "create to first score (s)" in dom
+    duration = re.search(r"<dt>duration</dt><dd>([^<]*)</dd>", dom)
+    assert duration and duration.group(1) == "5.4 s"  # 3.4 s + 2 s, not the 42 s from first start to last end
+    assert dom.index('id="baseline"') < dom.index('id="matrix"') < dom.index('class="image"')

@@ -15,12 +15,14 @@ from importlib import resources
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from pytest_baseimage.report.diff import ImageDiff, diff_runs
 from pytest_baseimage.report.model import PathLike, Run, sanitized
-from pytest_baseimage.report.safety import short, tail
+from pytest_baseimage.report.safety import short as _short
+from pytest_baseimage.report.safety import tail
 from pytest_baseimage.results import STAGE_ORDER, ImageReport, StageResult, Verdict
-from pytest_baseimage.text import MAX_OBSERVED_CHARS
+from pytest_baseimage.text import MAX_OBSERVED_CHARS, inert_lines, one_line
 
 GLYPHS = {"pass": "✔", "fail": "✘", "blocked": "⊘", "skipped": "↷", "error": "⚠"}
 VERDICT_CLASS = {
@@ -34,12 +36,21 @@ MAX_ROWS = 2000  # rows of a facts or diff table: an image may list thousands of
 LONG_DIFF = 30  # more changes than this and an image's diff starts folded
 
 
+def short(text: Any, limit: int) -> str:
+    """One line of observed text, cut: CR, LF and other controls shown escaped, as in the terminal."""
+    return _short(one_line(str(text)), limit)
+
+
 @dataclass
 class Detail:
     key: str
     text: str
     folded: bool  # shown in a <details><pre> rather than inline
     summary: str = ""
+
+    @property
+    def label(self) -> str:
+        return detail_label(self.key)
 
 
 @dataclass
@@ -85,6 +96,8 @@ class ImageView:
     scalar_facts: list[tuple[str, str]]
     fact_groups: list[FactGroup]
     counts: dict[str, int] = field(default_factory=dict)
+    not_checked: list[tuple[str, str]] = field(default_factory=list)  # (stage, reason): not in the verdict
+    deselected: list[str] = field(default_factory=list)
 
 
 def render_html(run: Run, baseline: Run | None = None, *, secrets: Sequence[str] = ()) -> str:
@@ -121,7 +134,35 @@ def _template() -> jinja2.Template:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["code_spans"] = code_spans
     return env.from_string(_asset("report.html"))
+
+
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+
+
+def code_spans(text: Any) -> markupsafe.Markup:
+    """Markdown's `code` spans (remediation texts use them) as <code>, after escaping: nothing else is markup."""
+    escaped = str(markupsafe.escape(text))
+    return markupsafe.Markup(_CODE_SPAN.sub(r"<code>\1</code>", escaped))
+
+
+# Detail keys as people read them; any other key ending in _s is seconds too.
+DETAIL_LABELS = {
+    "boot_s": "boot time (s)",
+    "create_to_score_s": "create to first score (s)",
+    "score_latency_s": "score latency (s)",
+    "score_body": "score response body",
+    "server_version": "server version",
+}
+
+
+def detail_label(key: str) -> str:
+    if key in DETAIL_LABELS:
+        return DETAIL_LABELS[key]
+    if key.endswith("_s"):
+        return f"{key[:-2].replace('_', ' ')} (s)"
+    return key.replace("_", " ")
 
 
 def _run_view(run: Run) -> dict[str, Any]:
@@ -141,6 +182,7 @@ def _run_view(run: Run) -> dict[str, Any]:
             ("command", " ".join(run.argv)),
         ),
         "notes": [short(note, MAX_OBSERVED_CHARS) for note in run.notes],
+        "interrupted": run.interrupted,
     }
 
 
@@ -185,6 +227,8 @@ def _image_view(index: int, image: ImageReport, run: Run) -> ImageView:
         scalar_facts=scalar_facts,
         fact_groups=fact_groups,
         counts={s: sum(1 for r in image.results if r.status.value == s) for s in GLYPHS},
+        not_checked=[(r.stage, short(r.reason, MAX_OBSERVED_CHARS)) for r in image.not_checked],
+        deselected=[short(stage, NAME_CHARS) for stage in image.deselected],
     )
 
 
@@ -199,7 +243,7 @@ def _stage_row(anchor: str, result: StageResult) -> StageRow:
         expected=short(result.expected, MAX_OBSERVED_CHARS),
         observed=short(result.observed, MAX_OBSERVED_CHARS),
         remediation=short(result.remediation, MAX_OBSERVED_CHARS),
-        time=_seconds(result.duration_s) if result.duration_s else "",
+        time=_seconds(result.duration_s) if result.duration_s >= 0.0005 else "< 1 ms",
         details=[_detail(str(key), value) for key, value in result.details.items()],
     )
 
@@ -210,15 +254,15 @@ def _detail(key: str, value: Any) -> Detail:
     key = short(key, NAME_CHARS)
     if isinstance(value, str):
         if len(value) <= INLINE_CHARS and "\n" not in value:
-            return Detail(key, value, folded=False)
+            return Detail(key, one_line(value), folded=False)
         lines = value.count("\n") + 1
-        return Detail(key, tail(value), folded=True, summary=f"{lines} line{'s' * (lines != 1)}")
+        return Detail(key, inert_lines(tail(value)), folded=True, summary=f"{lines} line{'s' * (lines != 1)}")
     if isinstance(value, (dict, list, tuple)):
         text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
         size = f"{len(value)} item{'s' * (len(value) != 1)}"
         if len(text) <= INLINE_CHARS:
-            return Detail(key, json.dumps(value, ensure_ascii=False, default=str), folded=False)
-        return Detail(key, short(text, 20_000), folded=True, summary=size)
+            return Detail(key, one_line(json.dumps(value, ensure_ascii=False, default=str)), folded=False)
+        return Detail(key, inert_lines(_short(text, 20_000)), folded=True, summary=size)
     return Detail(key, short(value, INLINE_CHARS), folded=False)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pytest_baseimage.report.model import Run, sanitized
 from pytest_baseimage.report.safety import tail
 from pytest_baseimage.results import ImageReport, StageResult, Status
+from pytest_baseimage.text import inert_lines, one_line
 
 # pytest-xdist's loadgroup appends "@<group>" to test names; CI tabs should show the plain name.
 _XDIST_GROUP = re.compile(r"@baseimage:.*$")
@@ -84,8 +85,8 @@ def _case(image: ImageReport, result: StageResult) -> ET.Element:
         ("profile", image.profile),
         ("stage", result.stage),
         ("status", result.status.value),
-        ("expected", result.expected),
-        ("observed", result.observed),
+        ("expected", one_line(result.expected)),
+        ("observed", one_line(result.observed)),
     ):
         ET.SubElement(props, "property", name=name, value=value)
     tag = _ELEMENT.get(result.status)
@@ -102,14 +103,14 @@ def _case(image: ImageReport, result: StageResult) -> ET.Element:
 def _image_error_case(image: ImageReport) -> ET.Element:
     """An image that could not be checked at all still needs a red entry, or CI would see zero tests."""
     case = ET.Element("testcase", classname=f"baseimage.{image.name}", name="test_image", time="0.000")
-    ET.SubElement(case, "error", message=image.error, type="image")
+    ET.SubElement(case, "error", message=one_line(image.error), type="image")
     return case
 
 
 def _failure_text(result: StageResult) -> str:
-    lines = [f"expected: {result.expected}", f"observed: {result.observed}"]
+    lines = [f"expected: {one_line(result.expected)}", f"observed: {one_line(result.observed)}"]
     if result.remediation:
-        lines.append(f"fix: {result.remediation}")
+        lines.append(f"fix: {one_line(result.remediation)}")
     return "\n".join(lines)
 
 
@@ -118,7 +119,7 @@ def _details_text(result: StageResult) -> str:
     parts = []
     for key, value in result.details.items():
         text = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
-        parts.append(f"--- {key} ---\n{tail(text)}")
+        parts.append(f"--- {one_line(key)} ---\n{inert_lines(tail(text))}")
     return "\n".join(parts)
 
 
@@ -127,7 +128,7 @@ def _time(seconds: float) -> str:
 
 
 def split_by_image(path: str, order: Sequence[str] = ()) -> None:
-    """Regroup pytest's own JUnit file into one <testsuite> per image (the `image` property), in `order`.
+    """Regroup pytest's own JUnit file into one <testsuite> per image (its display name), in `order`.
 
     pytest writes a single testsuite; CI test tabs read far better with one per image. Test cases keep
     pytest's content; only the grouping, the counts, and xdist's "@group" suffix on names change.
@@ -142,7 +143,7 @@ def split_by_image(path: str, order: Sequence[str] = ()) -> None:
     rest: list[ET.Element] = []
     for suite in suites:
         for case in list(suite.findall("testcase")):
-            image = next((p.get("value") for p in case.iter("property") if p.get("name") == "image"), None)
+            image = _image_key(case)
             (grouped.setdefault(image, []) if image else rest).append(case)
             case.set("name", _XDIST_GROUP.sub("", case.get("name", "")))
     if not grouped:
@@ -157,6 +158,12 @@ def split_by_image(path: str, order: Sequence[str] = ()) -> None:
             suite.append(case)
         _count(suite)
     ET.ElementTree(new_root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _image_key(case: ET.Element) -> str | None:
+    """The image's display name (the key JSON and HTML group by), else its reference (older plugins)."""
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    return props.get("image_name") or props.get("image")
 
 
 def _count(suite: ET.Element) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -12,10 +13,12 @@ from datetime import datetime, timezone
 from typing import Any, Union
 
 from pytest_baseimage.errors import BaseImageError, ExitCode
+from pytest_baseimage.report.bounds import bounded_image
 from pytest_baseimage.report.safety import clean_tree
 from pytest_baseimage.results import ImageReport, Verdict
 
 SCHEMA_VERSION = 1
+NOTHING_SELECTED = 5  # pytest's own exit status when no test was selected
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -62,17 +65,28 @@ class Run:
     host: str = ""  # the Docker engine, e.g. unix:///var/run/docker.sock
     argv: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what a merge decided (duplicates dropped, ...)
+    interrupted: bool = False  # Ctrl-C or SIGTERM: the verdict holds only what was known by then
+    nothing_selected: bool = False  # -k/-m (or no image) left nothing to run: pytest's exit 5
+    # Seconds the run(s) took: set by a merge (the sum of its runs, not the gap between them); else None,
+    # and duration_s comes from started/finished.
+    elapsed_s: float | None = None
 
     @property
     def verdict(self) -> Verdict:
+        if self.interrupted or self.nothing_selected:
+            return Verdict.UNCHECKED
         return worst_verdict([image.verdict for image in self.images])
 
     @property
-    def exit_code(self) -> ExitCode:
-        return _EXIT_CODES[self.verdict]
+    def exit_code(self) -> int:
+        if self.nothing_selected:
+            return NOTHING_SELECTED
+        return int(_EXIT_CODES[self.verdict])
 
     @property
     def duration_s(self) -> float | None:
+        if self.elapsed_s is not None:
+            return self.elapsed_s
         start, end = parse_time(self.started), parse_time(self.finished)
         if start is None or end is None:
             return None
@@ -89,6 +103,9 @@ class Run:
             "verdict": self.verdict.value,
             "exit_code": int(self.exit_code),
             "notes": list(self.notes),
+            "interrupted": self.interrupted,
+            "nothing_selected": self.nothing_selected,
+            "duration_s": self.duration_s,
             "images": [image.to_dict() for image in self.images],
         }
 
@@ -111,11 +128,18 @@ class Run:
                 host=str(data.get("host", "")),
                 argv=[str(arg) for arg in data.get("argv", [])],
                 notes=[str(note) for note in data.get("notes", [])],
+                interrupted=bool(data.get("interrupted", False)),
+                nothing_selected=bool(data.get("nothing_selected", False)),
+                elapsed_s=_seconds_or_none(data.get("duration_s")),
             )
         except KeyError as exc:
             raise ReportError(f"malformed report: missing key {exc}") from exc
         except (TypeError, ValueError, AttributeError) as exc:
             raise ReportError(f"malformed report: {_first_line(exc)}") from exc
+
+
+def _seconds_or_none(value: Any) -> float | None:
+    return None if value is None else max(float(value), 0.0)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -129,7 +153,9 @@ def sanitized(run: Run, secrets: Sequence[str] = ()) -> Run:
 
 
 def write_json(run: Run, path: PathLike, *, secrets: Sequence[str] = ()) -> None:
-    """Write the run as JSON (schema.json describes it); strings are sanitised, secrets redacted."""
+    """Write the run as JSON (schema.json describes it); strings are sanitised, secrets redacted, and each
+    stage's details and each facts map cut to a bound (report/bounds.py), saying what was cut."""
+    run = dataclasses.replace(run, images=[bounded_image(image) for image in run.images])
     text = json.dumps(sanitized(run, secrets).to_dict(), indent=2, ensure_ascii=False)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
@@ -153,7 +179,8 @@ def load_json(path: PathLike) -> Run:
 def merge(runs: Sequence[Run]) -> Run:
     """One run out of several (a CI matrix fan-out). Images keep the order of the runs given; when an
     image name appears in more than one run, the run that started last wins (the later one given, on a
-    tie), and a note says so. The merged run spans the earliest start to the latest finish."""
+    tie), and a note says so. The merged run spans the earliest start to the latest finish; its duration is
+    the sum of the runs' durations."""
     if not runs:
         raise ReportError("nothing to merge: no runs given")
     newest = _newest_run_per_image(runs)
@@ -183,7 +210,16 @@ def merge(runs: Sequence[Run]) -> Run:
         host=_joined(run.host for run in runs),
         argv=list(runs[0].argv) if all(run.argv == runs[0].argv for run in runs) else [],
         notes=notes,
+        interrupted=any(run.interrupted for run in runs),
+        nothing_selected=all(run.nothing_selected for run in runs),
+        elapsed_s=_total_duration(runs),
     )
+
+
+def _total_duration(runs: Sequence[Run]) -> float | None:
+    """The runs' own durations added up: a fan-out's runs may start far apart, and the gap is no one's time."""
+    durations = [run.duration_s for run in runs]
+    return None if any(d is None for d in durations) else sum(d for d in durations if d is not None)
 
 
 def _newest_run_per_image(runs: Sequence[Run]) -> dict[str, int]:

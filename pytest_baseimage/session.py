@@ -1,0 +1,191 @@
+"""One pytest session's verdict: the results collected from test reports, the reports written at every
+ending (pass, fail, interrupt, nothing selected), and the lines of the terminal summary.
+
+The plugin registers one `VerdictSession` per process in pytest_configure; results arrive in
+pytest_runtest_logreport, which gets no config, so the session is a plugin object of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__
+from .errors import BaseImageError, ExitCode
+from .results import STAGE_ORDER, ImageInfo, ImageReport, Status, Verdict, utc_now
+from .text import cut_line, one_line
+
+REPORT_ATTR = "baseimage"  # attribute on TestReport; plain JSON data, so it survives xdist
+SUMMARY_CHARS = 160  # one result's text in the terminal summary
+
+
+class OutputPathError(BaseImageError):
+    """A report could not be written where asked: found before anything starts."""
+
+    exit_code = ExitCode.USAGE_ERROR
+
+
+def check_output_path(option: str, path: str, *, may_create_dirs: bool = False) -> None:
+    """Refuse a report path that cannot be written, before any engine call: one line, exit 4.
+
+    The directory must exist (or, with `may_create_dirs`, its nearest existing ancestor must be writable,
+    as pytest's --junitxml creates missing directories itself) and accept a new file; the check leaves
+    nothing behind.
+    """
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        raise OutputPathError(f"{option}={one_line(path)}: is a directory; give a file path")
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        if not may_create_dirs:
+            raise OutputPathError(f"{option}={one_line(path)}: the directory {one_line(directory)} does not exist")
+        while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+            if os.path.exists(directory):
+                raise OutputPathError(f"{option}={one_line(path)}: {one_line(directory)} is not a directory")
+            directory = os.path.dirname(directory)
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputPathError(f"{option}={one_line(path)}: cannot write in {one_line(directory)}: {reason}") from None
+
+
+def merge_result(collected: dict[str, ImageReport], incoming: ImageReport) -> None:
+    """Fold one test report's stage results into its image's report (later results of a stage win)."""
+    existing = collected.get(incoming.name)
+    if existing is None:
+        collected[incoming.name] = incoming
+        return
+    stages_in = {result.stage for result in incoming.results}
+    existing.results = [r for r in existing.results if r.stage not in stages_in] + incoming.results
+    existing.results.sort(key=lambda r: STAGE_ORDER.index(r.stage) if r.stage in STAGE_ORDER else len(STAGE_ORDER))
+    existing.facts = incoming.facts or existing.facts
+    existing.timings = {**existing.timings, **incoming.timings}
+    existing.info = incoming.info if incoming.info.image_id else existing.info
+
+
+@dataclass
+class Ending:
+    """How the session ended, as the verdict file records it."""
+
+    interrupted: bool = False
+    nothing_selected: bool = False
+    message: str = ""  # why nothing was selected, or what stopped the run
+
+
+@dataclass(eq=False)  # hashable by identity: pluggy keeps registered plugins in sets
+class VerdictSession:
+    """The results this process has seen, and everything written from them."""
+
+    config: Any
+    targets: list[Any] = field(default_factory=list)  # target.Target, in the order given
+    collected: dict[str, ImageReport] = field(default_factory=dict)
+    deselected: dict[str, set[str]] = field(default_factory=dict)  # image name -> stages left out by -k/-m
+    started: str = field(default_factory=utc_now)
+    require_all: bool = False
+    secrets: Sequence[str] = ()
+    written: bool = False
+
+    # -- hooks (this object is registered as a plugin) -------------------------------------------------
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        """Runs in the controller under xdist too: fold each stage's result into its image's report."""
+        from . import plugin  # late: plugin imports this module; tests patch plugin.merge_result
+
+        data = getattr(report, REPORT_ATTR, None)
+        if data:
+            plugin.merge_result(self.collected, ImageReport.from_dict(data))
+
+    def pytest_deselected(self, items: Sequence[Any]) -> None:
+        """Remember which stages -k/-m left out, so the verdict says they were not judged."""
+        for name, stage in _stages_of(items):
+            self.deselected.setdefault(name, set()).add(stage)
+
+    # -- the verdict ----------------------------------------------------------------------------------
+    def image_reports(self, checks: dict[str, Any]) -> list[ImageReport]:
+        """Reports in the order the images were given; an image no test reached still appears."""
+        out = []
+        for target in self.targets:
+            report = self.collected.get(target.name)
+            if report is None:
+                check = checks.get(target.name)
+                info = check.info if check else ImageInfo(reference=target.reference)
+                report = ImageReport(target.name, info, target.profile.name, [], check.error if check else "")
+            report.require_all_stages = self.require_all
+            judged = {r.stage for r in report.results}
+            report.deselected = [s for s in STAGE_ORDER if s in self.deselected.get(target.name, set()) - judged]
+            out.append(report)
+        return out
+
+    def run_of(self, reports: list[ImageReport], ending: Ending, host: str) -> Any:
+        from . import report as reporting
+
+        return reporting.Run(
+            images=reports,
+            plugin_version=__version__,
+            started=self.started,
+            finished=utc_now(),
+            host=host,
+            argv=_safe_argv(),
+            interrupted=ending.interrupted,
+            nothing_selected=ending.nothing_selected,
+            notes=[ending.message] if ending.message else [],
+        )
+
+    def write_outputs(self, run: Any) -> None:
+        """The JSON verdict and the HTML report; once per session, whichever ending comes first."""
+        from . import report as reporting
+
+        self.written = True
+        option = self.config.getoption
+        json_path, html_path, baseline_path = option("compat_json"), option("compat_html"), option("compat_baseline")
+        baseline = None
+        if baseline_path and html_path:
+            try:
+                baseline = reporting.load_json(baseline_path)
+            except (OSError, ValueError) as exc:
+                sys.stderr.write(f"\npytest-baseimage: baseline {baseline_path} ignored: {one_line(str(exc))}\n")
+        if json_path:
+            reporting.write_json(run, json_path, secrets=self.secrets)
+        if html_path:
+            reporting.write_html(run, html_path, baseline=baseline, secrets=self.secrets)
+
+    # -- the terminal ---------------------------------------------------------------------------------
+    def summary_lines(self, reports: list[ImageReport]) -> list[tuple[str, dict[str, bool]]]:
+        """The "base image verdict" section: (line, markup). Observed text is one line each, escaped."""
+        lines: list[tuple[str, dict[str, bool]]] = []
+        colour = {Verdict.COMPATIBLE: "green", Verdict.NOT_COMPATIBLE: "red"}
+        for report in reports:
+            verdict = report.verdict_line()
+            head, _, rest = verdict.partition(", ")
+            line = f"{one_line(report.name)}: {head.upper()}{', ' + rest if rest else ''} (profile {report.profile})"
+            lines.append((line, {"bold": True, colour.get(report.verdict, "yellow"): True}))
+            if report.error:
+                lines.append((f"  {cut_line(one_line(report.error), SUMMARY_CHARS * 2)}", {}))
+            for result in report.results:
+                if result.status in (Status.FAIL, Status.ERROR, Status.BLOCKED):
+                    text = cut_line(one_line(result.reason or result.observed), SUMMARY_CHARS)
+                    lines.append((f"  {result.stage:8} {result.status.value:7} {text}", {}))
+        return lines
+
+
+def _stages_of(items: Sequence[Any]) -> list[tuple[str, str]]:
+    """(image name, stage) for each compliance item among `items`."""
+    from .target import Target
+
+    found = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        target = callspec.params.get("baseimage") if callspec else None
+        if isinstance(target, Target):
+            found += [(target.name, mark.name) for mark in item.iter_markers() if mark.name in STAGE_ORDER]
+    return found
+
+
+def _safe_argv() -> list[str]:
+    """The command line, without anything that looks like a secret."""
+    return [arg for arg in sys.argv if "password" not in arg.lower() and "token" not in arg.lower()]
