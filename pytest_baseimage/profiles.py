@@ -23,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_PROFILE = "azureml-2020"
+DEFAULT_PROFILE = "azureml-current"
 
 # The schema: section -> allowed keys. Unknown keys are errors, so a typo never silently weakens a gate.
 SCHEMA: dict[str, set[str]] = {
