@@ -158,3 +158,44 @@ def test_without_a_profile_option_the_image_is_judged_by_azureml_current(tmp_pat
     cases = junit(xml)
     assert cases["test_os"]["props"]["profile"] == "azureml-current"
     assert cases["test_os"]["outcome"] == "failure" and cases["test_python"]["outcome"] == "passed"
+
+
+@pytest.mark.docker
+def test_ci_runs_the_test_command_on_the_stock_path_and_no_tests_is_a_loud_failure(tmp_path, docker_client):
+    """`.ci/run` with arguments for pytest: its set-up works on Debian's PATH, and pytest's exit 5 (nothing
+    collected) ends the run non-zero with a line that says so."""
+    clone = clean_clone(tmp_path / "clone")
+    proc = subprocess.run(
+        ["/bin/bash", ".ci/run", "-q", "-m", "no_such_marker", "tests/test_parsers.py"],
+        cwd=clone,
+        env=stock_env(PATH="/nonexistent"),  # .ci/run sets the stock PATH itself
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "=== .venv/bin/python -m pytest -p no:cacheprovider -q -m no_such_marker" in proc.stdout
+    assert "scripts/test: FAILED: pytest collected no tests (exit 5)" in proc.stderr
+
+
+@pytest.mark.docker
+def test_a_user_outside_the_docker_group_is_told_to_join_it(tmp_path, docker_client):
+    """Not "start dockerd": the engine runs, the user may not use it. Checked as `nobody` with no groups."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to become another user")
+    if os.environ.get("DOCKER_HOST", "unix://").startswith(("tcp:", "ssh:")):
+        pytest.skip("the engine is not behind a local socket")
+    clone = clean_clone(tmp_path / "clone")
+    subprocess.run(["chown", "-R", "65534:65534", str(tmp_path)], check=True)
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/bin/bash", "scripts/setup"],
+        cwd=clone,
+        env=stock_env(HOME=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "may not use it" in proc.stderr and "sudo usermod -aG docker" in proc.stderr
+    assert "permission denied" in proc.stderr and "sudo bash scripts/setup" not in proc.stderr
+    assert not (clone / ".venv").exists()
