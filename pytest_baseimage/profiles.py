@@ -25,7 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_PROFILE = "azureml-2020"
+DEFAULT_PROFILE = "azureml-current"
 
 # Releases the remediation templates pick their examples from ({os_image}, {python_example},
 # {conda_example}): the lowest one that satisfies the profile's own rule is suggested. Data, not logic:

@@ -19,6 +19,7 @@ from typing import Any
 import certifi
 import pytest
 from conftest import FIXTURE_PROFILE, MANAGED, leaked_containers, managed_containers, run_pytest
+from docker_network import bridge_gateway
 from engine_proxy import EngineProxy, make_pki, server_tls
 
 pytestmark = pytest.mark.docker
@@ -243,7 +244,7 @@ def test_entries_can_name_their_engine(tmp_path, images, docker_client, no_leaks
 def test_a_remote_engine_runs_every_stage_scoring_included(tmp_path, images, docker_client, no_leaks):
     """An entry whose engine is reached over TCP at a non-loopback address: the scoring server is asked from
     inside its container, so it passes there as on the local engine (it once needed a local engine)."""
-    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    gateway = bridge_gateway(docker_client.networks.get("bridge").attrs)
     proxy = EngineProxy(gateway)
     try:
         matrix = write_matrix(tmp_path / "matrix.toml", ("good",), {"good": f'docker_host = "{proxy.url}"\n'})
@@ -260,7 +261,7 @@ def test_a_remote_engine_runs_every_stage_scoring_included(tmp_path, images, doc
 def test_a_tls_context_reaches_an_engine_that_checks_client_certificates(tmp_path, images, docker_client, no_leaks):
     """A context made by `docker context create … ca=,cert=,key=` for an engine that demands a client certificate
     from its CA; a context with a certificate from another CA is refused in one line (exit 2)."""
-    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    gateway = bridge_gateway(docker_client.networks.get("bridge").attrs)
     pki = make_pki(tmp_path / "pki", gateway)
     proxy = EngineProxy(gateway, tls=server_tls(pki))
     config = tmp_path / "docker-config"
