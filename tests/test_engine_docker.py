@@ -179,3 +179,19 @@ def test_a_live_run_renews_its_lease(engine, images, no_leaks, monkeypatch):
     time.sleep(2.5)
     later = eng.lease_renewed_at(engine.client.api.inspect_container(lease.id)["Name"])
     assert first is not None and later is not None and later > first
+
+
+def test_a_crashed_check_keeps_its_traceback_in_the_json(tmp_path, images, no_leaks):
+    (tmp_path / "conftest.py").write_text(
+        "from dataclasses import replace\n"
+        "from pytest_baseimage import stages\n"
+        "def boom(*args):\n"
+        "    raise RuntimeError('simulated bug')\n"
+        "stages.STAGES['conda'] = replace(stages.STAGES['conda'], check=boom)\n"
+    )
+    verdict = tmp_path / "verdict.json"
+    proc, _cases = certify(tmp_path, images("good"), f"--compat-json={verdict}", "-m", "conda")
+    assert proc.returncode == 2, proc.stdout
+    conda = next(r for r in json.loads(verdict.read_text())["images"][0]["results"] if r["stage"] == "conda")
+    assert conda["details"]["traceback"].startswith("Traceback (most recent call last):")
+    assert "RuntimeError: simulated bug" in conda["details"]["traceback"]
