@@ -328,6 +328,14 @@ def describe_host(client: Any) -> str:
     return url or "docker"
 
 
+@dataclass
+class _Lease:
+    """This session's lease on one engine: its container (once created), and the signal that ends renewal."""
+
+    container: Any = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
 class Engine:
     """A connection to one Docker engine, and the containers this session started on it."""
 
@@ -352,8 +360,7 @@ class Engine:
         self.host = describe_host(self.client)
         self._live: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self._lease: Any = None
-        self._lease_stop = threading.Event()
+        self._lease: _Lease | None = None
         self._storage_opt: bool | None = None  # None: not tried yet; False: the storage driver cannot bound size
         self.stopped_for: dict[str, str] = {}  # container id -> why the watch stopped it (e.g. disk limit)
         _ENGINES.append(self)
@@ -496,29 +503,37 @@ class Engine:
         return self.stopped_for.get(container.id, "")
 
     def remove(self, container: Any) -> bool:
-        """Remove a container; never raises. False when the engine could not be asked (reaping catches it)."""
+        """Remove a container; never raises. False when the engine could not be asked (reaping catches it).
+        Removing the session's last container on this engine ends its lease too."""
         with self._lock:
             self._live.pop(container.id, None)
+            lease = self._idle_lease()
         try:
             container.remove(force=True, v=True)
         except engine_faults() as exc:
-            if _gone(exc):
-                return True
-            log.debug("could not remove container %s: %s", container.id[:12], _short(exc))
-            return False
+            if not _gone(exc):
+                log.debug("could not remove container %s: %s", container.id[:12], _short(exc))
+                return False
+        finally:
+            if lease is not None:
+                self.remove(lease.container)
         return True
 
+    def _idle_lease(self) -> _Lease | None:
+        """Detach the lease (under the lock) when nothing else of this session is left on the engine."""
+        lease = self._lease
+        if lease is None or lease.container is None or any(cid != lease.container.id for cid in self._live):
+            return None
+        self._lease = None
+        lease.stop.set()
+        return lease
+
     def remove_all(self, role: str | None = None) -> None:
-        """Remove every container this engine started (or only those of one role, e.g. "scoring"); removing
-        all of them ends the session's lease."""
-        if role is None:
-            self._lease_stop.set()
+        """Remove every container this engine started (or only those of one role, e.g. "scoring")."""
         with self._lock:
             live = [c for c in self._live.values() if role is None or (c.labels or {}).get(LABEL_ROLE) == role]
         for container in live:
             self.remove(container)
-        if role is None:
-            self._lease = None
 
     def reap_stale(self) -> list[str]:
         """Remove the labelled containers of stale sessions (see `containers_to_reap`); never raises."""
@@ -540,28 +555,27 @@ class Engine:
 
     # -- the session's lease and the watch ----------------------------------------------------------------
     def _ensure_lease(self, image: str) -> None:
-        """Create this session's lease on first use and renew it from a daemon thread while the process lives."""
+        """Create this session's lease when it has a container on the engine and none yet; a daemon thread renews
+        it while the process lives."""
         with self._lock:
             if self._lease is not None:
                 return
-            self._lease = "creating"
+            lease = self._lease = _Lease()
         try:
-            lease = self.create(image, role=LEASE_ROLE, name=lease_name(SESSION_ID, int(time.time())))
+            lease.container = self.create(image, role=LEASE_ROLE, name=lease_name(SESSION_ID, int(time.time())))
         except BaseImageError:
-            with self._lock:
-                self._lease = None  # containers without a lease are reaped only by age: safe, retried next time
+            with self._lock:  # containers without a lease are reaped only by age: safe, and retried next time
+                self._lease = None if self._lease is lease else self._lease
             return
-        self._lease = lease
-        self._lease_stop.clear()
         threading.Thread(target=self._keep_lease, args=(lease,), daemon=True, name="baseimage-lease").start()
 
-    def _keep_lease(self, lease: Any) -> None:
+    def _keep_lease(self, lease: _Lease) -> None:
         last = 0
-        while not self._lease_stop.wait(LEASE_RENEW_S):
+        while not lease.stop.wait(LEASE_RENEW_S):
             now = int(time.time())
             if now != last:
                 with contextlib.suppress(Exception):  # an engine that is down cannot be told; reaping waits
-                    self.client.api.rename(lease.id, lease_name(SESSION_ID, now))
+                    self.client.api.rename(lease.container.id, lease_name(SESSION_ID, now))
                     last = now
             with contextlib.suppress(Exception):
                 self.watch_disk()
@@ -597,7 +611,7 @@ class Engine:
         def run() -> None:
             try:
                 box["result"] = _exec_capped(container.client.api, container.id, cmd, user, max_output)
-            except docker.errors.APIError as exc:
+            except Exception as exc:  # H3-STUB (h2 rewrites exec)
                 box["error"] = exc
 
         worker = threading.Thread(target=run, daemon=True)

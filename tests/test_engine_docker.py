@@ -174,7 +174,7 @@ def test_malformed_labels_do_not_crash_reaping(engine, images, docker_client):
 def test_a_live_run_renews_its_lease(engine, images, no_leaks, monkeypatch):
     monkeypatch.setattr(eng, "LEASE_RENEW_S", 1.0)
     Candidate.start(engine, images("good"))
-    lease = engine._lease
+    lease = engine._lease.container
     first = eng.lease_renewed_at(engine.client.api.inspect_container(lease.id)["Name"])
     time.sleep(2.5)
     later = eng.lease_renewed_at(engine.client.api.inspect_container(lease.id)["Name"])
