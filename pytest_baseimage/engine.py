@@ -611,7 +611,7 @@ class Engine:
         def run() -> None:
             try:
                 box["result"] = _exec_capped(container.client.api, container.id, cmd, user, max_output)
-            except Exception as exc:  # H3-STUB (h2 rewrites exec)
+            except docker.errors.APIError as exc:
                 box["error"] = exc
 
         worker = threading.Thread(target=run, daemon=True)
@@ -665,8 +665,12 @@ class Engine:
                 info.mode = mode
                 info.mtime = int(time.time())
                 tar.addfile(info, io.BytesIO(data))
-        if not container.put_archive(directory, buf.getvalue()):
-            raise EngineError(f"could not copy files into the candidate at {directory}")
+        try:
+            copied = container.put_archive(directory, buf.getvalue())
+        except engine_faults() as exc:
+            raise EngineError(f"could not copy files into the container at {directory}: {_short(exc)}") from None
+        if not copied:
+            raise EngineError(f"could not copy files into the container at {directory}")
 
     @contextmanager
     def container(self, image: str, *, role: str, **options: Any) -> Iterator[Any]:

@@ -173,8 +173,8 @@ class ImageCheck:
             result = StageResult(name, Status.ERROR, reason=str(exc))
         except Exception as exc:  # a crashing check must never read as a pass: the image is unchecked
             result = self._crashed(name, exc)
-        if result.status in (Status.FAIL, Status.ERROR) and self._engine_failed():
-            result = StageResult(name, Status.ERROR, reason=f"could not check the image: {self._engine_down}")
+        if result.status in (Status.FAIL, Status.ERROR):
+            result = self._blame(result)
         result.duration_s = round(time.monotonic() - started, 3)
         return result
 
@@ -187,6 +187,17 @@ class ImageCheck:
         log.debug("the %s check crashed\n%s", name, text)
         reason = f"the {name} check crashed ({type(exc).__name__}: {exc}); a bug in pytest-baseimage"
         return StageResult(name, Status.ERROR, reason=reason, details={"traceback": text[-TRACEBACK_CHARS:]})
+
+    def _blame(self, result: StageResult) -> StageResult:
+        """A failure seen after the engine stopped answering is the engine's; one seen after the session stopped
+        the candidate for a bound it passed (its disk) is the image's, and says so."""
+        if self._engine_failed():
+            return StageResult(result.stage, Status.ERROR, reason=f"could not check the image: {self._engine_down}")
+        stopped = self._engine.stopped_for.get(self._candidate.id, "") if self._engine and self._candidate else ""
+        if stopped and self._candidate is not None and self._candidate.running:
+            expected = "a container that stays within its bounds"
+            return StageResult(result.stage, Status.FAIL, expected, f"the candidate was stopped: {stopped}")
+        return result
 
     def _engine_failed(self) -> bool:
         """Whether the engine stopped answering: then a failure or crash seen now is the engine's, not the image's."""

@@ -195,3 +195,19 @@ def test_a_crashed_check_keeps_its_traceback_in_the_json(tmp_path, images, no_le
     conda = next(r for r in json.loads(verdict.read_text())["images"][0]["results"] if r["stage"] == "conda")
     assert conda["details"]["traceback"].startswith("Traceback (most recent call last):")
     assert "RuntimeError: simulated bug" in conda["details"]["traceback"]
+
+
+def test_a_candidate_that_writes_past_the_disk_limit_is_stopped(engine, images, no_leaks, monkeypatch):
+    """Where the storage driver cannot bound a container's size (overlay2 on ext4), the session watches it."""
+    monkeypatch.setattr(eng, "DEFAULT_DISK_LIMIT_BYTES", 8 << 20)
+    candidate = Candidate.start(engine, images("good"))
+    if engine._storage_opt:
+        pytest.skip("this engine's storage driver bounds the size itself (storage_opt size)")
+    assert engine.watch_disk() == []
+    candidate.exec(["/bin/sh", "-c", "head -c 16777216 /dev/zero > /var/tmp/fill"])
+    assert engine.watch_disk() == [candidate.id]
+    assert "over the limit of 8 MiB; it was stopped" in engine.stopped_for[candidate.id]
+    deadline = time.monotonic() + 10
+    while engine.client.api.inspect_container(candidate.id)["State"]["Running"]:
+        assert time.monotonic() < deadline, "the candidate still runs"
+        time.sleep(0.2)
