@@ -204,35 +204,48 @@ def unreachable_message(where: str, error: str) -> str:
     )
 
 
-# The start errors that are provably the image's own: (pattern in the engine's error, what to tell the user).
-# Anything else a start can fail with (a daemon restarting, a runtime error, a full disk) is the engine's.
-_IMAGE_START_FAULTS: tuple[tuple[re.Pattern[str], str], ...] = (
+# The start errors that are provably the image's own: (pattern in the engine's error, what to tell the user,
+# whether every command fails alike). Anything else a start can fail with (a daemon restarting, a runtime
+# error, a full disk) is the engine's.
+_IMAGE_START_FAULTS: tuple[tuple[re.Pattern[str], str, bool], ...] = (
     (
         re.compile(r"unable to find user ([^:\s]+): no matching entries in passwd file"),
         "the image's USER {0} does not exist in /etc/passwd",
+        True,
     ),
     (
         re.compile(r"unable to find group ([^:\s]+): no matching entries in group file"),
         "the image's USER names group {0}, which does not exist in /etc/group",
+        True,
     ),
     (
         re.compile(r"exec format error"),
         "the image's programs are built for another CPU (exec format error): rebuild it for linux/amd64",
+        True,
     ),
     (
         re.compile(r'exec: "([^"]*)": (?:executable file not found|stat [^:]*: no such file or directory)'),
         "`{0}` is not in the image",
+        False,
     ),
-    (re.compile(r'exec: "([^"]*)": permission denied'), "`{0}` in the image is not executable"),
+    (re.compile(r'exec: "([^"]*)": permission denied'), "`{0}` in the image is not executable", False),
 )
 
 
-def image_start_fault(error: str) -> str | None:
+@dataclass(frozen=True)
+class StartFault:
+    """Why the image cannot run a command: said for a user, and whether any other command would fail alike."""
+
+    reason: str
+    every_command: bool = False  # a missing USER or a foreign CPU: no other keep-alive command can help
+
+
+def image_start_fault(error: str) -> StartFault | None:
     """What the image did wrong, when a start error is provably its own; None when the engine is to blame."""
-    for pattern, message in _IMAGE_START_FAULTS:
+    for pattern, message, every in _IMAGE_START_FAULTS:
         match = pattern.search(error)
         if match:
-            return message.format(*match.groups())
+            return StartFault(message.format(*match.groups()), every)
     return None
 
 
@@ -363,6 +376,7 @@ class Engine:
         self._lease: _Lease | None = None
         self._storage_opt: bool | None = None  # None: not tried yet; False: the storage driver cannot bound size
         self.stopped_for: dict[str, str] = {}  # container id -> why the watch stopped it (e.g. disk limit)
+        self._start_faults: dict[str, StartFault] = {}  # container id -> why it could not start
         _ENGINES.append(self)
 
     def answers(self) -> bool:
@@ -465,13 +479,12 @@ class Engine:
         return self.client.containers.create(image, **settings)
 
     def start(self, container: Any) -> bool:
-        """Start a created container; False when the image cannot run its command (the reason is kept for
-        `start_failure`). An engine that fails (not the image) raises EngineError."""
+        """Start a created container; False when the image cannot run its command (see `start_failure`).
+        An engine that fails (not the image) raises EngineError."""
         try:
             container.start()
         except engine_faults() as exc:
-            reason = self._start_reason(exc)
-            self.stopped_for[container.id] = reason
+            self._start_faults[container.id] = self._start_fault(exc)
             return False
         try:
             container.reload()
@@ -480,14 +493,13 @@ class Engine:
         if container.status == "running":
             return True
         state = container.attrs.get("State") or {}
-        error = str(state.get("Error") or "")
-        self.stopped_for[container.id] = image_start_fault(error) or (
-            f"its command `{' '.join(container.attrs.get('Config', {}).get('Entrypoint') or [])}` ended at once "
-            f"(exit code {state.get('ExitCode')})"
+        command = " ".join((container.attrs.get("Config") or {}).get("Entrypoint") or [])
+        self._start_faults[container.id] = image_start_fault(str(state.get("Error") or "")) or StartFault(
+            f"its command `{command}` ended at once (exit code {state.get('ExitCode')})"
         )
         return False
 
-    def _start_reason(self, exc: BaseException) -> str:
+    def _start_fault(self, exc: BaseException) -> StartFault:
         """The image's fault in a start error, or EngineError: a GPU the host cannot give is left to the caller
         (the gpu stage says so), everything else that is not provably the image's is the engine's."""
         text = str(getattr(exc, "explanation", None) or exc)
@@ -495,12 +507,12 @@ class Engine:
         if fault:
             return fault
         if "device driver" in text or "nvidia" in text.lower():
-            return text[:300]
+            return StartFault(text[:300])
         raise EngineError(f"the Docker engine could not start a container: {_short(exc)}") from None
 
-    def start_failure(self, container: Any) -> str:
-        """Why `start` returned False for this container ('' when it did not)."""
-        return self.stopped_for.get(container.id, "")
+    def start_failure(self, container: Any) -> StartFault | None:
+        """Why `start` returned False for this container (None when it did not)."""
+        return self._start_faults.get(container.id)
 
     def remove(self, container: Any) -> bool:
         """Remove a container; never raises. False when the engine could not be asked (reaping catches it).
@@ -691,14 +703,13 @@ class Candidate:
     container: Any
     running: bool
     keepalive: list[str] = field(default_factory=list)
-
     start_error: str = ""  # why no keep-alive command could run, when `running` is False
 
     @classmethod
     def start(cls, engine: Engine, image: str) -> Candidate:
         """Create the container, then try each keep-alive command; a static-only candidate is still useful.
-        Only a command the image lacks moves on to the next one: a missing USER or a foreign CPU fails them all."""
-        reason = ""
+        A missing USER or a foreign CPU fails every command alike: then the next one is not tried."""
+        fault = None
         for command in KEEPALIVE_COMMANDS:
             container = engine.create(image, role="candidate", command=command)
             try:
@@ -708,14 +719,15 @@ class Candidate:
                 raise
             if started:
                 return cls(engine, image, container, True, command)
-            reason = engine.start_failure(container)
+            fault = engine.start_failure(container)
             engine.remove(container)
-            if " is not in the image" not in reason:
+            if fault is not None and fault.every_command:
                 break
-        # Nothing runs in this image: keep a created container for the archive API. A command that is missing
-        # everywhere is the probe's usual note ("no `sleep`, no /bin/sh"); any other reason is kept.
+        # Nothing runs in this image: keep a created container for the archive API. Commands that are missing
+        # get the probe's usual note ("no `sleep`, no /bin/sh"); a reason of the image's own is kept.
         container = engine.create(image, role="candidate", command=KEEPALIVE_COMMANDS[0])
-        return cls(engine, image, container, False, [], "" if " is not in the image" in reason else reason)
+        reason = fault.reason if fault is not None and " is not in the image" not in fault.reason else ""
+        return cls(engine, image, container, False, [], reason)
 
     @property
     def id(self) -> str:
