@@ -83,8 +83,8 @@ class ImageCheck:
         self._engine: Engine | None = None
         self._candidate: Candidate | None = None
         self._facts: Facts | None = None
-        self._facts_error: BaseException | None = None
-        self._engine_down = ""  # a probe that failed is not run again by the next stage
+        self._facts_error: BaseException | None = None  # a probe that failed is not run again by the next stage
+        self._engine_down = ""  # why the engine is taken for gone: every later failure is then the engine's
         self._results: dict[str, StageResult] = {}
         self._prepared = False
         self.selected: set[str] = set()  # the stages this session will ask for (set by the plugin)
