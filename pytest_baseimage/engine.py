@@ -494,7 +494,8 @@ class Engine:
             return True
         state = container.attrs.get("State") or {}
         command = " ".join((container.attrs.get("Config") or {}).get("Entrypoint") or [])
-        self._start_faults[container.id] = image_start_fault(str(state.get("Error") or "")) or StartFault(
+        said = f"{state.get('Error') or ''}\n{_log_tail(container)}"  # newer runc logs exec errors, exit 1
+        self._start_faults[container.id] = image_start_fault(said) or StartFault(
             f"its command `{command}` ended at once (exit code {state.get('ExitCode')})"
         )
         return False
@@ -765,6 +766,15 @@ def install_signal_handlers() -> None:
 
 
 atexit.register(cleanup_all)
+
+
+def _log_tail(container: Any, max_bytes: int = 4096) -> str:
+    """The end of a container's log (its last lines, then bytes), for why it ended; '' when it cannot be read."""
+    try:
+        data = container.logs(stdout=True, stderr=True, tail=5)
+    except Exception:
+        return ""
+    return bytes(data or b"")[-max_bytes:].decode("utf-8", "replace")
 
 
 def _gone(exc: BaseException) -> bool:

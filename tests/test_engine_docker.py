@@ -53,12 +53,19 @@ def test_keep_alive_without_sleep_runs_and_burns_no_cpu(engine, images, no_leaks
     assert candidate.exec(["/bin/sh", "-c", "echo alive"]).stdout.strip() == "alive"
 
 
-def test_unknown_user_is_named_not_read_as_no_shell(tmp_path, images, no_leaks):
-    proc, cases = certify(tmp_path, images("engine-nosuchuser"))
+@pytest.mark.parametrize(
+    ("variant", "cause"),
+    [
+        ("engine-nosuchuser", "the image's USER nosuchuser does not exist in /etc/passwd"),
+        ("engine-foreign-cpu", "the image's programs are built for another CPU (exec format error)"),
+    ],
+)
+def test_why_no_process_can_start_is_named_not_read_as_no_shell(tmp_path, images, no_leaks, variant, cause):
+    proc, cases = certify(tmp_path, images(variant))
     assert proc.returncode == 1, proc.stdout
     for stage in ("conda", "python"):
         message = cases[f"test_{stage}"]["message"]
-        assert "the image's USER nosuchuser does not exist in /etc/passwd" in message, message
+        assert cause in message, message
         assert "no shell" not in message
     assert cases["test_os"]["outcome"] == "passed"  # read from files: no process needed
 
