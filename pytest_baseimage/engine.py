@@ -379,10 +379,12 @@ class Engine:
         self._start_faults: dict[str, StartFault] = {}  # container id -> why it could not start
         _ENGINES.append(self)
 
-    def answers(self) -> bool:
-        """Whether the engine still answers: a failure seen after it stopped answering is not the image's."""
+    def answers(self, timeout: float = 10.0) -> bool:
+        """Whether the engine still answers, within `timeout` (a hung daemon must not hold every failing stage
+        for the client's 120 s): a failure seen after it stopped answering is not the image's."""
+        api = self.client.api
         try:
-            self.client.ping()
+            api._raise_for_status(api._get(api._url("/_ping"), timeout=timeout))
         except Exception:
             return False
         return True
