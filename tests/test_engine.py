@@ -198,3 +198,16 @@ def test_a_bad_probe_timeout_is_a_one_line_usage_error(tmp_path, value):
     assert proc.returncode == 4
     assert "--probe-timeout" in proc.stderr and "expected a number of seconds above 0" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_matrix_entry_sets_its_own_probe_timeout(tmp_path):
+    from pytest_baseimage import matrix, plugin
+
+    schemas = matrix.part_schemas(plugin.PARTS)
+    good = tmp_path / "good.toml"
+    good.write_text('[[images]]\nref = "a:1"\n[images.probe]\ntimeout_s = 5\n')
+    assert matrix.load(good, schemas).entries[0].settings.options["probe"] == {"timeout_s": 5.0}
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[images]]\nref = "a:1"\n[images.probe]\ntimeout_s = 0\n')
+    with pytest.raises(matrix.MatrixError, match=r"probe.timeout_s: 0: expected a number of seconds above 0"):
+        matrix.load(bad, schemas)
