@@ -1,7 +1,9 @@
 """Container lifecycle: the only module (with scoring and registry) that talks to the Docker engine.
 
 Every container is labelled with the session that started it, so that it can be removed at the end, on
-Ctrl-C, at interpreter exit, and by the next run if this one was killed (see `reap_stale`).
+Ctrl-C, at interpreter exit, and by the next run if this one was killed (see `reap_stale`): a live session
+renews a lease on each engine it uses, and only the containers of sessions whose lease went stale are reaped.
+Engine trouble is EngineError ("could not be checked"); only what is provably the image's counts against it.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import posixpath
+import re
 import signal
 import socket
 import tarfile
@@ -25,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EngineError, ImageNotFound
+from .errors import BaseImageError, EngineError, ImageNotFound
 from .results import ImageInfo
+
+log = logging.getLogger("pytest_baseimage")
 
 LABEL = "org.pytest-baseimage"
 LABEL_MANAGED = f"{LABEL}.managed"
@@ -35,18 +41,34 @@ LABEL_HOST = f"{LABEL}.host"
 LABEL_SESSION = f"{LABEL}.session"
 LABEL_EXPIRES = f"{LABEL}.expires"
 LABEL_ROLE = f"{LABEL}.role"
+LABEL_PIDNS = f"{LABEL}.pidns"  # the owner's PID namespace: a pid is only meaningful inside its own
 
 # A container older than this is stale even when its owner cannot be checked (another host's engine).
 MAX_AGE_S = 12 * 3600
 SESSION_ID = uuid.uuid4().hex[:12]
 
+# The session lease: a created (never started) container per session and engine, renamed every
+# LEASE_RENEW_S to `LEASE_PREFIX<session>-<unix time>`. Labels are immutable, a name is not, and a rename
+# is one cheap call any engine supports. A lease not renewed for LEASE_STALE_S marks its session stale.
+LEASE_ROLE = "lease"
+LEASE_PREFIX = "pytest-baseimage-lease-"
+LEASE_RENEW_S = 20.0
+LEASE_STALE_S = 120.0
+
 # Resource limits for untrusted candidates: enough to import a framework and boot a server, not more.
 DEFAULT_MEM_LIMIT = "2g"
 DEFAULT_PIDS_LIMIT = 512
-# The keep-alive command: plain `sleep` exists in coreutils and busybox; the shell loop is the fallback.
+DEFAULT_NANO_CPUS = 1_000_000_000  # one CPU
+DEFAULT_LOG_CONFIG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "1"}}
+DISABLED_HEALTHCHECK = {"test": ["NONE"]}
+# What a container may write to its own filesystem: enforced by the storage driver where it can
+# (storage_opt size: overlay2 on xfs with pquota, btrfs, zfs, devicemapper), else watched and stopped past it.
+DEFAULT_DISK_LIMIT_BYTES = 2 << 30
+# The keep-alive command: plain `sleep` exists in coreutils and busybox. The fallback is a shell builtin that
+# blocks on the container's stdin, which stays open and empty (stdin_open): no `sleep`, no busy loop.
 KEEPALIVE_COMMANDS: tuple[list[str], ...] = (
     ["sleep", "2147483647"],
-    ["/bin/sh", "-c", "while :; do sleep 3600; done"],
+    ["/bin/sh", "-c", "read -r _ignored"],
 )
 
 
@@ -159,12 +181,172 @@ def pin_engine_ca(session: Any) -> None:
     session.merge_environment_settings = merge_keeping_ca
 
 
+def engine_faults() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean the engine (not the image) failed: the SDK's own, and the HTTP layer's
+    (a daemon that died mid-request raises requests' ConnectionError, not a DockerException)."""
+    import docker
+    import requests
+
+    return (docker.errors.DockerException, requests.exceptions.RequestException, ConnectionError)
+
+
+def unreachable_message(where: str, error: str) -> str:
+    """Why the engine cannot be used, with the fix that fits: a socket we may not open is not a missing daemon."""
+    if "permission denied" in error.lower():
+        socket_path = where.removeprefix("unix://") if where.startswith("unix://") else where
+        return (
+            f"permission denied on {socket_path}: add your user to the docker group "
+            "(`sudo usermod -aG docker $USER`, then log in again) or run as root"
+        )
+    return (
+        f"cannot reach the Docker engine at {where} ({error}); "
+        "start it (e.g. `dockerd`, or `.ci/docker-up`) or set DOCKER_HOST"
+    )
+
+
+# The start errors that are provably the image's own: (pattern in the engine's error, what to tell the user,
+# whether every command fails alike). Anything else a start can fail with (a daemon restarting, a runtime
+# error, a full disk) is the engine's.
+_IMAGE_START_FAULTS: tuple[tuple[re.Pattern[str], str, bool], ...] = (
+    (
+        re.compile(r"unable to find user ([^:\s]+): no matching entries in passwd file"),
+        "the image's USER {0} does not exist in /etc/passwd",
+        True,
+    ),
+    (
+        re.compile(r"unable to find group ([^:\s]+): no matching entries in group file"),
+        "the image's USER names group {0}, which does not exist in /etc/group",
+        True,
+    ),
+    (
+        re.compile(r"exec format error"),
+        "the image's programs are built for another CPU (exec format error): rebuild it for linux/amd64",
+        True,
+    ),
+    (
+        re.compile(r'exec: "([^"]*)": (?:executable file not found|stat [^:]*: no such file or directory)'),
+        "`{0}` is not in the image",
+        False,
+    ),
+    (re.compile(r'exec: "([^"]*)": permission denied'), "`{0}` in the image is not executable", False),
+)
+
+
+@dataclass(frozen=True)
+class StartFault:
+    """Why the image cannot run a command: said for a user, and whether any other command would fail alike."""
+
+    reason: str
+    every_command: bool = False  # a missing USER or a foreign CPU: no other keep-alive command can help
+
+
+def image_start_fault(error: str) -> StartFault | None:
+    """What the image did wrong, when a start error is provably its own; None when the engine is to blame."""
+    for pattern, message, every in _IMAGE_START_FAULTS:
+        match = pattern.search(error)
+        if match:
+            return StartFault(message.format(*match.groups()), every)
+    return None
+
+
+def _pid_namespace() -> str:
+    """This process's PID namespace ("pid:[4026531836]"), '' where /proc does not say."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _number(value: Any) -> float | None:
+    """A label's number, or None when it is missing or malformed (labels are anyone's to write)."""
+    try:
+        number = float(str(value))
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def lease_name(session: str, renewed: int) -> str:
+    return f"{LEASE_PREFIX}{session}-{renewed}"
+
+
+def lease_renewed_at(name: str) -> float | None:
+    """When a lease container (by its name) was last renewed; None for a name that is not a lease's."""
+    name = name.lstrip("/")
+    if not name.startswith(LEASE_PREFIX):
+        return None
+    return _number(name.rsplit("-", 1)[-1])
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Where the reaper runs: a pid is checked only on the same host and in the same PID namespace."""
+
+    host: str
+    pidns: str
+    session: str
+    now: float
+
+
+def containers_to_reap(entries: list[dict[str, Any]], owner: Owner, keep: frozenset[str] = frozenset()) -> list[str]:
+    """Ids of labelled containers (entries of the engine's container list) that belong to stale sessions.
+
+    A session with a lease is stale when the lease was not renewed for LEASE_STALE_S, or when its owner runs
+    on this host, in this PID namespace, and is gone. A container without a lease (an older run) is stale
+    only when it is older than MAX_AGE_S, or when its owner is provably gone in the same way."""
+    leases: dict[str, float] = {}
+    dead: set[str] = set()
+    for entry in entries:
+        labels = entry.get("Labels") or {}
+        if labels.get(LABEL_ROLE) != LEASE_ROLE:
+            continue
+        session = str(labels.get(LABEL_SESSION) or "")
+        renewed = max((lease_renewed_at(n) or 0.0 for n in entry.get("Names") or []), default=0.0)
+        leases[session] = max(leases.get(session, 0.0), renewed)
+        if _owner_gone(labels, owner):
+            dead.add(session)
+    stale = {s for s, renewed in leases.items() if owner.now - renewed > LEASE_STALE_S} | dead
+    out = []
+    for entry in entries:
+        labels = entry.get("Labels") or {}
+        session = str(labels.get(LABEL_SESSION) or "")
+        if entry.get("Id") in keep or (session and session == owner.session):
+            continue
+        if session in leases:
+            if session in stale:
+                out.append(entry["Id"])
+            continue
+        expires = _number(labels.get(LABEL_EXPIRES))
+        created = _number(entry.get("Created"))
+        too_old = (expires is not None and owner.now > expires) or (
+            created is not None and owner.now - created > MAX_AGE_S
+        )
+        if too_old or _owner_gone(labels, owner):
+            out.append(entry["Id"])
+    return out
+
+
+def _owner_gone(labels: dict[str, str], owner: Owner) -> bool:
+    """The owning process is provably gone: same host, same PID namespace (both known), and no such pid."""
+    pid = _number(labels.get(LABEL_PID))
+    same_place = labels.get(LABEL_HOST) == owner.host and owner.pidns and labels.get(LABEL_PIDNS) == owner.pidns
+    return bool(same_place) and pid is not None and pid == int(pid) and not _pid_alive(int(pid))
+
+
 def describe_host(client: Any) -> str:
     """Where the engine is, as a user would write it (the SDK says http+docker://localhost for a socket)."""
     url = str(getattr(client.api, "base_url", ""))
     if url.startswith("http+docker://"):
         return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     return url or "docker"
+
+
+@dataclass
+class _Lease:
+    """This session's lease on one engine: its container (once created), and the signal that ends renewal."""
+
+    container: Any = None
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 class Engine:
@@ -187,15 +369,25 @@ class Engine:
             context = docker_context or os.environ.get("DOCKER_CONTEXT")
             named = f"{docker_host} (context {docker_context})" if docker_context else docker_host
             where = named or os.environ.get("DOCKER_HOST") or (f"context {context}" if context else "")
-            where = where or "unix:///var/run/docker.sock"
-            raise EngineError(
-                f"cannot reach the Docker engine at {where} ({_short(exc)}); "
-                "start it (e.g. `dockerd`, or `.ci/docker-up`) or set DOCKER_HOST"
-            ) from None
+            raise EngineError(unreachable_message(where or "unix:///var/run/docker.sock", _short(exc))) from None
         self.host = describe_host(self.client)
         self._live: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._lease: _Lease | None = None
+        self._storage_opt: bool | None = None  # None: not tried yet; False: the storage driver cannot bound size
+        self.stopped_for: dict[str, str] = {}  # container id -> why the watch stopped it (e.g. disk limit)
+        self._start_faults: dict[str, StartFault] = {}  # container id -> why it could not start
         _ENGINES.append(self)
+
+    def answers(self, timeout: float = 10.0) -> bool:
+        """Whether the engine still answers, within `timeout` (a hung daemon must not hold every failing stage
+        for the client's 120 s): a failure seen after it stopped answering is not the image's."""
+        api = self.client.api
+        try:
+            api._raise_for_status(api._get(api._url("/_ping"), timeout=timeout))
+        except Exception:
+            return False
+        return True
 
     # -- images ---------------------------------------------------------------------------------------
     def image_info(self, reference: str) -> ImageInfo:
@@ -206,7 +398,7 @@ class Engine:
             image = self.client.images.get(reference)
         except docker.errors.ImageNotFound:
             raise ImageNotFound(f"image '{reference}' is not on the Docker engine at {self.host}") from None
-        except docker.errors.APIError as exc:
+        except engine_faults() as exc:
             raise EngineError(f"cannot inspect image '{reference}': {_short(exc)}") from None
         attrs = image.attrs
         digests = attrs.get("RepoDigests") or []
@@ -228,17 +420,19 @@ class Engine:
             LABEL_MANAGED: "1",
             LABEL_PID: str(os.getpid()),
             LABEL_HOST: socket.gethostname(),
+            LABEL_PIDNS: _pid_namespace(),
             LABEL_SESSION: SESSION_ID,
             LABEL_EXPIRES: str(int(time.time()) + MAX_AGE_S),
             LABEL_ROLE: role,
         }
 
     def create(self, image: str, *, role: str, command: list[str] | None = None, **options: Any) -> Any:
-        """Create (not start) a hardened, labelled container; it is tracked until `remove`."""
+        """Create (not start) a hardened, bounded, labelled container; it is tracked until `remove`."""
         import docker
 
+        entrypoint = command or KEEPALIVE_COMMANDS[0]
         settings: dict[str, Any] = {
-            "entrypoint": command or KEEPALIVE_COMMANDS[0],
+            "entrypoint": entrypoint,
             "command": [],
             "labels": self.labels(role),
             "detach": True,
@@ -246,6 +440,10 @@ class Engine:
             "network_mode": "none",
             "mem_limit": DEFAULT_MEM_LIMIT,
             "pids_limit": DEFAULT_PIDS_LIMIT,
+            "nano_cpus": DEFAULT_NANO_CPUS,
+            "log_config": DEFAULT_LOG_CONFIG,
+            "healthcheck": DISABLED_HEALTHCHECK,
+            "stdin_open": entrypoint in KEEPALIVE_COMMANDS,  # the fallback keep-alive blocks on this stdin
             "security_opt": ["no-new-privileges"],
             "cap_drop": ["ALL"],
             "cap_add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "KILL"],
@@ -255,69 +453,167 @@ class Engine:
             if options.get(forbidden):
                 raise ValueError(f"candidates never get {forbidden}")
         try:
-            container = self.client.containers.create(image, **settings)
+            container = self._create_bounded(image, settings)
         except docker.errors.ImageNotFound:
             raise ImageNotFound(f"image '{image}' is not on the Docker engine at {self.host}") from None
-        except docker.errors.APIError as exc:
+        except engine_faults() as exc:
             raise EngineError(f"cannot create a container from '{image}': {_short(exc)}") from None
         with self._lock:
             self._live[container.id] = container
+        if role != LEASE_ROLE:
+            self._ensure_lease(image)
         return container
 
-    def start(self, container: Any) -> bool:
-        """Start a created container; False when its command cannot run (e.g. the image has no `sleep`)."""
+    def _create_bounded(self, image: str, settings: dict[str, Any]) -> Any:
+        """Create with a size bound on the container's writable layer where the storage driver has one; an
+        engine that refuses it is asked without, once, and its containers' size is watched instead."""
         import docker
 
+        if self._storage_opt is not False and "storage_opt" not in settings:
+            try:
+                container = self.client.containers.create(
+                    image, storage_opt={"size": str(DEFAULT_DISK_LIMIT_BYTES)}, **settings
+                )
+                self._storage_opt = True
+                return container
+            except docker.errors.APIError as exc:
+                if "storage" not in str(exc).lower() and "size" not in str(exc).lower():
+                    raise
+                self._storage_opt = False
+        return self.client.containers.create(image, **settings)
+
+    def start(self, container: Any) -> bool:
+        """Start a created container; False when the image cannot run its command (see `start_failure`).
+        An engine that fails (not the image) raises EngineError."""
         try:
             container.start()
-        except docker.errors.APIError:
+        except engine_faults() as exc:
+            self._start_faults[container.id] = self._start_fault(exc)
             return False
-        container.reload()
-        return container.status == "running"
+        try:
+            container.reload()
+        except engine_faults() as exc:
+            raise EngineError(f"the Docker engine failed after starting a container: {_short(exc)}") from None
+        if container.status == "running":
+            return True
+        state = container.attrs.get("State") or {}
+        command = " ".join((container.attrs.get("Config") or {}).get("Entrypoint") or [])
+        said = f"{state.get('Error') or ''}\n{_log_tail(container)}"  # newer runc logs exec errors, exit 1
+        self._start_faults[container.id] = image_start_fault(said) or StartFault(
+            f"its command `{command}` ended at once (exit code {state.get('ExitCode')})"
+        )
+        return False
 
-    def remove(self, container: Any) -> None:
-        import docker
+    def _start_fault(self, exc: BaseException) -> StartFault:
+        """The image's fault in a start error, or EngineError: a GPU the host cannot give is left to the caller
+        (the gpu stage says so), everything else that is not provably the image's is the engine's."""
+        text = str(getattr(exc, "explanation", None) or exc)
+        fault = image_start_fault(text)
+        if fault:
+            return fault
+        if "device driver" in text or "nvidia" in text.lower():
+            return StartFault(text[:300])
+        raise EngineError(f"the Docker engine could not start a container: {_short(exc)}") from None
 
+    def start_failure(self, container: Any) -> StartFault | None:
+        """Why `start` returned False for this container (None when it did not)."""
+        return self._start_faults.get(container.id)
+
+    def remove(self, container: Any) -> bool:
+        """Remove a container; never raises. False when the engine could not be asked (reaping catches it).
+        Removing the session's last container on this engine ends its lease too."""
         with self._lock:
             self._live.pop(container.id, None)
+            lease = self._idle_lease()
         try:
             container.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if "already in progress" not in str(exc):
-                raise
+        except engine_faults() as exc:
+            if not _gone(exc):
+                log.debug("could not remove container %s: %s", container.id[:12], _short(exc))
+                return False
+        finally:
+            if lease is not None:
+                self.remove(lease.container)
+        return True
+
+    def _idle_lease(self) -> _Lease | None:
+        """Detach the lease (under the lock) when nothing else of this session is left on the engine."""
+        lease = self._lease
+        if lease is None or lease.container is None or any(cid != lease.container.id for cid in self._live):
+            return None
+        self._lease = None
+        lease.stop.set()
+        return lease
 
     def remove_all(self, role: str | None = None) -> None:
         """Remove every container this engine started (or only those of one role, e.g. "scoring")."""
         with self._lock:
             live = [c for c in self._live.values() if role is None or (c.labels or {}).get(LABEL_ROLE) == role]
         for container in live:
-            with contextlib.suppress(Exception):  # best effort on the way out; reap_stale catches the rest
-                self.remove(container)
+            self.remove(container)
 
     def reap_stale(self) -> list[str]:
-        """Remove labelled containers whose owning process is gone (same host) or which are too old."""
-        host = socket.gethostname()
-        now = time.time()
-        removed = []
+        """Remove the labelled containers of stale sessions (see `containers_to_reap`); never raises."""
         try:
-            containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=1"})
+            entries = self.client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=1"})
         except Exception:
-            return removed
-        for container in containers:
-            labels = container.labels or {}
-            if container.id in self._live:
-                continue
-            expired = now > float(labels.get(LABEL_EXPIRES) or 0)
-            orphan = labels.get(LABEL_HOST) == host and not _pid_alive(int(labels.get(LABEL_PID) or 0))
-            if expired or orphan:
-                try:
-                    container.remove(force=True, v=True)
-                    removed.append(container.name)
-                except Exception:
-                    pass
+            return []
+        owner = Owner(socket.gethostname(), _pid_namespace(), SESSION_ID, time.time())
+        with self._lock:
+            keep = frozenset(self._live)
+        removed = []
+        for container_id in containers_to_reap(entries, owner, keep):
+            try:
+                self.client.api.remove_container(container_id, force=True, v=True)
+                removed.append(container_id)
+            except Exception:
+                pass
         return removed
+
+    # -- the session's lease and the watch ----------------------------------------------------------------
+    def _ensure_lease(self, image: str) -> None:
+        """Create this session's lease when it has a container on the engine and none yet; a daemon thread renews
+        it while the process lives."""
+        with self._lock:
+            if self._lease is not None:
+                return
+            lease = self._lease = _Lease()
+        try:
+            lease.container = self.create(image, role=LEASE_ROLE, name=lease_name(SESSION_ID, int(time.time())))
+        except BaseImageError:
+            with self._lock:  # containers without a lease are reaped only by age: safe, and retried next time
+                self._lease = None if self._lease is lease else self._lease
+            return
+        threading.Thread(target=self._keep_lease, args=(lease,), daemon=True, name="baseimage-lease").start()
+
+    def _keep_lease(self, lease: _Lease) -> None:
+        last = 0
+        while not lease.stop.wait(LEASE_RENEW_S):
+            now = int(time.time())
+            if now != last:
+                with contextlib.suppress(Exception):  # an engine that is down cannot be told; reaping waits
+                    self.client.api.rename(lease.container.id, lease_name(SESSION_ID, now))
+                    last = now
+            with contextlib.suppress(Exception):
+                self.watch_disk()
+
+    def watch_disk(self) -> list[str]:
+        """Stop this session's containers that wrote more than DEFAULT_DISK_LIMIT_BYTES, where the storage driver
+        cannot bound it; the reason is kept in `stopped_for`. Returns the ids it stopped."""
+        if self._storage_opt is not False:
+            return []
+        entries = self.client.api.containers(filters={"label": f"{LABEL_SESSION}={SESSION_ID}"}, size=True)
+        stopped = []
+        for entry in entries:
+            written = _number(entry.get("SizeRw")) or 0
+            if written > DEFAULT_DISK_LIMIT_BYTES:
+                self.stopped_for[entry["Id"]] = (
+                    f"it wrote {int(written) >> 20} MiB to its filesystem, over the limit of "
+                    f"{DEFAULT_DISK_LIMIT_BYTES >> 20} MiB; it was stopped"
+                )
+                self.client.api.kill(entry["Id"])
+                stopped.append(entry["Id"])
+        return stopped
 
     # -- inside a container -------------------------------------------------------------------------
     def exec(
@@ -386,8 +682,12 @@ class Engine:
                 info.mode = mode
                 info.mtime = int(time.time())
                 tar.addfile(info, io.BytesIO(data))
-        if not container.put_archive(directory, buf.getvalue()):
-            raise EngineError(f"could not copy files into the candidate at {directory}")
+        try:
+            copied = container.put_archive(directory, buf.getvalue())
+        except engine_faults() as exc:
+            raise EngineError(f"could not copy files into the container at {directory}: {_short(exc)}") from None
+        if not copied:
+            raise EngineError(f"could not copy files into the container at {directory}")
 
     @contextmanager
     def container(self, image: str, *, role: str, **options: Any) -> Iterator[Any]:
@@ -408,18 +708,31 @@ class Candidate:
     container: Any
     running: bool
     keepalive: list[str] = field(default_factory=list)
+    start_error: str = ""  # why no keep-alive command could run, when `running` is False
 
     @classmethod
     def start(cls, engine: Engine, image: str) -> Candidate:
-        """Create the container, then try each keep-alive command; a static-only candidate is still useful."""
+        """Create the container, then try each keep-alive command; a static-only candidate is still useful.
+        A missing USER or a foreign CPU fails every command alike: then the next one is not tried."""
+        fault = None
         for command in KEEPALIVE_COMMANDS:
             container = engine.create(image, role="candidate", command=command)
-            if engine.start(container):
+            try:
+                started = engine.start(container)
+            except BaseException:
+                engine.remove(container)
+                raise
+            if started:
                 return cls(engine, image, container, True, command)
+            fault = engine.start_failure(container)
             engine.remove(container)
-        # Nothing runs in this image (no sleep, no shell): keep a created container for the archive API.
+            if fault is not None and fault.every_command:
+                break
+        # Nothing runs in this image: keep a created container for the archive API. Commands that are missing
+        # get the probe's usual note ("no `sleep`, no /bin/sh"); a reason of the image's own is kept.
         container = engine.create(image, role="candidate", command=KEEPALIVE_COMMANDS[0])
-        return cls(engine, image, container, False, [])
+        reason = fault.reason if fault is not None and " is not in the image" not in fault.reason else ""
+        return cls(engine, image, container, False, [], reason)
 
     @property
     def id(self) -> str:
@@ -457,6 +770,22 @@ def install_signal_handlers() -> None:
 
 
 atexit.register(cleanup_all)
+
+
+def _log_tail(container: Any, max_bytes: int = 4096) -> str:
+    """The end of a container's log (its last lines, then bytes), for why it ended; '' when it cannot be read."""
+    try:
+        data = container.logs(stdout=True, stderr=True, tail=5)
+    except Exception:
+        return ""
+    return bytes(data or b"")[-max_bytes:].decode("utf-8", "replace")
+
+
+def _gone(exc: BaseException) -> bool:
+    """A removal error that means the container is (being) removed already."""
+    import docker
+
+    return isinstance(exc, docker.errors.NotFound) or "already in progress" in str(exc)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -503,6 +832,11 @@ def _exec_capped(api: Any, container_id: str, cmd: list[str], user: str, max_out
 
 def _decode(data: bytes | None) -> str:
     return (data or b"").decode("utf-8", errors="replace")
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception, without the SDK's long HTTP preamble."""
+    return _short(exc)
 
 
 def _short(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from . import gpu, matrix, profiles, registry, scoring
+from . import gpu, matrix, probe_options, profiles, registry, scoring
 from .engine import cleanup_all, install_signal_handlers
 from .errors import BaseImageError, ExitCode
 from .results import STAGE_ORDER, StageResult, Status
@@ -205,7 +205,7 @@ def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
 
 # The parts of a check beyond the static stages. Each exports add_options(group) and
 # options_from_config(config) (-> Target.options[name]), and registers its stage, if any, when imported.
-PARTS: dict[str, Any] = {"scoring": scoring, "gpu": gpu, "registry": registry}
+PARTS: dict[str, Any] = {"scoring": scoring, "gpu": gpu, "registry": registry, "probe": probe_options}
 
 
 def _built_images(config: pytest.Config) -> list[str]:

@@ -7,14 +7,17 @@ asserted.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import platforms, probe, registry, stages
-from .engine import Candidate, Engine
+from .engine import Candidate, Engine, engine_faults, one_line
 from .errors import BaseImageError
 from .facts import Facts
 from .profiles import Profile
@@ -38,6 +41,20 @@ class Target:
 
     def __post_init__(self) -> None:
         self.name = self.name or self.reference
+
+
+log = logging.getLogger("pytest_baseimage")
+
+DEFAULT_PROBE_TIMEOUT_S = 30.0
+TRACEBACK_CHARS = 8000  # what a crashed check keeps of its traceback (the end, where the cause is)
+
+
+def probe_timeout(target: Target) -> float:
+    """The probe's deadline: --probe-timeout, else the profile's [probe] timeout_s, else 30 s."""
+    given = (target.options.get("probe") or {}).get("timeout_s")
+    if given is None:
+        given = (target.profile.section("probe") or {}).get("timeout_s")
+    return float(given) if given is not None else DEFAULT_PROBE_TIMEOUT_S
 
 
 _ENGINES: dict[tuple[str | None, str | None], Engine] = {}
@@ -66,6 +83,8 @@ class ImageCheck:
         self._engine: Engine | None = None
         self._candidate: Candidate | None = None
         self._facts: Facts | None = None
+        self._facts_error: BaseException | None = None  # a probe that failed is not run again by the next stage
+        self._engine_down = ""  # why the engine is taken for gone: every later failure is then the engine's
         self._results: dict[str, StageResult] = {}
         self._prepared = False
         self.selected: set[str] = set()  # the stages this session will ask for (set by the plugin)
@@ -99,19 +118,30 @@ class ImageCheck:
 
     @property
     def facts(self) -> Facts:
+        """The probe's facts, gathered once; a probe that raised raises the same error for every later stage."""
+        if self._facts_error is not None:
+            raise self._facts_error
         if self._facts is None:
-            request = probe.ProbeRequest(
-                imports=[str(m) for m in (self.profile.section("azureml") or {}).get("imports", [])]
-            )
-            for name, make in probe.EXTENSIONS.items():
-                code = make(self.profile)
-                if code:
-                    request.extensions[name] = code
-            candidate = self.candidate
-            started = time.monotonic()
-            self._facts = probe.gather(candidate, request)
-            self.timings["probe_s"] = round(time.monotonic() - started, 3)
+            try:
+                self._facts = self._gather()
+            except Exception as exc:
+                self._facts_error = exc
+                raise
         return self._facts
+
+    def _gather(self) -> Facts:
+        request = probe.ProbeRequest(
+            imports=[str(m) for m in (self.profile.section("azureml") or {}).get("imports", [])]
+        )
+        for name, make in probe.EXTENSIONS.items():
+            code = make(self.profile)
+            if code:
+                request.extensions[name] = code
+        candidate = self.candidate
+        started = time.monotonic()
+        facts = probe.gather(candidate, request, timeout_s=probe_timeout(self.target))
+        self.timings["probe_s"] = round(time.monotonic() - started, 3)
+        return _with_start_error(facts, candidate.start_error)
 
     # -- stages -------------------------------------------------------------------------------------------
     def result(self, stage: str) -> StageResult:
@@ -145,10 +175,40 @@ class ImageCheck:
         except BaseImageError as exc:
             result = StageResult(name, Status.ERROR, reason=str(exc))
         except Exception as exc:  # a crashing check must never read as a pass: the image is unchecked
-            reason = f"the {name} check crashed ({type(exc).__name__}: {exc}); a bug in pytest-baseimage"
-            result = StageResult(name, Status.ERROR, reason=reason)
+            result = self._crashed(name, exc)
+        if result.status in (Status.FAIL, Status.ERROR):
+            result = self._blame(result)
         result.duration_s = round(time.monotonic() - started, 3)
         return result
+
+    def _crashed(self, name: str, exc: Exception) -> StageResult:
+        """A check that raised: the engine's failure when it was one, else a bug, with its traceback kept."""
+        if isinstance(exc, engine_faults()):
+            reason = f"could not check the image: the Docker engine failed ({one_line(exc)})"
+            return StageResult(name, Status.ERROR, reason=reason)
+        text = traceback.format_exc()
+        log.debug("the %s check crashed\n%s", name, text)
+        reason = f"the {name} check crashed ({type(exc).__name__}: {exc}); a bug in pytest-baseimage"
+        return StageResult(name, Status.ERROR, reason=reason, details={"traceback": text[-TRACEBACK_CHARS:]})
+
+    def _blame(self, result: StageResult) -> StageResult:
+        """A failure seen after the engine stopped answering is the engine's; one seen after the session stopped
+        the candidate for a bound it passed (its disk) is the image's, and says so."""
+        if self._engine_failed():
+            return StageResult(result.stage, Status.ERROR, reason=f"could not check the image: {self._engine_down}")
+        stopped = self._engine.stopped_for.get(self._candidate.id, "") if self._engine and self._candidate else ""
+        if stopped and self._candidate is not None and self._candidate.running:
+            expected = "a container that stays within its bounds"
+            return StageResult(result.stage, Status.FAIL, expected, f"the candidate was stopped: {stopped}")
+        return result
+
+    def _engine_failed(self) -> bool:
+        """Whether the engine stopped answering: then a failure or crash seen now is the engine's, not the image's."""
+        if self._engine is None:
+            return False
+        if not self._engine_down and not self._engine.answers():
+            self._engine_down = f"the Docker engine at {self._engine.host} stopped answering during the run"
+        return bool(self._engine_down)
 
     def _start_early(self) -> None:
         """Start the selected live observations that read no facts (the scoring server) in the background."""
@@ -182,6 +242,17 @@ class ImageCheck:
         if self._candidate is not None:
             self._candidate.stop()
             self._candidate = None
+
+
+def _with_start_error(facts: Facts, start_error: str) -> Facts:
+    """A candidate that could not start for a reason of its own (an unknown USER, a foreign CPU) says so where
+    the probe would say "no shell"."""
+    if not start_error or facts.running:
+        return facts
+    notes = {**facts.notes, "shell": start_error}
+    for key in ("conda", "python"):
+        notes[key] = f"cannot run anything in the image: {start_error}"
+    return dataclasses.replace(facts, notes=notes)
 
 
 class _Early:
