@@ -553,22 +553,31 @@ class Engine:
             self.remove(container)
 
     def reap_stale(self) -> list[str]:
-        """Remove the labelled containers of stale sessions (see `containers_to_reap`); never raises."""
+        """Remove the labelled containers of stale sessions (see `containers_to_reap`), then their labelled
+        networks (the scoring server's internal ones), judged by the same rule; never raises."""
+        managed = {"label": f"{LABEL_MANAGED}=1"}
         try:
-            entries = self.client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=1"})
+            entries = self.client.api.containers(all=True, filters=managed)
+            networks = self.client.api.networks(filters=managed)
         except Exception:
             return []
         owner = Owner(socket.gethostname(), _pid_namespace(), SESSION_ID, time.time())
         with self._lock:
             keep = frozenset(self._live)
+        network_ids = {str(n.get("Id")) for n in networks}
+        stale = containers_to_reap([*entries, *networks], owner, keep)
         removed = []
-        for container_id in containers_to_reap(entries, owner, keep):
+        for object_id in sorted(stale, key=lambda i: i in network_ids):  # containers first: a network in use stays
+            remove = self.client.api.remove_network if object_id in network_ids else self._remove_container_by_id
             try:
-                self.client.api.remove_container(container_id, force=True, v=True)
-                removed.append(container_id)
+                remove(object_id)
+                removed.append(object_id)
             except Exception:
                 pass
         return removed
+
+    def _remove_container_by_id(self, container_id: str) -> None:
+        self.client.api.remove_container(container_id, force=True, v=True)
 
     # -- the session's lease and the watch ----------------------------------------------------------------
     def _ensure_lease(self, image: str) -> None:
