@@ -353,7 +353,9 @@ class Engine:
         try:
             url = api._url("/containers/{0}/archive", container.id)
             res = api.head(url, params={"path": path})
-            message = _error_message(api, url, path, res) if res.status_code >= 400 and res.status_code != 404 else ""
+            if res.status_code >= 400 and res.status_code != 404:  # HEAD has no body: GET says why
+                res = api._get(url, params={"path": path}, stream=True)
+            message = _error_body(res) if res.status_code >= 400 and res.status_code != 404 else ""
         except Exception as exc:
             raise _engine_error(f"cannot look at {path} in the candidate", exc) from None
         return _path_stat(path, res.status_code, res.headers, message)
@@ -370,21 +372,29 @@ class Engine:
         known from the archive's stat header before anything is read, so a file over `max_bytes` is not read
         at all; the tar is streamed, never buffered whole. With `parse`, the file's stream is handed to it
         (bounded by `max_bytes`) and its return value is kept in `FileRead.value` instead of the bytes."""
-        st = self.stat(container, path)
-        if st.link_target:  # the engine resolved the whole chain already: one more look at its end
-            st = self.stat(container, st.link_target)
+        api = container.client.api
+        url = api._url("/containers/{0}/archive", container.id)
+        for _ in range(2):  # the engine resolves a whole symlink chain: its stat names the end, read that
+            try:
+                res = api._get(url, params={"path": path}, stream=True)
+                message = _error_body(res) if res.status_code >= 400 and res.status_code != 404 else ""
+                st = _path_stat(path, res.status_code, res.headers, message)
+                if st.link_target or not st.exists or st.kind != "file" or st.size > max_bytes:
+                    res.close()
+                    path = st.link_target or path
+                    if st.link_target:
+                        continue
+                    break
+                return _read_archive(res, st, max_bytes, parse)
+            except EngineError:
+                raise
+            except Exception as exc:
+                raise _engine_error(f"cannot read {path} in the candidate", exc) from None
         if st.problem:
             return FileRead(path, problem=st.problem, absent=st.absent)
         if st.kind != "file":
             return FileRead(path, problem=f"not a regular file ({st.kind})", size=st.size)
-        if st.size > max_bytes:
-            return FileRead(path, problem=f"too large to read: {describe_size(st.size)}", size=st.size)
-        try:
-            return _read_archive(container, st, max_bytes, parse)
-        except EngineError:
-            raise
-        except Exception as exc:
-            raise _engine_error(f"cannot read {path} in the candidate", exc) from None
+        return FileRead(path, problem=f"too large to read: {describe_size(st.size)}", size=st.size)
 
     def put_files(self, container: Any, directory: str, files: dict[str, bytes], mode: int = 0o644) -> None:
         """Copy files into a container (no host mounts): `files` maps relative names to content."""
@@ -611,11 +621,10 @@ def _path_stat(path: str, status: int, headers: Any, message: str) -> PathStat:
     return PathStat(path, kind, size, target if kind == "a symlink" else "")
 
 
-def _error_message(api: Any, url: str, path: str, res: Any) -> str:
-    """HEAD answers carry no body: ask again with GET for the engine's one-line reason (a few KiB at most)."""
-    res = api._get(url, params={"path": path}, stream=True)
+def _error_body(res: Any) -> str:
+    """The engine's one-line reason for an error answer (a few KiB at most are read)."""
     try:
-        body = res.raw.read(4096) if res.status_code >= 400 else b""
+        body = res.raw.read(4096)
     finally:
         res.close()
     text = body.decode("utf-8", "replace")
@@ -646,14 +655,9 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-def _read_archive(container: Any, st: PathStat, max_bytes: int, parse: Callable[[IO[bytes]], Any] | None) -> FileRead:
-    """GET one regular file's archive and stream its single member (to `parse`, or into bytes)."""
-    api = container.client.api
-    res = api._get(api._url("/containers/{0}/archive", container.id), params={"path": st.path}, stream=True)
+def _read_archive(res: Any, st: PathStat, max_bytes: int, parse: Callable[[IO[bytes]], Any] | None) -> FileRead:
+    """Stream one regular file's archive (an open GET answer) and read its single member."""
     try:
-        if res.status_code == 404:
-            return FileRead(st.path, problem="absent", absent=True)
-        api._raise_for_status(res)
         reader = io.BufferedReader(_ChunkReader(res.iter_content(1 << 16, False)), 1 << 16)
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             member = tar.next()

@@ -19,6 +19,7 @@ import posixpath
 import re
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
@@ -124,23 +125,24 @@ sys.stdout.flush()
 """
 
 # $1 marker, $2 the Python program, $3 its request, $4 the deadline of each command (s), $5 the kill grace (s),
-# $6 the byte cap of one section. Every command's output is captured whole (`$(…; echo x$?)` keeps trailing
-# newlines and the exit status) and emitted with its byte length (LC_ALL=C: ${#v} counts bytes).
+# $6 the byte cap of one section (+1: a longer section was cut). Every command's output is captured whole
+# (trailing newlines aside) and emitted with its byte length (LC_ALL=C: ${#v} counts bytes); its exit status
+# goes straight to stdout (fd 3) as a record of its own, before it. No pattern is ever matched against a
+# command's output: the shell's pattern operators are quadratic on a large one.
 SHELL_SCRIPT = r"""
 LC_ALL=C; export LC_ALL
 M="$1"; CAP="$6"
 emit() { printf '%s%s %s\n%s' "$M" "$1" "${#2}" "$2"; }
 T=""
 if command -v timeout >/dev/null 2>&1 && timeout -k 1 5 true >/dev/null 2>&1; then T="timeout -k $5 $4"; fi
-H=""
-if command -v head >/dev/null 2>&1; then H=1; fi
+H="cat"
+if command -v head >/dev/null 2>&1; then H="head -c $CAP"; elif ! command -v cat >/dev/null 2>&1; then H="read_all"; fi
+read_all() { while IFS= read -r line; do printf '%s\n' "$line"; done; printf '%s' "$line"; }
+exec 3>&1
 run() {
   name=$1; merge=$2; emit run "$3"; shift 3
-  if [ -n "$H" ] && [ "$merge" = 1 ]; then out=$( { $T "$@" 2>&1; echo "x$?"; } </dev/null | head -c "$CAP" )
-  elif [ -n "$H" ]; then out=$( { $T "$@" 2>/dev/null; echo "x$?"; } </dev/null | head -c "$CAP" )
-  elif [ "$merge" = 1 ]; then out=$($T "$@" 2>&1 </dev/null; echo "x$?")
-  else out=$($T "$@" 2>/dev/null </dev/null; echo "x$?"); fi
-  case "$out" in *x*) emit "${name}_rc" "${out##*x}"; out=${out%x*} ;; esac
+  if [ "$merge" = 1 ]; then out=$( { $T "$@" 2>&1 3>&-; rc=$?; emit "${name}_rc" "$rc" >&3; } </dev/null | $H )
+  else out=$( { $T "$@" 2>/dev/null 3>&-; rc=$?; emit "${name}_rc" "$rc" >&3; } </dev/null | $H ); fi
   emit "$name" "$out"
 }
 emit timeout "$T"
@@ -505,25 +507,29 @@ def main_files(listing: str, limit: int = FILES_PER_PACKAGE) -> list[str]:
 
 
 def _check_apt_files(candidate: Runner, packages: list[str], dpkg: dict[str, str] | None) -> dict[str, Any]:
-    """For each required package dpkg lists, look (archive API, no exec) that its main files are there."""
+    """For each required package dpkg lists, look (archive API, no exec) that its main files are there.
+    The look-ups are independent HEAD/GET requests, made a few at a time."""
+    listed = [p for p in dict.fromkeys(packages) if dpkg is not None and p in dpkg and "(provided by" not in dpkg[p]]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        files = dict(zip(listed, pool.map(lambda p: _list_files(candidate, p), listed)))
+        wanted = sorted({path for paths in files.values() for path in paths or ()})
+        present = dict(zip(wanted, pool.map(lambda path: _present(candidate, path), wanted)))
     missing: dict[str, str] = {}
-    checked: dict[str, tuple[str, ...]] = {}
-    for package in packages:
-        if dpkg is None or package not in dpkg or "(provided by" in dpkg[package]:
-            continue
-        for name in (package, f"{package}:amd64"):
-            read = candidate.read_file(f"{DPKG_INFO_DIR}/{name}.list", max_bytes=DPKG_LIST_MAX)
-            if read.ok:
-                break
-        if not read.ok:
+    for package, paths in files.items():
+        if paths is None:
             missing[package] = f"{DPKG_INFO_DIR}/{package}.list"
-            continue
-        files = main_files((read.data or b"").decode("utf-8", "replace"))
-        checked[package] = tuple(files)
-        gone = next((path for path in files if not _present(candidate, path)), None)
-        if gone:
+        elif gone := next((path for path in paths if not present[path]), None):
             missing[package] = gone
-    return {"apt_missing": missing, "apt_checked": checked}
+    return {"apt_missing": missing, "apt_checked": {p: tuple(paths or ()) for p, paths in files.items()}}
+
+
+def _list_files(candidate: Runner, package: str) -> list[str] | None:
+    """The main files of a package from its dpkg file list; None when it has no list."""
+    for name in (package, f"{package}:amd64"):
+        read = candidate.read_file(f"{DPKG_INFO_DIR}/{name}.list", max_bytes=DPKG_LIST_MAX)
+        if read.ok:
+            return main_files((read.data or b"").decode("utf-8", "replace"))
+    return None
 
 
 def _present(candidate: Runner, path: str) -> bool:
@@ -548,7 +554,7 @@ class Probe:
     def with_shell(self, static: dict[str, Any]) -> Facts:
         deadline = 3 * (self.timeout_s + KILL_GRACE_S) + 10  # three commands, each with its own deadline inside
         cmd = ["/bin/sh", "-c", SHELL_SCRIPT, "sh", self.marker, PY_PROGRAM, self.payload]
-        cmd += [f"{self.timeout_s:g}", str(KILL_GRACE_S), str(SECTION_MAX)]
+        cmd += [f"{self.timeout_s:g}", str(KILL_GRACE_S), str(SECTION_MAX + 1)]
         raw, error, stderr = self._run(cmd, deadline, KILL_ALL_SH)
         records = read_records(raw, self.marker.encode())
         sections = sections_of(records)
@@ -645,7 +651,7 @@ class Probe:
             rc = sections.get(f"{name}_rc")
             if timed and rc is not None and rc.text.strip() in TIMEOUT_CODES:
                 return f"timed out after {self.timeout_s:g} s running `{doing}`"
-            if len(record.data) >= SECTION_MAX:
+            if len(record.data) > SECTION_MAX:  # the cap in the candidate cut it
                 return f"printed more than {describe_size(SECTION_MAX)} running `{doing}`; the rest was not read"
         return ""
 
@@ -678,7 +684,10 @@ class Probe:
                 self.notes["python"] = error
                 return None, {}, {}, {}
             output = last_line(section.decode("utf-8", "replace"))
-            self.notes["python"] = f"{exe} did not run the probe ({problem}): {output[:300] or 'no output'}"
+            if problem != "no answer":
+                self.notes["python"] = f"{exe} gave a malformed answer to the probe: {problem}"
+            else:
+                self.notes["python"] = f"{exe} did not run the probe: {output[:300] or 'no output'}"
             return PythonInfo(executable=exe), {}, {}, {}
         python, pip, imports, extra, problems = python_facts(data, exe)
         if problems:
