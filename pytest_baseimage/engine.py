@@ -353,9 +353,9 @@ class Engine:
         try:
             url = api._url("/containers/{0}/archive", container.id)
             res = api.head(url, params={"path": path})
-            if res.status_code >= 400 and res.status_code != 404:  # HEAD has no body: GET says why
+            if res.status_code >= 400:  # HEAD has no body: GET says why (a missing file, or container?)
                 res = api._get(url, params={"path": path}, stream=True)
-            message = _error_body(res) if res.status_code >= 400 and res.status_code != 404 else ""
+            message = _error_body(res) if res.status_code >= 400 else ""
         except Exception as exc:
             raise _engine_error(f"cannot look at {path} in the candidate", exc) from None
         return _path_stat(path, res.status_code, res.headers, message)
@@ -377,7 +377,7 @@ class Engine:
         for _ in range(2):  # the engine resolves a whole symlink chain: its stat names the end, read that
             try:
                 res = api._get(url, params={"path": path}, stream=True)
-                message = _error_body(res) if res.status_code >= 400 and res.status_code != 404 else ""
+                message = _error_body(res) if res.status_code >= 400 else ""
                 st = _path_stat(path, res.status_code, res.headers, message)
                 if st.link_target or not st.exists or st.kind != "file" or st.size > max_bytes:
                     res.close()
@@ -604,7 +604,7 @@ class FileRead:
 
 
 def _path_stat(path: str, status: int, headers: Any, message: str) -> PathStat:
-    if status == 404:
+    if status == 404 and "no such container" not in message.lower():  # the path is absent, not the container
         return PathStat(path, problem="absent", absent=True)
     if status >= 400:
         if "too many links" in message:  # the engine resolves symlinks itself and gives up on a loop
