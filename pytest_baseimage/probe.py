@@ -548,6 +548,7 @@ class Probe:
         self.request = request
         self.timeout_s = float(timeout_s)
         self.notes = notes
+        self.uid = ""  # from the Python program: the user an image without a shell runs as
         self.marker = f"@@{uuid.uuid4().hex}:"
         self.payload = json.dumps({"imports": request.imports, "extensions": request.extensions, "marker": self.marker})
 
@@ -583,32 +584,54 @@ class Probe:
         )
 
     def without_shell(self, static: dict[str, Any]) -> Facts:
-        """No /bin/sh: find python3/python on the image's configured PATH by looking (archive API), and
-        exec it directly; conda is not looked for (it would need a shell to be found and run as the image
-        means it to be)."""
+        """No /bin/sh: find python3/python and conda on the image's configured PATH (conda also in its usual
+        install locations) by looking through the archive API, and exec each directly: the Python program,
+        and `conda --version` (one exec more, only for images without a shell)."""
         self.notes["shell"] = "no /bin/sh in the image"
-        self.notes["conda"] = "cannot look for conda: the image has no shell"
-        search = (self.candidate.configured_env().get("PATH") or DEFAULT_PATH).split(":")
-        exe = next((f for name in ("python3", "python") for d in search if d and (f := self._runnable(d, name))), "")
+        search = [d for d in (self.candidate.configured_env().get("PATH") or DEFAULT_PATH).split(":") if d]
+        exe = self._find([posixpath.join(d, name) for name in ("python3", "python") for d in search])
+        kill = [exe, "-c", KILL_ALL_PY] if exe else []
+        conda, error = self._conda_direct(
+            self._find([posixpath.join(d, "conda") for d in search], CONDA_CANDIDATES), kill
+        )
         if not exe:
             self.notes["python"] = f"no `python3` or `python` on the image's PATH ({':'.join(search)[:200]})"
-            return Facts(running=True, notes=self.notes, **static)
-        raw, error, stderr = self._run(
-            [exe, "-c", PY_PROGRAM, self.payload], self.timeout_s + KILL_GRACE_S, [exe, "-c", KILL_ALL_PY], exe
+            return Facts(running=True, conda=conda, notes=self.notes, probe_error=error, **static)
+        raw, py_error, stderr = self._run(
+            [exe, "-c", PY_PROGRAM, self.payload], self.timeout_s + KILL_GRACE_S, kill, exe
         )
         sections = {"python_exe": Record("python_exe", exe.encode()), "python": Record("python", raw + stderr.encode())}
-        python, pip, imports, extra = self._python(sections, error)
+        python, pip, imports, extra = self._python(sections, py_error)
         return Facts(
             running=True,
-            user=str(extra.pop("__uid__", "")),
+            user=self.uid,
+            conda=conda,
             python=python,
             pip=pip,
             imports=imports,
             extra=extra,
             notes=self.notes,
-            probe_error=error,
+            probe_error=error or py_error,
             **static,
         )
+
+    def _find(self, *paths: Iterable[str]) -> str:
+        """The first of these paths that is a regular file (after symlinks), looked at in order."""
+        for path in (p for group in paths for p in group):
+            if self._runnable(posixpath.dirname(path), posixpath.basename(path)):
+                return path
+        return ""
+
+    def _conda_direct(self, path: str, kill: list[str]) -> tuple[CondaInfo | None, str]:
+        """`conda --version` exec'd directly (its shebang needs no shell); the probe error if it failed."""
+        if not path:
+            self.notes["conda"] = "no `conda` on the image's PATH or in the usual install locations"
+            return None, ""
+        raw, error, stderr = self._run([path, "--version"], self.timeout_s + KILL_GRACE_S, kill, f"{path} --version")
+        text = raw.decode("utf-8", "replace") + "\n" + stderr
+        version = parse_conda_version(text)
+        said = f"`conda --version` said: {text.strip()[:300]!r}"
+        return CondaInfo(version=version, executable=path, error="" if version else error or said), error
 
     def _runnable(self, directory: str, name: str) -> str:
         path = posixpath.join(directory, name)
@@ -636,6 +659,8 @@ class Probe:
 
     def _kill(self, cmd: list[str]) -> None:
         """Best effort: the container is removed at the end anyway; this only stops it burning CPU now."""
+        if not cmd:
+            return
         with contextlib.suppress(EngineError):
             self.candidate.exec(cmd, timeout=10)
 
@@ -694,8 +719,7 @@ class Probe:
             self.notes["python"] = f"{exe} answered the probe with malformed facts: {'; '.join(problems)[:300]}"
             python = PythonInfo(executable=python.executable, implementation=python.implementation)
         uid = data.get("uid")
-        if isinstance(uid, int):
-            extra["__uid__"] = uid
+        self.uid = str(uid) if isinstance(uid, int) else ""
         return python, pip, imports, extra
 
 
