@@ -353,9 +353,11 @@ class Engine:
         try:
             url = api._url("/containers/{0}/archive", container.id)
             res = api.head(url, params={"path": path})
-            if res.status_code >= 400:  # HEAD has no body: GET says why (a missing file, or container?)
+            if res.status_code == 404:  # a missing file, or a missing container? Asking costs no archive
+                api.inspect_container(container.id)  # raises NotFound for a container that is gone
+            elif res.status_code >= 400:  # HEAD has no body: GET says why
                 res = api._get(url, params={"path": path}, stream=True)
-            message = _error_body(res) if res.status_code >= 400 else ""
+            message = _error_body(res) if res.status_code >= 400 and res.status_code != 404 else ""
         except Exception as exc:
             raise _engine_error(f"cannot look at {path} in the candidate", exc) from None
         return _path_stat(path, res.status_code, res.headers, message)

@@ -42,7 +42,6 @@ SECTION_MAX = 16 << 20
 PROBE_TIMEOUT_S = 30.0
 KILL_GRACE_S = 5  # after the deadline's SIGTERM, `timeout -k` sends SIGKILL this much later
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SHELLS = ("/bin/sh",)
 CONDA_CANDIDATES = (
     "/opt/conda/bin/conda",
     "/opt/miniconda/bin/conda",
@@ -440,22 +439,30 @@ def python_facts(
 
 # -- gathering ------------------------------------------------------------------------------------------
 def gather(candidate: Runner, request: ProbeRequest | None = None, *, timeout_s: float = PROBE_TIMEOUT_S) -> Facts:
-    """All facts of one candidate: a few archive reads and at most one exec (each command in it is killed
-    after `timeout_s`). A probe that times out or floods is recorded in `Facts.probe_error` (the image's
-    fault), never raised; only the engine failing raises (EngineError)."""
+    """All facts of one candidate: archive reads (os-release, dpkg, file lists) and at most one exec (each
+    command in it is killed after `timeout_s`), side by side: the reads need no exec and go in a thread of
+    their own. A probe that times out or floods is recorded in `Facts.probe_error` (the image's fault), never
+    raised; only the engine failing raises (EngineError)."""
     request = request or ProbeRequest()
+    static_notes: dict[str, str] = {}
     notes: dict[str, str] = {}
-    static: dict[str, Any] = {"os": _read_os_release(candidate, notes), "dpkg": _read_dpkg(candidate, notes)}
-    static.update(_check_apt_files(candidate, request.apt, static["dpkg"]))
-    if not candidate.running:
-        notes.setdefault("shell", "no process could start in the image (no `sleep`, no /bin/sh)")
-        for key in ("conda", "python"):
-            notes[key] = "cannot run anything in the image: it has no shell"
-        return Facts(notes=notes, **static)
-    probe = Probe(candidate, request, timeout_s, notes)
-    if all(not candidate.stat(shell).exists for shell in SHELLS):
-        return probe.without_shell(static)
-    return probe.with_shell(static)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        static = pool.submit(_static_facts, candidate, request, static_notes)
+        if not candidate.running:
+            notes["shell"] = "no process could start in the image (no `sleep`, no /bin/sh)"
+            for key in ("conda", "python"):
+                notes[key] = "cannot run anything in the image: it has no shell"
+            found: dict[str, Any] = {}
+        else:
+            found = Probe(candidate, request, timeout_s, notes).run()
+        return Facts(**static.result(), **found, notes={**static_notes, **notes})
+
+
+def _static_facts(candidate: Runner, request: ProbeRequest, notes: dict[str, str]) -> dict[str, Any]:
+    """What the archive API tells without running anything in the image."""
+    facts: dict[str, Any] = {"os": _read_os_release(candidate, notes), "dpkg": _read_dpkg(candidate, notes)}
+    facts.update(_check_apt_files(candidate, request.apt, facts["dpkg"]))
+    return facts
 
 
 def _read_os_release(candidate: Runner, notes: dict[str, str]) -> OsRelease | None:
@@ -525,10 +532,11 @@ def _check_apt_files(candidate: Runner, packages: list[str], dpkg: dict[str, str
 
 def _list_files(candidate: Runner, package: str) -> list[str] | None:
     """The main files of a package from its dpkg file list; None when it has no list."""
-    for name in (package, f"{package}:amd64"):
-        read = candidate.read_file(f"{DPKG_INFO_DIR}/{name}.list", max_bytes=DPKG_LIST_MAX)
-        if read.ok:
-            return main_files((read.data or b"").decode("utf-8", "replace"))
+    for name in (package, f"{package}:amd64"):  # a look (HEAD) is ~20 times cheaper than a read (GET)
+        path = f"{DPKG_INFO_DIR}/{name}.list"
+        if candidate.stat(path).exists:
+            read = candidate.read_file(path, max_bytes=DPKG_LIST_MAX)
+            return main_files((read.data or b"").decode("utf-8", "replace")) if read.ok else None
     return None
 
 
@@ -552,7 +560,16 @@ class Probe:
         self.marker = f"@@{uuid.uuid4().hex}:"
         self.payload = json.dumps({"imports": request.imports, "extensions": request.extensions, "marker": self.marker})
 
-    def with_shell(self, static: dict[str, Any]) -> Facts:
+    def run(self) -> dict[str, Any]:
+        """The exec's facts (Facts fields; notes go to the shared notes): through the shell when it starts,
+        else, when the image has no /bin/sh, by running its Python and conda directly."""
+        found = self.with_shell()
+        if "has_shell" not in found and not self.candidate.stat("/bin/sh").exists:
+            self.notes.clear()
+            return self.without_shell()
+        return found
+
+    def with_shell(self) -> dict[str, Any]:
         deadline = 3 * (self.timeout_s + KILL_GRACE_S) + 10  # three commands, each with its own deadline inside
         cmd = ["/bin/sh", "-c", SHELL_SCRIPT, "sh", self.marker, PY_PROGRAM, self.payload]
         cmd += [f"{self.timeout_s:g}", str(KILL_GRACE_S), str(SECTION_MAX + 1)]
@@ -565,11 +582,11 @@ class Probe:
             self.notes["shell"] = error or text
             for key in ("conda", "python"):
                 self.notes.setdefault(key, f"cannot look for {key}: {error or text}")
-            return Facts(running=True, notes=self.notes, probe_error=error, **static)
+            return {"running": True, "probe_error": error}
         error = error or self._section_error(sections)
         conda = self._conda(sections, error)
         python, pip, imports, extra = self._python(sections, error)
-        return Facts(
+        return dict(
             has_shell=True,
             running=True,
             user=sections["user"].text.strip(),
@@ -578,12 +595,10 @@ class Probe:
             pip=pip,
             imports=imports,
             extra=extra,
-            notes=self.notes,
             probe_error=error,
-            **static,
         )
 
-    def without_shell(self, static: dict[str, Any]) -> Facts:
+    def without_shell(self) -> dict[str, Any]:
         """No /bin/sh: find python3/python and conda on the image's configured PATH (conda also in its usual
         install locations) by looking through the archive API, and exec each directly: the Python program,
         and `conda --version` (one exec more, only for images without a shell)."""
@@ -596,13 +611,13 @@ class Probe:
         )
         if not exe:
             self.notes["python"] = f"no `python3` or `python` on the image's PATH ({':'.join(search)[:200]})"
-            return Facts(running=True, conda=conda, notes=self.notes, probe_error=error, **static)
+            return {"running": True, "conda": conda, "probe_error": error}
         raw, py_error, stderr = self._run(
             [exe, "-c", PY_PROGRAM, self.payload], self.timeout_s + KILL_GRACE_S, kill, exe
         )
         sections = {"python_exe": Record("python_exe", exe.encode()), "python": Record("python", raw + stderr.encode())}
         python, pip, imports, extra = self._python(sections, py_error)
-        return Facts(
+        return dict(
             running=True,
             user=self.uid,
             conda=conda,
@@ -610,9 +625,7 @@ class Probe:
             pip=pip,
             imports=imports,
             extra=extra,
-            notes=self.notes,
             probe_error=error or py_error,
-            **static,
         )
 
     def _find(self, *paths: Iterable[str]) -> str:
