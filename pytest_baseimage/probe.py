@@ -570,7 +570,7 @@ class Probe:
         return found
 
     def with_shell(self) -> dict[str, Any]:
-        deadline = 3 * (self.timeout_s + KILL_GRACE_S) + 10  # three commands, each with its own deadline inside
+        deadline = self._host_deadline()
         cmd = ["/bin/sh", "-c", SHELL_SCRIPT, "sh", self.marker, PY_PROGRAM, self.payload]
         cmd += [f"{self.timeout_s:g}", str(KILL_GRACE_S), str(SECTION_MAX + 1)]
         raw, error, stderr = self._run(cmd, deadline, KILL_ALL_SH)
@@ -597,6 +597,15 @@ class Probe:
             extra=extra,
             probe_error=error,
         )
+
+    def _host_deadline(self) -> float:
+        """With `timeout` in the image each of the three commands has its own deadline inside, and the host's
+        only catches what slips through; without it, the host's deadline is the probe's (one look per PATH
+        entry, through the archive API, tells)."""
+        search = [d for d in (self.candidate.configured_env().get("PATH") or DEFAULT_PATH).split(":") if d]
+        if any(self.candidate.stat(posixpath.join(d, "timeout")).exists for d in search):
+            return 3 * (self.timeout_s + KILL_GRACE_S) + 10
+        return self.timeout_s + KILL_GRACE_S
 
     def without_shell(self) -> dict[str, Any]:
         """No /bin/sh: find python3/python and conda on the image's configured PATH (conda also in its usual

@@ -52,6 +52,18 @@ def test_python_that_ignores_sigterm_is_killed_after_the_deadline_and_grace(imag
     assert "probe_hostile" not in left and "import sys, os, json" not in left, left
 
 
+def test_without_timeout_in_the_image_the_hosts_deadline_ends_the_probe(images, engine):
+    candidate = Candidate.start(engine, images("probe-py-sigterm-no-timeout"))
+    started = time.monotonic()
+    facts = probe.gather(candidate, timeout_s=3)
+    elapsed = time.monotonic() - started
+    assert facts.probe_error == "timed out after 3 s running `/opt/conda/bin/python3 -c <probe>`"
+    assert elapsed < 3 + probe.KILL_GRACE_S + 6, elapsed
+    assert facts.os is not None and facts.python is None
+    left = candidate.exec(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"], timeout=10).stdout
+    assert "import sys, os, json" not in left, left  # killed from the host side (kill -9 -1 in the candidate)
+
+
 def test_a_timed_out_probe_fails_the_exec_stages_only(tmp_path, images, no_leaks):
     # The plugin's default deadline (30 s): the python and azureml stages fail with the reason, os passes.
     proc, cases = certify(tmp_path, images("probe-py-sigterm"), "-m", "not scoring")
