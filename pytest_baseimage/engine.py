@@ -542,10 +542,12 @@ def _engine_error(what: str, exc: BaseException) -> BaseException:
     """An engine or transport failure as one line (EngineError); anything else is a bug and stays itself."""
     import docker
     import requests
+    import urllib3
 
     if isinstance(exc, EngineError):
         return exc
-    if isinstance(exc, (docker.errors.DockerException, requests.exceptions.RequestException, OSError)):
+    transport = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError)
+    if isinstance(exc, (docker.errors.DockerException, *transport)):
         return EngineError(f"{what}: the Docker engine failed: {_short(exc)}")
     return exc
 
