@@ -124,10 +124,11 @@ sys.stdout.flush()
 """
 
 # $1 marker, $2 the Python program, $3 its request, $4 the deadline of each command (s), $5 the kill grace (s),
-# $6 the byte cap of one section (+1: a longer section was cut). Every command's output is captured whole
-# (trailing newlines aside) and emitted with its byte length (LC_ALL=C: ${#v} counts bytes); its exit status
-# goes straight to stdout (fd 3) as a record of its own, before it. No pattern is ever matched against a
-# command's output: the shell's pattern operators are quadratic on a large one.
+# $6 the byte cap of one section (+1: a longer section was cut), $7 the packages whose dpkg file lists to print
+# (which files to look for; whether they exist the host sees for itself). Every command's output is captured
+# whole (trailing newlines aside) and emitted with its byte length (LC_ALL=C: ${#v} counts bytes); its exit
+# status goes straight to stdout (fd 3) as a record of its own, before it. No pattern is ever matched against
+# a command's output: the shell's pattern operators are quadratic on a large one.
 SHELL_SCRIPT = r"""
 LC_ALL=C; export LC_ALL
 M="$1"; CAP="$6"
@@ -145,6 +146,14 @@ run() {
   emit "$name" "$out"
 }
 emit timeout "$T"
+i=0
+for p in $7; do
+  for n in "$p" "$p:amd64"; do
+    f="/var/lib/dpkg/info/$n.list"
+    if [ -f "$f" ]; then emit "list_$i" "$($H <"$f" 2>/dev/null)"; break; fi
+  done
+  i=$((i+1))
+done
 emit user "$(id -u 2>/dev/null || echo '?')"
 CONDA=""
 if command -v conda >/dev/null 2>&1; then CONDA=$(command -v conda); else
@@ -446,23 +455,25 @@ def gather(candidate: Runner, request: ProbeRequest | None = None, *, timeout_s:
     request = request or ProbeRequest()
     static_notes: dict[str, str] = {}
     notes: dict[str, str] = {}
+    lists: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=1) as pool:
-        static = pool.submit(_static_facts, candidate, request, static_notes)
+        reading = pool.submit(_static_facts, candidate, static_notes)
         if not candidate.running:
             notes["shell"] = "no process could start in the image (no `sleep`, no /bin/sh)"
             for key in ("conda", "python"):
                 notes[key] = "cannot run anything in the image: it has no shell"
             found: dict[str, Any] = {}
         else:
-            found = Probe(candidate, request, timeout_s, notes).run()
-        return Facts(**static.result(), **found, notes={**static_notes, **notes})
+            run = Probe(candidate, request, timeout_s, notes)
+            found, lists = run.run(), run.lists
+        static = reading.result()
+    apt = _check_apt_files(candidate, request.apt, static["dpkg"], lists)
+    return Facts(**static, **apt, **found, notes={**static_notes, **notes})
 
 
-def _static_facts(candidate: Runner, request: ProbeRequest, notes: dict[str, str]) -> dict[str, Any]:
+def _static_facts(candidate: Runner, notes: dict[str, str]) -> dict[str, Any]:
     """What the archive API tells without running anything in the image."""
-    facts: dict[str, Any] = {"os": _read_os_release(candidate, notes), "dpkg": _read_dpkg(candidate, notes)}
-    facts.update(_check_apt_files(candidate, request.apt, facts["dpkg"]))
-    return facts
+    return {"os": _read_os_release(candidate, notes), "dpkg": _read_dpkg(candidate, notes)}
 
 
 def _read_os_release(candidate: Runner, notes: dict[str, str]) -> OsRelease | None:
@@ -513,25 +524,36 @@ def main_files(listing: str, limit: int = FILES_PER_PACKAGE) -> list[str]:
     return (libs + programs)[:limit]
 
 
-def _check_apt_files(candidate: Runner, packages: list[str], dpkg: dict[str, str] | None) -> dict[str, Any]:
-    """For each required package dpkg lists, look (archive API, no exec) that its main files are there.
-    The look-ups are independent HEAD/GET requests, made a few at a time."""
+_PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.:-]*")
+
+
+def _check_apt_files(
+    candidate: Runner, packages: list[str], dpkg: dict[str, str] | None, lists: dict[str, str]
+) -> dict[str, Any]:
+    """For each required package dpkg lists, look that its main files are there: through the archive API
+    (HEAD requests, a few at a time), so the image cannot answer for itself. Which files a package has comes
+    from its dpkg file list, image data either way: as the probe's shell printed it (`lists`), else read
+    through the archive API (an archive GET costs the engine an archiver process: ~20 times a look)."""
     listed = [p for p in dict.fromkeys(packages) if dpkg is not None and p in dpkg and "(provided by" not in dpkg[p]]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        files = dict(zip(listed, pool.map(lambda p: _list_files(candidate, p), listed)))
+        unread = [p for p in listed if p not in lists]
+        files = dict(zip(unread, pool.map(lambda p: _list_files(candidate, p), unread)))
+        files.update({p: main_files(lists[p]) for p in listed if p in lists})
         wanted = sorted({path for paths in files.values() for path in paths or ()})
         present = dict(zip(wanted, pool.map(lambda path: _present(candidate, path), wanted)))
     missing: dict[str, str] = {}
-    for package, paths in files.items():
+    for package in listed:
+        paths = files[package]
         if paths is None:
             missing[package] = f"{DPKG_INFO_DIR}/{package}.list"
         elif gone := next((path for path in paths if not present[path]), None):
             missing[package] = gone
-    return {"apt_missing": missing, "apt_checked": {p: tuple(paths or ()) for p, paths in files.items()}}
+    return {"apt_missing": missing, "apt_checked": {p: tuple(files[p] or ()) for p in listed}}
 
 
 def _list_files(candidate: Runner, package: str) -> list[str] | None:
-    """The main files of a package from its dpkg file list; None when it has no list."""
+    """The main files of a package from its dpkg file list, read through the archive API; None when it
+    has no list."""
     for name in (package, f"{package}:amd64"):  # a look (HEAD) is ~20 times cheaper than a read (GET)
         path = f"{DPKG_INFO_DIR}/{name}.list"
         if candidate.stat(path).exists:
@@ -557,6 +579,8 @@ class Probe:
         self.timeout_s = float(timeout_s)
         self.notes = notes
         self.uid = ""  # from the Python program: the user an image without a shell runs as
+        self.packages = [name for name in dict.fromkeys(request.apt) if _PACKAGE_NAME.fullmatch(name)]
+        self.lists: dict[str, str] = {}  # package -> its dpkg file list, as the shell printed it
         self.marker = f"@@{uuid.uuid4().hex}:"
         self.payload = json.dumps({"imports": request.imports, "extensions": request.extensions, "marker": self.marker})
 
@@ -572,7 +596,7 @@ class Probe:
     def with_shell(self) -> dict[str, Any]:
         deadline = self._host_deadline()
         cmd = ["/bin/sh", "-c", SHELL_SCRIPT, "sh", self.marker, PY_PROGRAM, self.payload]
-        cmd += [f"{self.timeout_s:g}", str(KILL_GRACE_S), str(SECTION_MAX + 1)]
+        cmd += [f"{self.timeout_s:g}", str(KILL_GRACE_S), str(SECTION_MAX + 1), " ".join(self.packages)]
         raw, error, stderr = self._run(cmd, deadline, KILL_ALL_SH)
         records = read_records(raw, self.marker.encode())
         sections = sections_of(records)
@@ -584,6 +608,9 @@ class Probe:
                 self.notes.setdefault(key, f"cannot look for {key}: {error or text}")
             return {"running": True, "probe_error": error}
         error = error or self._section_error(sections)
+        for i, package in enumerate(self.packages):
+            if f"list_{i}" in sections and sections[f"list_{i}"].complete:
+                self.lists[package] = sections[f"list_{i}"].text
         conda = self._conda(sections, error)
         python, pip, imports, extra = self._python(sections, error)
         return dict(
