@@ -9,13 +9,13 @@ Engine trouble is EngineError ("could not be checked"); only what is provably th
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
-import posixpath
 import re
 import signal
 import socket
@@ -23,13 +23,13 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from .errors import BaseImageError, EngineError, ImageNotFound
+from .errors import BaseImageError, EngineError, ExecTimeout, ImageNotFound
 from .results import ImageInfo
 
 log = logging.getLogger("pytest_baseimage")
@@ -78,6 +78,7 @@ class ExecResult:
     stdout: str
     stderr: str
     truncated: bool = False  # the output passed max_output: the rest was not read
+    raw_stdout: bytes = b""  # stdout as the candidate wrote it (the probe's framing counts bytes)
 
 
 # What one exec may print before the rest is left unread: the candidate is untrusted, its output is held in memory.
@@ -628,58 +629,78 @@ class Engine:
     def exec(
         self, container: Any, cmd: list[str], *, timeout: float = 120, user: str = "", max_output: int = MAX_EXEC_OUTPUT
     ) -> ExecResult:
-        """Run a command in a running container with a deadline; exit code 127 when it cannot start. The output
-        is streamed and read up to `max_output` bytes (stdout and stderr together)."""
-        import docker
-
+        """Run a command in a running container with a deadline. The output is streamed and read up to
+        `max_output` bytes (stdout and stderr together). A program that cannot start gives the runtime's
+        exit code (126/127) with its message; an engine that fails raises EngineError, and a deadline passed
+        raises ExecTimeout (the process is left to the caller to kill: only it knows what to kill it with)."""
         box: dict[str, Any] = {}
+        streams: tuple[list[bytes], list[bytes]] = ([], [])
 
         def run() -> None:
             try:
-                box["result"] = _exec_capped(container.client.api, container.id, cmd, user, max_output)
-            except docker.errors.APIError as exc:
+                box["result"] = _exec_capped(container.client.api, container.id, cmd, user, max_output, streams)
+            except Exception as exc:  # judged in the caller's thread, below
                 box["error"] = exc
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
         worker.join(timeout)
         if worker.is_alive():
-            raise EngineError(f"`{cmd[0]}` in the candidate did not finish within {timeout:.0f} s")
+            raise ExecTimeout(
+                f"`{cmd[0]}` in the candidate did not finish within {timeout:.0f} s", partial=b"".join(streams[0])
+            )
         if "error" in box:
-            return ExecResult(127, "", _short(box["error"]))
+            raise _engine_error(f"cannot run `{cmd[0]}` in the candidate", box["error"])
         return box["result"]
 
-    def read_file(self, container: Any, path: str, *, max_bytes: int = 64 << 20) -> bytes | None:
-        """Read a file through the archive API (no shell, no exec); follows symlinks; None when absent."""
-        import docker
+    def stat(self, container: Any, path: str) -> PathStat:
+        """What is at `path` (symlinks followed, by the engine, within the container), from one HEAD request
+        of the archive API: nothing is read or copied."""
+        api = container.client.api
+        try:
+            url = api._url("/containers/{0}/archive", container.id)
+            res = api.head(url, params={"path": path})
+            if res.status_code == 404:  # a missing file, or a missing container? Asking costs no archive
+                api.inspect_container(container.id)  # raises NotFound for a container that is gone
+            elif res.status_code >= 400:  # HEAD has no body: GET says why
+                res = api._get(url, params={"path": path}, stream=True)
+            message = _error_body(res) if res.status_code >= 400 and res.status_code != 404 else ""
+        except Exception as exc:
+            raise _engine_error(f"cannot look at {path} in the candidate", exc) from None
+        return _path_stat(path, res.status_code, res.headers, message)
 
-        for _ in range(8):  # bounded symlink chain
-            try:
-                stream, _stat = container.get_archive(path)
-            except docker.errors.NotFound:
-                return None
-            except docker.errors.APIError:
-                return None
-            buf = io.BytesIO()
-            for chunk in stream:
-                buf.write(chunk)
-                if buf.tell() > max_bytes + 1024 * 1024:
-                    return None
-            buf.seek(0)
-            with tarfile.open(fileobj=buf) as tar:
-                member = next(iter(tar), None)
-                if member is None:
-                    return None
-                if member.issym():
-                    target = member.linkname
-                    path = target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target)
-                    path = posixpath.normpath(path)
-                    continue
-                if not member.isfile():
-                    return None
-                handle = tar.extractfile(member)
-                return handle.read(max_bytes) if handle else None
-        return None
+    def read_file(
+        self,
+        container: Any,
+        path: str,
+        *,
+        max_bytes: int = 64 << 20,
+        parse: Callable[[IO[bytes]], Any] | None = None,
+    ) -> FileRead:
+        """Read a regular file through the archive API (no shell, no exec), following symlinks. Its size is
+        known from the archive's stat header before anything is read, so a file over `max_bytes` is not read
+        at all; the tar is streamed, never buffered whole. With `parse`, the file's stream is handed to it
+        (bounded by `max_bytes`) and its return value is kept in `FileRead.value` instead of the bytes."""
+        st = self.stat(container, path)  # a HEAD: ~1 ms, where a GET makes the engine start an archiver
+        if st.link_target:  # the engine resolved the whole chain: its end is what to read
+            st = self.stat(container, st.link_target)
+        if st.problem:
+            return FileRead(path, problem=st.problem, absent=st.absent)
+        if st.kind != "file":
+            return FileRead(path, problem=f"not a regular file ({st.kind})", size=st.size)
+        if st.size > max_bytes:
+            return FileRead(path, problem=f"too large to read: {describe_size(st.size)}", size=st.size)
+        api = container.client.api
+        try:
+            res = api._get(api._url("/containers/{0}/archive", container.id), params={"path": st.path}, stream=True)
+            if res.status_code >= 400:  # changed since the look: judge the answer as a look's
+                st = _path_stat(st.path, res.status_code, res.headers, _error_body(res))
+                return FileRead(path, problem=st.problem or "changed while read", absent=st.absent)
+            return _read_archive(res, st, max_bytes, parse)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise _engine_error(f"cannot read {path} in the candidate", exc) from None
 
     def put_files(self, container: Any, directory: str, files: dict[str, bytes], mode: int = 0o644) -> None:
         """Copy files into a container (no host mounts): `files` maps relative names to content."""
@@ -750,8 +771,16 @@ class Candidate:
     def exec(self, cmd: list[str], timeout: float = 120) -> ExecResult:
         return self.engine.exec(self.container, cmd, timeout=timeout)
 
-    def read_file(self, path: str) -> bytes | None:
-        return self.engine.read_file(self.container, path)
+    def read_file(self, path: str, **options: Any) -> FileRead:
+        return self.engine.read_file(self.container, path, **options)
+
+    def stat(self, path: str) -> PathStat:
+        return self.engine.stat(self.container, path)
+
+    def configured_env(self) -> dict[str, str]:
+        """The image's configured environment (its ENV lines), as the container was created with it."""
+        env = ((getattr(self.container, "attrs", None) or {}).get("Config") or {}).get("Env") or []
+        return dict(str(item).partition("=")[::2] for item in env if isinstance(item, str))
 
     def stop(self) -> None:
         self.engine.remove(self.container)
@@ -821,10 +850,12 @@ def _matching_digest(reference: str, digests: list[str]) -> str:
     return digests[0] if digests else ""
 
 
-def _exec_capped(api: Any, container_id: str, cmd: list[str], user: str, max_output: int) -> ExecResult:
-    """One exec, its output read as it streams and left unread past max_output bytes."""
+def _exec_capped(
+    api: Any, container_id: str, cmd: list[str], user: str, max_output: int, streams: tuple[list[bytes], list[bytes]]
+) -> ExecResult:
+    """One exec, its output read as it streams into `streams` (so a caller that gave up can see what came)
+    and left unread past max_output bytes."""
     exec_id = api.exec_create(container_id, cmd, stdout=True, stderr=True, user=user)["Id"]
-    streams: tuple[list[bytes], list[bytes]] = ([], [])
     size, truncated = 0, False
     for frame in api.exec_start(exec_id, stream=True, demux=True):
         for part, sink in zip(frame, streams):
@@ -835,8 +866,9 @@ def _exec_capped(api: Any, container_id: str, cmd: list[str], user: str, max_out
             truncated = True
             break
     code = api.exec_inspect(exec_id).get("ExitCode")
-    out, err = (_decode(b"".join(sink)) for sink in streams)
-    return ExecResult(int(code) if code is not None else 127, out, err, truncated)
+    raw = b"".join(streams[0])
+    err = _decode(b"".join(streams[1]))
+    return ExecResult(int(code) if code is not None else 127, _decode(raw), err, truncated, raw)
 
 
 def _decode(data: bytes | None) -> str:
@@ -846,6 +878,146 @@ def _decode(data: bytes | None) -> str:
 def one_line(exc: BaseException) -> str:
     """The first line of an exception, without the SDK's long HTTP preamble."""
     return _short(exc)
+
+
+def _engine_error(what: str, exc: BaseException) -> BaseException:
+    """An engine or transport failure as one line (EngineError); anything else is a bug and stays itself."""
+    import docker
+    import requests
+    import urllib3
+
+    if isinstance(exc, EngineError):
+        return exc
+    transport = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError)
+    if isinstance(exc, (docker.errors.DockerException, *transport)):
+        return EngineError(f"{what}: the Docker engine failed: {_short(exc)}")
+    return exc
+
+
+def describe_size(size: int) -> str:
+    """A byte count as people read it: MiB from 1 MiB up, else KiB, else bytes."""
+    if size >= 1 << 20:
+        return f"{size / (1 << 20):.0f} MiB"
+    if size >= 1 << 10:
+        return f"{size / (1 << 10):.0f} KiB"
+    return f"{size} bytes"
+
+
+# Go's os.FileMode type bits, as the archive API's stat header carries them.
+_GO_MODE_KINDS = (
+    (1 << 31, "a directory"),
+    (1 << 27, "a symlink"),
+    (1 << 25, "a named pipe"),
+    (1 << 24, "a socket"),
+    (1 << 21, "a character device"),
+    (1 << 26, "a block device"),
+    (1 << 19, "an irregular file"),
+)
+
+
+@dataclass(frozen=True)
+class PathStat:
+    """One path as the archive API sees it: `kind` is "file" for a regular file, else what it is; `problem`
+    says why it could not be looked at (absent, a symlink loop); `link_target` is where a symlink leads."""
+
+    path: str
+    kind: str = ""
+    size: int = 0
+    link_target: str = ""
+    problem: str = ""
+    absent: bool = False
+
+    @property
+    def exists(self) -> bool:
+        return not self.problem
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """A file read from a container: `data` (or `value`, when a parser read it) when it could be read,
+    else `problem` says why not ("absent", "too large to read: 70 MiB", "not a regular file (…)")."""
+
+    path: str
+    data: bytes | None = None
+    value: Any = None
+    problem: str = ""
+    absent: bool = False
+    size: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+
+def _path_stat(path: str, status: int, headers: Any, message: str) -> PathStat:
+    if status == 404 and "no such container" not in message.lower():  # the path is absent, not the container
+        return PathStat(path, problem="absent", absent=True)
+    if status >= 400:
+        if "too many links" in message:  # the engine resolves symlinks itself and gives up on a loop
+            return PathStat(path, problem="a symlink loop")
+        raise EngineError(f"cannot look at {path} in the candidate: the Docker engine answered {message}")
+    raw = headers.get("X-Docker-Container-Path-Stat") or ""
+    try:
+        info = json.loads(base64.b64decode(raw))
+        mode, size = int(info.get("mode") or 0), int(info.get("size") or 0)
+        target = str(info.get("linkTarget") or "")
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise EngineError(f"cannot look at {path} in the candidate: unreadable stat header ({exc})") from None
+    kind = next((name for bit, name in _GO_MODE_KINDS if mode & bit), "file")
+    return PathStat(path, kind, size, target if kind == "a symlink" else "")
+
+
+def _error_body(res: Any) -> str:
+    """The engine's one-line reason for an error answer (a few KiB at most are read)."""
+    try:
+        body = res.raw.read(4096)
+    finally:
+        res.close()
+    text = body.decode("utf-8", "replace")
+    with contextlib.suppress(ValueError, AttributeError):
+        text = str(json.loads(text).get("message") or text)
+    first = text.strip().splitlines()[:1]
+    return f"{res.status_code} {first[0][:300] if first else res.reason}"
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file-like view of an iterator of byte chunks, for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            self._rest = next(self._chunks, b"")
+            if not self._rest:
+                return 0
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
+def _read_archive(res: Any, st: PathStat, max_bytes: int, parse: Callable[[IO[bytes]], Any] | None) -> FileRead:
+    """Stream one regular file's archive (an open GET answer) and read its single member."""
+    try:
+        reader = io.BufferedReader(_ChunkReader(res.iter_content(1 << 16, False)), 1 << 16)
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
+            member = tar.next()
+            if member is None or not member.isfile():
+                return FileRead(st.path, problem="not a regular file", size=st.size)
+            if member.size > max_bytes:  # grew since the stat
+                return FileRead(st.path, problem=f"too large to read: {describe_size(member.size)}", size=member.size)
+            handle = tar.extractfile(member)
+            assert handle is not None  # a regular file always has one
+            if parse is not None:
+                return FileRead(st.path, value=parse(handle), size=member.size)
+            return FileRead(st.path, data=handle.read(max_bytes), size=member.size)
+    finally:
+        res.close()
 
 
 def _short(exc: BaseException) -> str:

@@ -31,3 +31,11 @@ class ProfileError(BaseImageError):
     """A profile file is missing, malformed or names an unknown field."""
 
     exit_code = ExitCode.USAGE_ERROR
+
+
+class ExecTimeout(EngineError):
+    """An exec in a container passed the host's deadline; `partial` is the stdout read until then."""
+
+    def __init__(self, message: str, partial: bytes = b"") -> None:
+        super().__init__(message)
+        self.partial = partial

@@ -58,6 +58,12 @@ class Facts:
     imports: dict[str, ImportResult] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # answers to extension probes (e.g. gpu)
     notes: dict[str, str] = field(default_factory=dict)  # why a fact is missing: "python" -> "no python on PATH"
+    # Why the probe's exec gave no (complete) answer, e.g. "timed out after 30 s running `python3 …`": the
+    # image's fault, read by every stage that needs exec; the archive facts (os, dpkg) stand apart from it.
+    probe_error: str = ""
+    # Required apt packages that dpkg lists but whose files are gone: package -> the missing file.
+    apt_missing: dict[str, str] = field(default_factory=dict)
+    apt_checked: dict[str, tuple[str, ...]] = field(default_factory=dict)  # package -> the files looked at
 
     def observed_versions(self) -> dict[str, Any]:
         """A flat summary for reports and baseline diffs."""

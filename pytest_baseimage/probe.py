@@ -1,29 +1,47 @@
 """Fact gathering: what to ask a candidate, in as few `docker exec` calls as possible, and the parsers.
 
-Plain files (os-release, the dpkg status database) are read through the archive API, so they need no
-shell. Everything else comes from ONE exec of a POSIX shell script, which runs `conda` and then ONE Python
-process. That Python program is written for Python 2.7 and 3.5+ alike, because 2020-era images run 3.5.
+Plain files (os-release, the dpkg status database, dpkg's file lists) are read through the archive API, so
+they need no shell. Everything else comes from ONE exec of a POSIX shell script, which runs `conda` and then
+ONE Python process; an image without a shell gets its Python found on its configured PATH through the archive
+API and exec'd directly. That Python program is written for Python 2.7 and 3.5+ alike, because 2020-era images
+run 3.5.
+
+The script's output is framed by length, never by line position: each section is captured whole and written
+as `<marker><name> <byte length>\n<bytes>`, so a section that ends without a newline (conda >= 24.11's
+`info --json`), binary bytes, or text that looks like a marker cannot move a boundary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import posixpath
 import re
-import shlex
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from packaging.utils import canonicalize_name
 
-from .engine import MAX_EXEC_OUTPUT
-from .errors import EngineError
+from .engine import FileRead, PathStat, describe_size
+from .errors import EngineError, ExecTimeout
 from .facts import CondaInfo, Facts, ImportResult, OsRelease, PythonInfo
 
 OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
 DPKG_STATUS_PATH = "/var/lib/dpkg/status"
-PROBE_TIMEOUT_S = 180.0
+DPKG_INFO_DIR = "/var/lib/dpkg/info"
+# os-release is a few hundred bytes; more than this is not an os-release file.
+OS_RELEASE_MAX = 64 << 10
+# A 120,000-package status database is about 100 MB: this bound is never reached by a real image.
+DPKG_STATUS_MAX = 512 << 20
+DPKG_LIST_MAX = 16 << 20
+# What one section of the probe (one command's output) may print; the rest is cut in the candidate.
+SECTION_MAX = 16 << 20
+PROBE_TIMEOUT_S = 30.0
+KILL_GRACE_S = 5  # after the deadline's SIGTERM, `timeout -k` sends SIGKILL this much later
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CONDA_CANDIDATES = (
     "/opt/conda/bin/conda",
     "/opt/miniconda/bin/conda",
@@ -31,25 +49,36 @@ CONDA_CANDIDATES = (
     "/usr/local/bin/conda",
     "/root/miniconda3/bin/conda",
 )
+# Exit codes of `timeout`: 124 when the command ended on SIGTERM, 128+9 when it had to be killed.
+TIMEOUT_CODES = ("124", "137")
 
 # Runs in the candidate's Python: keep it compatible with Python 2.7 and 3.5 (no f-strings, no annotations).
+# It reads nothing it has not checked is a regular file (a FIFO would block), at most 64 KiB of each, and
+# writes its answer as one length-framed record, so output around it (a sitecustomize) cannot shift it.
 PY_PROGRAM = r"""
-import sys, os, json, traceback, platform
+import sys, os, json, traceback, platform, stat
 req = json.loads(sys.argv[1])
 out = {"version": "%d.%d.%d" % tuple(sys.version_info[:3]), "executable": sys.executable,
-       "implementation": platform.python_implementation(), "dists": {}, "imports": {}, "extra": {}}
+       "implementation": platform.python_implementation(), "uid": os.getuid(),
+       "dists": {}, "imports": {}, "extra": {}}
 
 def meta(path):
     name = version = None
     try:
-        with open(path) as fh:
-            for line in fh:
-                if not line.strip():
-                    break
-                if line.startswith("Name:") and name is None:
-                    name = line[5:].strip()
-                elif line.startswith("Version:") and version is None:
-                    version = line[8:].strip()
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None, None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            data = os.read(fd, 65536)
+        finally:
+            os.close(fd)
+        for line in data.decode("utf-8", "replace").splitlines():
+            if not line.strip():
+                break
+            if line.startswith("Name:") and name is None:
+                name = line[5:].strip()
+            elif line.startswith("Version:") and version is None:
+                version = line[8:].strip()
     except Exception:
         pass
     return name, version
@@ -89,30 +118,63 @@ for key, code in sorted(req.get("extensions", {}).items()):
     except BaseException:
         out["extra"][key] = {"error": traceback.format_exc()[-6000:]}
 
-sys.stdout.write("\n" + req["marker"] + "json\n" + json.dumps(out) + "\n")
+data = json.dumps(out, default=repr)
+sys.stdout.write(req["marker"] + "json " + str(len(data)) + "\n" + data)
 sys.stdout.flush()
 """
 
+# $1 marker, $2 the Python program, $3 its request, $4 the deadline of each command (s), $5 the kill grace (s),
+# $6 the byte cap of one section (+1: a longer section was cut), $7 the packages whose dpkg file lists to print
+# (which files to look for; whether they exist the host sees for itself). Every command's output is captured
+# whole (trailing newlines aside) and emitted with its byte length (LC_ALL=C: ${#v} counts bytes); its exit
+# status goes straight to stdout (fd 3) as a record of its own, before it. No pattern is ever matched against
+# a command's output: the shell's pattern operators are quadratic on a large one.
 SHELL_SCRIPT = r"""
-M="$1"
+LC_ALL=C; export LC_ALL
+M="$1"; CAP="$6"
+emit() { printf '%s%s %s\n%s' "$M" "$1" "${#2}" "$2"; }
 T=""
-if command -v timeout >/dev/null 2>&1; then T="timeout 120"; fi
-echo "${M}user"; id -u 2>/dev/null || echo "?"
+if command -v timeout >/dev/null 2>&1 && timeout -k 1 5 true >/dev/null 2>&1; then T="timeout -k $5 $4"; fi
+H="cat"
+if command -v head >/dev/null 2>&1; then H="head -c $CAP"; elif ! command -v cat >/dev/null 2>&1; then H="read_all"; fi
+read_all() { while IFS= read -r line; do printf '%s\n' "$line"; done; printf '%s' "$line"; }
+exec 3>&1
+run() {
+  name=$1; merge=$2; emit run "$3"; shift 3
+  if [ "$merge" = 1 ]; then out=$( { $T "$@" 2>&1 3>&-; rc=$?; emit "${name}_rc" "$rc" >&3; } </dev/null | $H )
+  else out=$( { $T "$@" 2>/dev/null 3>&-; rc=$?; emit "${name}_rc" "$rc" >&3; } </dev/null | $H ); fi
+  emit "$name" "$out"
+}
+emit timeout "$T"
+i=0
+for p in $7; do
+  for n in "$p" "$p:amd64"; do
+    f="/var/lib/dpkg/info/$n.list"
+    if [ -f "$f" ]; then emit "list_$i" "$($H <"$f" 2>/dev/null)"; break; fi
+  done
+  i=$((i+1))
+done
+emit user "$(id -u 2>/dev/null || echo '?')"
 CONDA=""
 if command -v conda >/dev/null 2>&1; then CONDA=$(command -v conda); else
   for c in CONDA_CANDIDATES; do if [ -x "$c" ]; then CONDA="$c"; break; fi; done
 fi
-echo "${M}conda_exe"; echo "$CONDA"
+emit conda_exe "$CONDA"
 if [ -n "$CONDA" ]; then
-  echo "${M}conda_version"; $T "$CONDA" --version 2>&1
-  echo "${M}conda_info"; $T "$CONDA" info --json 2>/dev/null
+  run conda_version 1 "$CONDA --version" "$CONDA" --version
+  run conda_info 0 "$CONDA info --json" "$CONDA" info --json
 fi
 PY=""
 for c in python3 python; do if command -v "$c" >/dev/null 2>&1; then PY=$(command -v "$c"); break; fi; done
-echo "${M}python_exe"; echo "$PY"
-if [ -n "$PY" ]; then echo "${M}python"; $T "$PY" -c "$2" "$3" 2>&1; echo "${M}python_rc"; echo "$?"; fi
-echo "${M}end"
+emit python_exe "$PY"
+if [ -n "$PY" ]; then run python 1 "$PY -c <probe>" "$PY" -c "$2" "$3"; fi
+emit end ""
 """.replace("CONDA_CANDIDATES", " ".join(CONDA_CANDIDATES))
+
+# Ends every process of the candidate but its pid 1 (the keep-alive) after a host-side deadline: with a shell,
+# or with the image's Python when there is none. kill(-1) spares the caller and pid 1.
+KILL_ALL_SH = ["/bin/sh", "-c", "kill -9 -1"]
+KILL_ALL_PY = "import os, signal; os.kill(-1, signal.SIGKILL)"
 
 
 # Extension probes: name -> function(profile) returning Python source that sets `result`, or None when the
@@ -127,7 +189,11 @@ class Runner(Protocol):
 
     def exec(self, cmd: list[str], timeout: float = ...) -> Any: ...
 
-    def read_file(self, path: str) -> bytes | None: ...
+    def read_file(self, path: str, **options: Any) -> FileRead: ...
+
+    def stat(self, path: str) -> PathStat: ...
+
+    def configured_env(self) -> dict[str, str]: ...
 
 
 @dataclass
@@ -136,23 +202,19 @@ class ProbeRequest:
 
     imports: list[str] = field(default_factory=list)
     extensions: dict[str, str] = field(default_factory=dict)  # name -> Python source that sets `result`
+    apt: list[str] = field(default_factory=list)  # packages whose files must really be there
 
 
 # -- parsers (pure) -------------------------------------------------------------------------------------
 def parse_os_release(text: str) -> OsRelease:
-    """Parse os-release(5): KEY=value lines, values optionally quoted with shell rules."""
+    """Parse os-release(5): KEY=value lines, values optionally quoted with shell rules (in linear time)."""
     values: dict[str, str] = {}
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")
-        try:
-            parts = shlex.split(value)
-            value = parts[0] if parts else ""
-        except ValueError:
-            value = value.strip("\"'")
-        values[key.strip()] = value
+        values[key.strip()] = unquote(value)
     return OsRelease(
         id=values.get("ID", "").lower(),
         version_id=values.get("VERSION_ID", ""),
@@ -160,6 +222,41 @@ def parse_os_release(text: str) -> OsRelease:
         id_like=tuple(values.get("ID_LIKE", "").lower().split()),
         codename=values.get("VERSION_CODENAME", "") or values.get("UBUNTU_CODENAME", ""),
     )
+
+
+def unquote(value: str) -> str:
+    """The first shell word of an os-release value: '…' literal, "…" with \\-escapes of " \\ $ `, bare
+    words with \\-escapes; an unterminated quote keeps what it has. One pass: shlex is quadratic here."""
+    out: list[str] = []
+    quote = ""
+    i, n = 0, len(value)
+    while i < n:
+        ch = value[i]
+        if quote == "'":
+            if ch == "'":
+                quote = ""
+            else:
+                out.append(ch)
+        elif quote == '"':
+            if ch == '"':
+                quote = ""
+            elif ch == "\\" and i + 1 < n and value[i + 1] in '"\\$`':
+                i += 1
+                out.append(value[i])
+            else:
+                out.append(ch)
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "\\" and i + 1 < n:
+            i += 1
+            out.append(value[i])
+        elif ch.isspace():
+            if out:
+                break
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 _CONDA_VERSION = re.compile(r"^conda\s+(\d+(?:\.\d+)*(?:[.\-+]?\w+)*)\s*$", re.MULTILINE)
@@ -178,35 +275,42 @@ def parse_conda_info(text: str) -> dict[str, Any]:
         return {}
     try:
         data, _ = json.JSONDecoder().raw_decode(text[start:])
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def parse_dpkg_status(text: str) -> dict[str, str]:
-    """Installed packages from /var/lib/dpkg/status, and the names they provide.
+def parse_dpkg_status(text: str | Iterable[str]) -> dict[str, str]:
+    """Installed packages from /var/lib/dpkg/status (its text, or its lines as they stream), and the names
+    they provide.
 
     A provided name (Debian 13 and Ubuntu 24.04 renamed libcurl4 to libcurl4t64, which `Provides: libcurl4`)
     counts as installed, as it does for apt, with the provider named in its version text.
     """
     packages: dict[str, str] = {}
     provided: dict[str, str] = {}
-    for stanza in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line[:1] in (" ", "\t") or ":" not in line:
-                continue
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
+    fields: dict[str, str] = {}
+
+    def end_stanza() -> None:
         name, status = fields.get("Package"), fields.get("Status", "")
         if not name or status.split()[-1:] != ["installed"]:
-            continue
+            return
         version = fields.get("Version", "")
         packages[name] = version
         for entry in filter(None, (part.strip() for part in fields.get("Provides", "").split(","))):
             virtual, _, rest = entry.partition(" ")
             pinned = rest.strip("() ").lstrip("= ").strip()
             provided.setdefault(virtual.split(":")[0], f"{pinned or version} (provided by {name})")
+
+    for line in text.splitlines() if isinstance(text, str) else text:
+        if not line.strip():
+            end_stanza()
+            fields = {}
+        elif line[:1] not in (" ", "\t") and ":" in line:
+            key, _, value = line.partition(":")
+            if key.strip() in ("Package", "Status", "Version", "Provides"):
+                fields[key.strip()] = value.strip()
+    end_stanza()
     for virtual, version in provided.items():
         packages.setdefault(virtual, version)
     return packages
@@ -216,21 +320,48 @@ def normalise_dists(dists: dict[str, str]) -> dict[str, str]:
     return {canonicalize_name(name): version for name, version in dists.items()}
 
 
+@dataclass(frozen=True)
+class Record:
+    """One framed section of the probe's output; `complete` is False when the stream ended inside it."""
+
+    name: str
+    data: bytes
+    complete: bool = True
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
+def read_records(output: bytes, marker: bytes) -> list[Record]:
+    """The records `<marker><name> <length>\\n<bytes>` in order. A record's bytes are skipped by length, so
+    nothing inside one is ever read as a marker; bytes between records (there should be none) are skipped."""
+    records: list[Record] = []
+    pos = 0
+    while True:
+        start = output.find(marker, pos)
+        if start < 0:
+            return records
+        head_end = output.find(b"\n", start, start + len(marker) + 80)
+        name, _, length = output[start + len(marker) : max(head_end, 0)].partition(b" ")
+        if head_end < 0 or not length.isdigit() or not name.replace(b"_", b"").isalnum():
+            pos = start + 1
+            continue
+        size = int(length)
+        body = output[head_end + 1 : head_end + 1 + size]
+        records.append(Record(name.decode("ascii"), body, len(body) == size))
+        pos = head_end + 1 + size
+
+
+def sections_of(records: list[Record]) -> dict[str, Record]:
+    """The last record of each name (a name appears once, but for `run`)."""
+    return {record.name: record for record in records}
+
+
 def split_sections(output: str, marker: str) -> dict[str, str]:
-    """Cut the shell script's output at its marker lines; the marker is random, so output can't forge one."""
-    sections: dict[str, str] = {}
-    current = None
-    lines: list[str] = []
-    for line in output.splitlines():
-        if line.startswith(marker):
-            if current is not None:
-                sections[current] = "\n".join(lines)
-            current, lines = line[len(marker) :].strip(), []
-        else:
-            lines.append(line)
-    if current is not None:
-        sections[current] = "\n".join(lines)
-    return sections
+    """The probe's output as name -> text (for tests and tools that hold it as text)."""
+    raw = output.encode("utf-8", "surrogateescape")
+    return {name: record.text for name, record in sections_of(read_records(raw, marker.encode())).items()}
 
 
 def last_marked_json(stdout: str, marker: str) -> dict[str, Any] | None:
@@ -241,7 +372,7 @@ def last_marked_json(stdout: str, marker: str) -> dict[str, Any] | None:
             continue
         try:
             data = json.loads(line[len(marker) :])
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(data, dict):
             return data
@@ -253,110 +384,396 @@ def last_line(traceback_text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def python_answer(section: bytes, marker: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The Python program's answer in its section (the last well-formed `json` record), or why there is
+    none. Only a JSON object counts; what the image printed around it is ignored."""
+    problem = "no answer"
+    for record in reversed(read_records(section, marker)):
+        if record.name != "json":
+            continue
+        if not record.complete:
+            problem = "its answer was cut short"
+            continue
+        try:
+            data = json.loads(record.data.decode("utf-8", "replace"))
+        except RecursionError:
+            problem = "its answer is nested too deeply to read"
+            continue
+        except ValueError as exc:
+            problem = f"its answer is not JSON ({exc})"
+            continue
+        if isinstance(data, dict):
+            return data, ""
+        problem = f"its answer is a JSON {type(data).__name__}, not an object"
+    return None, problem
+
+
+def python_facts(
+    data: dict[str, Any], exe: str
+) -> tuple[PythonInfo, dict[str, str], dict[str, ImportResult], dict[str, Any], list[str]]:
+    """The Python program's answer, every field type-checked: a field of the wrong type is the image's
+    defect (its interpreter answered it), named in the returned problems, never a crash here."""
+    problems: list[str] = []
+
+    def typed(key: str, kind: type, default: Any) -> Any:
+        value = data.get(key, default)
+        if isinstance(value, kind):
+            return value
+        problems.append(f"`{key}` is a {type(value).__name__}, not a {kind.__name__}")
+        return default
+
+    version = typed("version", str, "")
+    if version and not re.fullmatch(r"\d+(\.\d+){1,2}", version):
+        problems.append(f"`version` is {version[:40]!r}, not a Python version")
+        version = ""
+    python = PythonInfo(
+        executable=typed("executable", str, "") or exe,
+        version=version,
+        implementation=typed("implementation", str, ""),
+    )
+    dists = {
+        str(name): version
+        for name, version in typed("dists", dict, {}).items()
+        if isinstance(name, str) and isinstance(version, str)
+    }
+    imports: dict[str, ImportResult] = {}
+    for name, value in typed("imports", dict, {}).items():
+        if not isinstance(value, dict) or not isinstance(value.get("traceback", ""), str):
+            imports[str(name)] = ImportResult(str(name), False, "the probe's answer for this import is malformed")
+            continue
+        tb = value.get("traceback", "")
+        imports[str(name)] = ImportResult(str(name), value.get("ok") is True, last_line(tb), tb)
+    return python, normalise_dists(dists), imports, dict(typed("extra", dict, {})), problems
+
+
 # -- gathering ------------------------------------------------------------------------------------------
-def gather(candidate: Runner, request: ProbeRequest | None = None) -> Facts:
-    """All facts of one candidate: two archive reads and at most one exec."""
+def gather(candidate: Runner, request: ProbeRequest | None = None, *, timeout_s: float = PROBE_TIMEOUT_S) -> Facts:
+    """All facts of one candidate: archive reads (os-release, dpkg, file lists) and at most one exec (each
+    command in it is killed after `timeout_s`), side by side: the reads need no exec and go in a thread of
+    their own. A probe that times out or floods is recorded in `Facts.probe_error` (the image's fault), never
+    raised; only the engine failing raises (EngineError)."""
     request = request or ProbeRequest()
+    static_notes: dict[str, str] = {}
     notes: dict[str, str] = {}
-    os_release = _read_os_release(candidate, notes)
-    dpkg_text = candidate.read_file(DPKG_STATUS_PATH)
-    dpkg = parse_dpkg_status(dpkg_text.decode("utf-8", "replace")) if dpkg_text is not None else None
-    if dpkg is None:
-        notes["dpkg"] = f"no dpkg database at {DPKG_STATUS_PATH}"
-    if not candidate.running:
-        notes.setdefault("shell", "no process could start in the image (no `sleep`, no /bin/sh)")
-        for key in ("conda", "python"):
-            notes[key] = "cannot run anything in the image: it has no shell"
-        return Facts(os=os_release, dpkg=dpkg, notes=notes)
-    return _exec_facts(candidate, request, os_release, dpkg, notes)
+    lists: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reading = pool.submit(_static_facts, candidate, static_notes)
+        if not candidate.running:
+            notes["shell"] = "no process could start in the image (no `sleep`, no /bin/sh)"
+            for key in ("conda", "python"):
+                notes[key] = "cannot run anything in the image: it has no shell"
+            found: dict[str, Any] = {}
+        else:
+            run = Probe(candidate, request, timeout_s, notes)
+            found, lists = run.run(), run.lists
+        static = reading.result()
+    apt = _check_apt_files(candidate, request.apt, static["dpkg"], lists)
+    return Facts(**static, **apt, **found, notes={**static_notes, **notes})
+
+
+def _static_facts(candidate: Runner, notes: dict[str, str]) -> dict[str, Any]:
+    """What the archive API tells without running anything in the image."""
+    return {"os": _read_os_release(candidate, notes), "dpkg": _read_dpkg(candidate, notes)}
 
 
 def _read_os_release(candidate: Runner, notes: dict[str, str]) -> OsRelease | None:
+    """os-release(5): /etc/os-release wins when it exists; /usr/lib/os-release is read only when it is
+    absent. One that exists but cannot be read (too large, a loop, a device) is the answer: a failure."""
     for path in OS_RELEASE_PATHS:
-        data = candidate.read_file(path)
-        if data is not None:
-            return parse_os_release(data.decode("utf-8", "replace"))
+        read = candidate.read_file(path, max_bytes=OS_RELEASE_MAX)
+        if read.ok:
+            return parse_os_release((read.data or b"").decode("utf-8", "replace"))
+        if not read.absent:
+            limit = f" (the limit is {describe_size(OS_RELEASE_MAX)})" if read.size > OS_RELEASE_MAX else ""
+            notes["os"] = f"{path} cannot be read: {read.problem}{limit}"
+            return None
     notes["os"] = "no /etc/os-release or /usr/lib/os-release in the image"
     return None
 
 
-def _exec_facts(
-    candidate: Runner,
-    request: ProbeRequest,
-    os_release: OsRelease | None,
-    dpkg: dict[str, str] | None,
-    notes: dict[str, str],
-) -> Facts:
-    marker = f"@@{uuid.uuid4().hex}:"
-    payload = json.dumps({"imports": request.imports, "extensions": request.extensions, "marker": marker})
-    result = candidate.exec(["/bin/sh", "-c", SHELL_SCRIPT, "sh", marker, PY_PROGRAM, payload], timeout=PROBE_TIMEOUT_S)
-    if getattr(result, "truncated", False):
-        raise EngineError(
-            f"the probe's exec printed more than {MAX_EXEC_OUTPUT >> 20} MiB (something in the image floods "
-            "its output, e.g. a sitecustomize or .pth file); the rest was not read"
+def _read_dpkg(candidate: Runner, notes: dict[str, str]) -> dict[str, str] | None:
+    """The status database, parsed as it streams."""
+
+    def parse(handle: IO[bytes]) -> dict[str, str]:
+        return parse_dpkg_status(line.decode("utf-8", "replace") for line in iter(handle.readline, b""))
+
+    read = candidate.read_file(DPKG_STATUS_PATH, max_bytes=DPKG_STATUS_MAX, parse=parse)
+    if read.ok:
+        return read.value
+    if read.absent:
+        notes["dpkg"] = f"no dpkg database at {DPKG_STATUS_PATH}"
+    else:
+        limit = f" (the limit is {describe_size(DPKG_STATUS_MAX)})" if read.size > DPKG_STATUS_MAX else ""
+        notes["dpkg"] = f"{DPKG_STATUS_PATH} cannot be read: {read.problem}{limit}"
+    return None
+
+
+# -- apt files really there ------------------------------------------------------------------------------
+_MAIN_DIRS = ("/usr/lib/", "/lib/", "/usr/lib64/", "/lib64/", "/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/")
+FILES_PER_PACKAGE = 3
+
+
+def main_files(listing: str, limit: int = FILES_PER_PACKAGE) -> list[str]:
+    """From a dpkg .list, the files whose absence breaks the package: shared libraries first, then
+    programs; directories (paths that other entries live under) and docs are skipped."""
+    paths = [line.strip() for line in listing.splitlines() if line.strip().startswith("/")]
+    dirs = {posixpath.dirname(path) for path in paths}
+    candidates = [p for p in paths if p not in dirs and p.startswith(_MAIN_DIRS) and "/doc/" not in p]
+    libs = [p for p in candidates if re.search(r"\.so(\.\d+)*$", p)]
+    programs = [p for p in candidates if re.match(r"^/(usr/)?s?bin/[^/]+$", p)]
+    return (libs + programs)[:limit]
+
+
+_PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.:-]*")
+
+
+def _check_apt_files(
+    candidate: Runner, packages: list[str], dpkg: dict[str, str] | None, lists: dict[str, str]
+) -> dict[str, Any]:
+    """For each required package dpkg lists, look that its main files are there: through the archive API
+    (HEAD requests, a few at a time), so the image cannot answer for itself. Which files a package has comes
+    from its dpkg file list, image data either way: as the probe's shell printed it (`lists`), else read
+    through the archive API (an archive GET costs the engine an archiver process: ~20 times a look)."""
+    listed = [p for p in dict.fromkeys(packages) if dpkg is not None and p in dpkg and "(provided by" not in dpkg[p]]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        unread = [p for p in listed if p not in lists]
+        files = dict(zip(unread, pool.map(lambda p: _list_files(candidate, p), unread)))
+        files.update({p: main_files(lists[p]) for p in listed if p in lists})
+        wanted = sorted({path for paths in files.values() for path in paths or ()})
+        present = dict(zip(wanted, pool.map(lambda path: _present(candidate, path), wanted)))
+    missing: dict[str, str] = {}
+    for package in listed:
+        paths = files[package]
+        if paths is None:
+            missing[package] = f"{DPKG_INFO_DIR}/{package}.list"
+        elif gone := next((path for path in paths if not present[path]), None):
+            missing[package] = gone
+    return {"apt_missing": missing, "apt_checked": {p: tuple(files[p] or ()) for p in listed}}
+
+
+def _list_files(candidate: Runner, package: str) -> list[str] | None:
+    """The main files of a package from its dpkg file list, read through the archive API; None when it
+    has no list."""
+    for name in (package, f"{package}:amd64"):  # a look (HEAD) is ~20 times cheaper than a read (GET)
+        path = f"{DPKG_INFO_DIR}/{name}.list"
+        if candidate.stat(path).exists:
+            read = candidate.read_file(path, max_bytes=DPKG_LIST_MAX)
+            return main_files((read.data or b"").decode("utf-8", "replace")) if read.ok else None
+    return None
+
+
+def _present(candidate: Runner, path: str) -> bool:
+    st = candidate.stat(path)
+    if st.exists and st.link_target:
+        st = candidate.stat(st.link_target)
+    return st.exists
+
+
+# -- the exec -------------------------------------------------------------------------------------------
+class Probe:
+    """One candidate's exec: the shell script, or the image's Python run directly when there is no shell."""
+
+    def __init__(self, candidate: Runner, request: ProbeRequest, timeout_s: float, notes: dict[str, str]) -> None:
+        self.candidate = candidate
+        self.request = request
+        self.timeout_s = float(timeout_s)
+        self.notes = notes
+        self.uid = ""  # from the Python program: the user an image without a shell runs as
+        self.packages = [name for name in dict.fromkeys(request.apt) if _PACKAGE_NAME.fullmatch(name)]
+        self.lists: dict[str, str] = {}  # package -> its dpkg file list, as the shell printed it
+        self.marker = f"@@{uuid.uuid4().hex}:"
+        self.payload = json.dumps({"imports": request.imports, "extensions": request.extensions, "marker": self.marker})
+
+    def run(self) -> dict[str, Any]:
+        """The exec's facts (Facts fields; notes go to the shared notes): through the shell when it starts,
+        else, when the image has no /bin/sh, by running its Python and conda directly."""
+        found = self.with_shell()
+        if "has_shell" not in found and not self.candidate.stat("/bin/sh").exists:
+            self.notes.clear()
+            return self.without_shell()
+        return found
+
+    def with_shell(self) -> dict[str, Any]:
+        deadline = self._host_deadline()
+        cmd = ["/bin/sh", "-c", SHELL_SCRIPT, "sh", self.marker, PY_PROGRAM, self.payload]
+        cmd += [f"{self.timeout_s:g}", str(KILL_GRACE_S), str(SECTION_MAX + 1), " ".join(self.packages)]
+        raw, error, stderr = self._run(cmd, deadline, KILL_ALL_SH)
+        records = read_records(raw, self.marker.encode())
+        sections = sections_of(records)
+        if "user" not in sections:
+            reason = (stderr or raw.decode("utf-8", "replace")).strip().splitlines()
+            text = f"/bin/sh could not run the probe ({reason[0][:200]})" if reason else "/bin/sh gave no answer"
+            self.notes["shell"] = error or text
+            for key in ("conda", "python"):
+                self.notes.setdefault(key, f"cannot look for {key}: {error or text}")
+            return {"running": True, "probe_error": error}
+        error = error or self._section_error(sections)
+        for i, package in enumerate(self.packages):
+            if f"list_{i}" in sections and sections[f"list_{i}"].complete:
+                self.lists[package] = sections[f"list_{i}"].text
+        conda = self._conda(sections, error)
+        python, pip, imports, extra = self._python(sections, error)
+        return dict(
+            has_shell=True,
+            running=True,
+            user=sections["user"].text.strip(),
+            conda=conda,
+            python=python,
+            pip=pip,
+            imports=imports,
+            extra=extra,
+            probe_error=error,
         )
-    sections = split_sections(result.stdout, marker)
-    if "end" not in sections and "user" not in sections:
-        reason = (result.stderr or result.stdout).strip().splitlines()
-        notes["shell"] = "no /bin/sh in the image" + (f" ({reason[0][:200]})" if reason else "")
-        notes.setdefault("conda", "cannot look for conda: the image has no shell")
-        notes.setdefault("python", "cannot look for python: the image has no shell")
-        return Facts(os=os_release, dpkg=dpkg, running=True, notes=notes)
-    conda = _conda_from(sections, notes)
-    python, pip, imports, extra = _python_from(sections, marker, request, notes)
-    return Facts(
-        os=os_release,
-        has_shell=True,
-        running=True,
-        user=sections.get("user", "").strip(),
-        conda=conda,
-        python=python,
-        dpkg=dpkg,
-        pip=pip,
-        imports=imports,
-        extra=extra,
-        notes=notes,
-    )
 
+    def _host_deadline(self) -> float:
+        """With `timeout` in the image each of the three commands has its own deadline inside, and the host's
+        only catches what slips through; without it, the host's deadline is the probe's (one look per PATH
+        entry, through the archive API, tells)."""
+        search = [d for d in (self.candidate.configured_env().get("PATH") or DEFAULT_PATH).split(":") if d]
+        if any(self.candidate.stat(posixpath.join(d, "timeout")).exists for d in search):
+            return 3 * (self.timeout_s + KILL_GRACE_S) + 10
+        return self.timeout_s + KILL_GRACE_S
 
-def _conda_from(sections: dict[str, str], notes: dict[str, str]) -> CondaInfo | None:
-    exe = sections.get("conda_exe", "").strip()
-    if not exe:
-        notes["conda"] = "no `conda` on PATH or in the usual install locations"
-        return None
-    raw_version = sections.get("conda_version", "")
-    info = parse_conda_info(sections.get("conda_info", ""))
-    version = parse_conda_version(raw_version) or str(info.get("conda_version", ""))
-    error = "" if version else f"`conda --version` said: {raw_version.strip()[:300]!r}"
-    return CondaInfo(version=version, executable=exe, info=info, error=error)
-
-
-def _python_from(
-    sections: dict[str, str], marker: str, request: ProbeRequest, notes: dict[str, str]
-) -> tuple[PythonInfo | None, dict[str, str], dict[str, ImportResult], dict[str, Any]]:
-    exe = sections.get("python_exe", "").strip()
-    if not exe:
-        notes["python"] = "no `python3` or `python` on PATH"
-        return None, {}, {}, {}
-    answer = sections.get("json", "")
-    try:
-        data = json.loads(answer)
-    except ValueError:
-        output = sections.get("python", "").strip()
-        notes["python"] = f"{exe} did not run the probe: {last_line(output)[:300] or 'no output'}"
-        return PythonInfo(executable=exe), {}, {}, {}
-    python = PythonInfo(
-        executable=str(data.get("executable") or exe),
-        version=str(data.get("version", "")),
-        implementation=str(data.get("implementation", "")),
-    )
-    imports = {
-        name: ImportResult(
-            module=name,
-            ok=bool(value.get("ok")),
-            error=last_line(value.get("traceback", "")),
-            traceback=str(value.get("traceback", "")),
+    def without_shell(self) -> dict[str, Any]:
+        """No /bin/sh: find python3/python and conda on the image's configured PATH (conda also in its usual
+        install locations) by looking through the archive API, and exec each directly: the Python program,
+        and `conda --version` (one exec more, only for images without a shell)."""
+        self.notes["shell"] = "no /bin/sh in the image"
+        search = [d for d in (self.candidate.configured_env().get("PATH") or DEFAULT_PATH).split(":") if d]
+        exe = self._find([posixpath.join(d, name) for name in ("python3", "python") for d in search])
+        kill = [exe, "-c", KILL_ALL_PY] if exe else []
+        conda, error = self._conda_direct(
+            self._find([posixpath.join(d, "conda") for d in search], CONDA_CANDIDATES), kill
         )
-        for name, value in (data.get("imports") or {}).items()
-    }
-    return python, normalise_dists(data.get("dists") or {}), imports, dict(data.get("extra") or {})
+        if not exe:
+            self.notes["python"] = f"no `python3` or `python` on the image's PATH ({':'.join(search)[:200]})"
+            return {"running": True, "conda": conda, "probe_error": error}
+        raw, py_error, stderr = self._run(
+            [exe, "-c", PY_PROGRAM, self.payload], self.timeout_s + KILL_GRACE_S, kill, exe
+        )
+        sections = {"python_exe": Record("python_exe", exe.encode()), "python": Record("python", raw + stderr.encode())}
+        python, pip, imports, extra = self._python(sections, py_error)
+        return dict(
+            running=True,
+            user=self.uid,
+            conda=conda,
+            python=python,
+            pip=pip,
+            imports=imports,
+            extra=extra,
+            probe_error=error or py_error,
+        )
+
+    def _find(self, *paths: Iterable[str]) -> str:
+        """The first of these paths that is a regular file (after symlinks), looked at in order."""
+        for path in (p for group in paths for p in group):
+            if self._runnable(posixpath.dirname(path), posixpath.basename(path)):
+                return path
+        return ""
+
+    def _conda_direct(self, path: str, kill: list[str]) -> tuple[CondaInfo | None, str]:
+        """`conda --version` exec'd directly (its shebang needs no shell); the probe error if it failed."""
+        if not path:
+            self.notes["conda"] = "no `conda` on the image's PATH or in the usual install locations"
+            return None, ""
+        raw, error, stderr = self._run([path, "--version"], self.timeout_s + KILL_GRACE_S, kill, f"{path} --version")
+        text = raw.decode("utf-8", "replace") + "\n" + stderr
+        version = parse_conda_version(text)
+        said = f"`conda --version` said: {text.strip()[:300]!r}"
+        return CondaInfo(version=version, executable=path, error="" if version else error or said), error
+
+    def _runnable(self, directory: str, name: str) -> str:
+        path = posixpath.join(directory, name)
+        st = self.candidate.stat(path)
+        if st.exists and st.link_target:
+            st = self.candidate.stat(st.link_target)
+        return path if st.exists and st.kind == "file" else ""
+
+    def _run(self, cmd: list[str], deadline: float, kill: list[str], what: str = "") -> tuple[bytes, str, str]:
+        """The exec's stdout, the probe error (a host-side timeout or a flood), and its stderr."""
+        try:
+            result = self.candidate.exec(cmd, timeout=deadline)
+        except ExecTimeout as exc:
+            self._kill(kill)
+            running = [r.text for r in read_records(exc.partial, self.marker.encode()) if r.name == "run"]
+            doing = running[-1] if running else what or cmd[0]
+            return exc.partial, f"timed out after {self.timeout_s:g} s running `{_short_cmd(doing)}`", ""
+        raw = getattr(result, "raw_stdout", b"") or str(result.stdout).encode("utf-8", "surrogateescape")
+        if getattr(result, "truncated", False):
+            self._kill(kill)
+            running = [r.text for r in read_records(raw, self.marker.encode()) if r.name == "run"]
+            doing = _short_cmd(running[-1] if running else what or cmd[0])
+            return raw, f"printed more than {describe_size(SECTION_MAX)} running `{doing}`; the rest was not read", ""
+        return raw, "", str(result.stderr or "")
+
+    def _kill(self, cmd: list[str]) -> None:
+        """Best effort: the container is removed at the end anyway; this only stops it burning CPU now."""
+        if not cmd:
+            return
+        with contextlib.suppress(EngineError):
+            self.candidate.exec(cmd, timeout=10)
+
+    def _section_error(self, sections: dict[str, Record]) -> str:
+        """A command the candidate's `timeout` stopped, or a section the candidate's `head` cut."""
+        timed = bool(sections.get("timeout") and sections["timeout"].data)
+        for name, what in (("conda_version", "--version"), ("conda_info", "info --json"), ("python", "")):
+            record = sections.get(name)
+            if record is None:
+                continue
+            exe = sections.get("python_exe" if name == "python" else "conda_exe")
+            doing = _short_cmd(f"{exe.text if exe else name} {what or '-c <probe>'}")
+            rc = sections.get(f"{name}_rc")
+            if timed and rc is not None and rc.text.strip() in TIMEOUT_CODES:
+                return f"timed out after {self.timeout_s:g} s running `{doing}`"
+            if len(record.data) > SECTION_MAX:  # the cap in the candidate cut it
+                return f"printed more than {describe_size(SECTION_MAX)} running `{doing}`; the rest was not read"
+        return ""
+
+    def _conda(self, sections: dict[str, Record], error: str) -> CondaInfo | None:
+        exe = sections["conda_exe"].text.strip() if "conda_exe" in sections else ""
+        if not exe:
+            if "conda_exe" in sections:
+                self.notes["conda"] = "no `conda` on PATH or in the usual install locations"
+            return None
+        raw_version = sections["conda_version"].text if "conda_version" in sections else ""
+        info = parse_conda_info(sections["conda_info"].text) if "conda_info" in sections else {}
+        version = parse_conda_version(raw_version) or str(info.get("conda_version", ""))
+        if not version and error:
+            return CondaInfo(executable=exe, info=info, error=error)
+        reason = f"`conda --version` said: {raw_version.strip()[:300]!r}" if raw_version else (error or "no answer")
+        return CondaInfo(version=version, executable=exe, info=info, error="" if version else reason)
+
+    def _python(
+        self, sections: dict[str, Record], error: str
+    ) -> tuple[PythonInfo | None, dict[str, str], dict[str, ImportResult], dict[str, Any]]:
+        exe = sections["python_exe"].text.strip() if "python_exe" in sections else ""
+        if not exe:
+            if "python_exe" in sections:
+                self.notes["python"] = "no `python3` or `python` on PATH"
+            return None, {}, {}, {}
+        section = sections["python"].data if "python" in sections else b""
+        data, problem = python_answer(section, self.marker.encode())
+        if data is None:
+            if error:
+                self.notes["python"] = error
+                return None, {}, {}, {}
+            output = last_line(section.decode("utf-8", "replace"))
+            if problem != "no answer":
+                self.notes["python"] = f"{exe} gave a malformed answer to the probe: {problem}"
+            else:
+                self.notes["python"] = f"{exe} did not run the probe: {output[:300] or 'no output'}"
+            return PythonInfo(executable=exe), {}, {}, {}
+        python, pip, imports, extra, problems = python_facts(data, exe)
+        if problems:
+            self.notes["python"] = f"{exe} answered the probe with malformed facts: {'; '.join(problems)[:300]}"
+            python = PythonInfo(executable=python.executable, implementation=python.implementation)
+        uid = data.get("uid")
+        self.uid = str(uid) if isinstance(uid, int) else ""
+        return python, pip, imports, extra
+
+
+def _short_cmd(text: str) -> str:
+    """A command as a stage names it: the probe program itself is not worth printing."""
+    text = text.replace(PY_PROGRAM, "<probe>")
+    words = text.split(" -c ", 1)
+    return (words[0] + " -c <probe>" if len(words) > 1 else text)[:200]

@@ -40,6 +40,11 @@ def not_required(stage: str, profile: Profile) -> StageResult:
     return StageResult(stage, Status.SKIPPED, reason=reason, skip_kind=NOT_REQUIRED)
 
 
+def _missing(facts: Facts, key: str) -> str:
+    """Why a fact that needs exec is missing: its own note, else the probe's failure, else plainly absent."""
+    return facts.notes.get(key) or facts.probe_error or f"no {key}"
+
+
 def check_os(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
     rules = profile.os_rules()
     if not rules:
@@ -63,7 +68,7 @@ def check_conda(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
     expected = f"conda {describe_specs(specs)}"
     fix = profile.remediation("conda")
     if facts.conda is None:
-        return StageResult("conda", Status.FAIL, expected, facts.notes.get("conda", "no conda"), fix)
+        return StageResult("conda", Status.FAIL, expected, _missing(facts, "conda"), fix)
     if not facts.conda.version:
         return StageResult("conda", Status.FAIL, expected, facts.conda.error or "version unknown", fix)
     observed = f"conda {facts.conda.version} at {facts.conda.executable}"
@@ -78,7 +83,7 @@ def check_python(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
     expected = f"Python {describe_specs(specs)}"
     fix = profile.remediation("python")
     if facts.python is None or not facts.python.version:
-        return StageResult("python", Status.FAIL, expected, facts.notes.get("python", "no python"), fix)
+        return StageResult("python", Status.FAIL, expected, _missing(facts, "python"), fix)
     observed = f"Python {facts.python.version} at {facts.python.executable}"
     status = Status.PASS if version_matches(facts.python.version, specs) else Status.FAIL
     return StageResult("python", status, expected, observed, "" if status is Status.PASS else fix)
@@ -121,6 +126,12 @@ def check_apt(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
         present.update({name: installed[name] for name in group if name in installed})
     observed_present = ", ".join(f"{name} {version}" for name, version in present.items())
     details: dict[str, Any] = {"missing": missing, "present": present} if missing else {"present": present}
+    gone = {name: path for name, path in facts.apt_missing.items() if name in present}
+    if gone and not missing:
+        observed = "; ".join(f"{name} is listed as installed, but {path} is missing" for name, path in gone.items())
+        details = {"present": present, "files_missing": gone, "files_checked": dict(facts.apt_checked)}
+        fix = f"Reinstall {' '.join(gone)} (`apt-get install --reinstall`); do not delete package files to slim it."
+        return StageResult("apt", Status.FAIL, expected, observed, fix, details=details)
     if missing:
         fix = profile.remediation("apt").replace("<missing packages>", " ".join(m.split(" or ")[0] for m in missing))
         observed = f"missing: {', '.join(missing)}" + (f"; present: {observed_present}" if present else "")
@@ -161,7 +172,7 @@ def check_azureml(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
         else:
             seen.append(f"import {module} ok")
     if facts.python is None:
-        problems.insert(0, facts.notes.get("python", "no python"))
+        problems.insert(0, _missing(facts, "python"))
     if problems:
         return StageResult("azureml", Status.FAIL, expected, "; ".join(problems), fix, details=details)
     return StageResult("azureml", Status.PASS, expected, ", ".join(seen), details=details)

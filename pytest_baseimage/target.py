@@ -130,8 +130,10 @@ class ImageCheck:
         return self._facts
 
     def _gather(self) -> Facts:
+        apt = self.profile.section("apt") or {}
         request = probe.ProbeRequest(
-            imports=[str(m) for m in (self.profile.section("azureml") or {}).get("imports", [])]
+            imports=[str(m) for m in (self.profile.section("azureml") or {}).get("imports", [])],
+            apt=[str(p) for p in [*apt.get("required", []), *(n for g in apt.get("any_of", []) for n in g)]],
         )
         for name, make in probe.EXTENSIONS.items():
             code = make(self.profile)

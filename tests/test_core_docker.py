@@ -25,7 +25,7 @@ def test_good_image_passes_every_stage(tmp_path, images, no_leaks):
     assert cases["test_gpu"]["message"] == "not required by profile fixture"
     props = {name: case["props"] for name, case in cases.items()}
     assert props["test_os"]["observed"].startswith("Debian GNU/Linux 12")
-    assert props["test_conda"]["observed"].startswith("conda 23.11.0 at /opt/conda/bin/conda")
+    assert props["test_conda"]["observed"].startswith("conda 24.11.3 at /opt/conda/bin/conda")  # no newline after info
     assert props["test_python"]["observed"].startswith("Python 3.11.")
     assert "nginx-light" in props["test_apt"]["observed"]
     assert "azureml-inference-server-http" in props["test_azureml"]["observed"]
