@@ -16,7 +16,7 @@ from .errors import BaseImageError, ExitCode
 from .results import STAGE_ORDER, StageResult, Status
 from .session import REPORT_ATTR, Ending, VerdictSession, check_output_path, merge_result
 from .target import ImageCheck, Target, engine_for
-from .text import escaped, one_line
+from .text import escaped, inert_lines, one_line
 
 TARGETS_KEY = pytest.StashKey[list]()
 CHECKS_KEY = pytest.StashKey[dict]()
@@ -215,7 +215,8 @@ def _built_images(config: pytest.Config) -> list[str]:
     except BaseImageError as exc:
         if exc.exit_code == ExitCode.USAGE_ERROR:
             raise pytest.UsageError(escaped(str(exc))) from None
-        pytest.exit(one_line(str(exc)), returncode=int(exc.exit_code))
+        # One line, then the build log's tail: its own lines stay, each one inert (no CR can rewrite another).
+        pytest.exit(inert_lines(str(exc)), returncode=int(exc.exit_code))
 
 
 def _secrets(config: pytest.Config) -> list[str]:
@@ -404,8 +405,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         ending = Ending(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
         for report in reports:
             report.error = report.error or f"the run stopped before every stage ran (pytest exit {int(exitstatus)})"
-    elif not any(r.results or r.error for r in reports):
-        return
+    else:
+        # An image none of whose tests ran (-k/-m left out all its stages; under xdist the controller never
+        # sees the deselection) was not part of this run, as if it had not been named: it gets no verdict.
+        reports = [r for r in reports if r.results or r.error]
+        if not reports:
+            return
+    verdicts.final = reports
     run = verdicts.run_of(reports, ending, _host_of(config))
     if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         # The worse of the two: a user's own failing test still fails the run; an unchecked image makes it 2.
@@ -438,7 +444,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             )
     if verdicts is None or not verdicts.targets or config.getoption("collectonly"):
         return
-    reports = verdicts.image_reports(config.stash.get(CHECKS_KEY, {}))
+    reports = verdicts.final if verdicts.final is not None else verdicts.image_reports(config.stash.get(CHECKS_KEY, {}))
     if not any(r.results or r.error for r in reports):
         return
     terminalreporter.section("base image verdict")

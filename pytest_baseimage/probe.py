@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import posixpath
 import re
 import uuid
@@ -131,7 +132,7 @@ sys.stdout.flush()
 # a command's output: the shell's pattern operators are quadratic on a large one.
 SHELL_SCRIPT = r"""
 LC_ALL=C; export LC_ALL
-M="$1"; CAP="$6"
+M="$1"; CAP="$6"; GRACE="$5"; BUDGET="$8"
 emit() { printf '%s%s %s\n%s' "$M" "$1" "${#2}" "$2"; }
 T=""
 if command -v timeout >/dev/null 2>&1 && timeout -k 1 5 true >/dev/null 2>&1; then T="timeout -k $5 $4"; fi
@@ -139,10 +140,18 @@ H="cat"
 if command -v head >/dev/null 2>&1; then H="head -c $CAP"; elif ! command -v cat >/dev/null 2>&1; then H="read_all"; fi
 read_all() { while IFS= read -r line; do printf '%s\n' "$line"; done; printf '%s' "$line"; }
 exec 3>&1
+S=""
+if [ -n "$T" ] && command -v date >/dev/null 2>&1; then S=$(date +%s 2>/dev/null); fi
 run() {
   name=$1; merge=$2; emit run "$3"; shift 3
-  if [ "$merge" = 1 ]; then out=$( { $T "$@" 2>&1 3>&-; rc=$?; emit "${name}_rc" "$rc" >&3; } </dev/null | $H )
-  else out=$( { $T "$@" 2>/dev/null 3>&-; rc=$?; emit "${name}_rc" "$rc" >&3; } </dev/null | $H ); fi
+  TT="$T"
+  if [ -n "$S" ]; then
+    left=$(( $BUDGET - ( $(date +%s) - S ) ))
+    if [ "$left" -le 0 ]; then emit "${name}_rc" 124; emit "$name" ""; return; fi
+    TT="timeout -k $GRACE $left"
+  fi
+  if [ "$merge" = 1 ]; then out=$( { $TT "$@" 2>&1 3>&-; rc=$?; emit "${name}_rc" "$rc" >&3; } </dev/null | $H )
+  else out=$( { $TT "$@" 2>/dev/null 3>&-; rc=$?; emit "${name}_rc" "$rc" >&3; } </dev/null | $H ); fi
   emit "$name" "$out"
 }
 emit timeout "$T"
@@ -597,6 +606,7 @@ class Probe:
         deadline = self._host_deadline()
         cmd = ["/bin/sh", "-c", SHELL_SCRIPT, "sh", self.marker, PY_PROGRAM, self.payload]
         cmd += [f"{self.timeout_s:g}", str(KILL_GRACE_S), str(SECTION_MAX + 1), " ".join(self.packages)]
+        cmd += [str(math.ceil(self.timeout_s))]  # whole seconds, for the shell's arithmetic on what is left
         raw, error, stderr = self._run(cmd, deadline, KILL_ALL_SH)
         records = read_records(raw, self.marker.encode())
         sections = sections_of(records)
@@ -626,9 +636,9 @@ class Probe:
         )
 
     def _host_deadline(self) -> float:
-        """With `timeout` in the image each of the three commands has its own deadline inside, and the host's
-        only catches what slips through; without it, the host's deadline is the probe's (one look per PATH
-        entry, through the archive API, tells)."""
+        """With `timeout` in the image the three commands share the probe's deadline inside (each gets what is
+        left of it, when `date` can tell; else each the whole), and the host's only catches what slips through;
+        without it, the host's deadline is the probe's (one look per PATH entry, through the archive API, tells)."""
         search = [d for d in (self.candidate.configured_env().get("PATH") or DEFAULT_PATH).split(":") if d]
         if any(self.candidate.stat(posixpath.join(d, "timeout")).exists for d in search):
             return 3 * (self.timeout_s + KILL_GRACE_S) + 10

@@ -90,6 +90,7 @@ class VerdictSession:
     require_all: bool = False
     secrets: Sequence[str] = ()
     written: bool = False
+    final: list[ImageReport] | None = None  # the reports the verdict was written from: the terminal shows the same
 
     # -- hooks (this object is registered as a plugin) -------------------------------------------------
     def pytest_runtest_logreport(self, report: Any) -> None:

@@ -285,7 +285,7 @@ def test_docker_contexts_work_as_in_the_cli(tmp_path, images, no_leaks, config_j
     assert missing.returncode == 2 and "Docker context 'nope' does not exist" in missing.stderr
 
 
-def test_a_crashing_check_is_unchecked_never_a_pass(tmp_path, images, no_leaks):
+def test_a_crashing_check_is_unchecked_never_a_pass_and_keeps_its_traceback(tmp_path, images, no_leaks):
     (tmp_path / "conftest.py").write_text(
         "from dataclasses import replace\n"
         "from pytest_baseimage import stages\n"
@@ -299,6 +299,9 @@ def test_a_crashing_check_is_unchecked_never_a_pass(tmp_path, images, no_leaks):
     assert "the conda check crashed (RuntimeError: simulated bug)" in cases["test_conda"]["message"]
     data = json.loads(verdict.read_text())
     assert (data["verdict"], data["exit_code"]) == ("could not be checked", 2)
+    conda = next(r for r in data["images"][0]["results"] if r["stage"] == "conda")
+    assert conda["details"]["traceback"].startswith("Traceback (most recent call last):")
+    assert "RuntimeError: simulated bug" in conda["details"]["traceback"]
 
 
 def test_a_users_failing_test_still_fails_a_compatible_run(tmp_path, images, no_leaks):

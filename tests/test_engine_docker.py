@@ -73,7 +73,6 @@ def test_why_no_process_can_start_is_named_not_read_as_no_shell(tmp_path, images
 def test_a_failed_probe_runs_once_for_every_stage(tmp_path, images, docker_client, no_leaks):
     """The image's python3 never ends and ignores SIGTERM: one probe exec, one deadline, the same reason for
     every stage that needs it."""
-    (tmp_path / "conftest.py").write_text(_GATHER_SHIM)
     timeout = 4
     verdict = tmp_path / "verdict.json"
     argv = plugin_argv(
@@ -101,21 +100,11 @@ def test_a_failed_probe_runs_once_for_every_stage(tmp_path, images, docker_clien
     ]
     assert len(execs) == 1, execs
     assert elapsed < 3 * timeout, f"{elapsed:.1f} s: the probe ran more than once"
-    reasons = {r["stage"]: r["reason"] for r in json.loads(verdict.read_text())["images"][0]["results"]}
-    assert reasons["conda"] == reasons["python"] and reasons["python"], reasons
-
-
-# Until probe.gather takes its deadline (the agreed `timeout_s`), pass it through the module constant.
-_GATHER_SHIM = """
-import inspect
-from pytest_baseimage import probe
-if "timeout_s" not in inspect.signature(probe.gather).parameters:
-    _real = probe.gather
-    def _gather(candidate, request=None, *, timeout_s=30.0):
-        probe.PROBE_TIMEOUT_S = timeout_s
-        return _real(candidate, request)
-    probe.gather = _gather
-"""
+    results = {r["stage"]: r for r in json.loads(verdict.read_text())["images"][0]["results"]}
+    for stage in ("conda", "python"):  # both read the one probe's failure: the image's, judged once
+        assert results[stage]["status"] == "fail", results[stage]
+        assert f"timed out after {timeout} s running" in results[stage]["observed"], results[stage]
+    assert results["os"]["status"] == "pass", results["os"]  # judged from files, as usual
 
 
 # -- reaping by session lease ----------------------------------------------------------------------------
@@ -186,22 +175,6 @@ def test_a_live_run_renews_its_lease(engine, images, no_leaks, monkeypatch):
     time.sleep(2.5)
     later = eng.lease_renewed_at(engine.client.api.inspect_container(lease.id)["Name"])
     assert first is not None and later is not None and later > first
-
-
-def test_a_crashed_check_keeps_its_traceback_in_the_json(tmp_path, images, no_leaks):
-    (tmp_path / "conftest.py").write_text(
-        "from dataclasses import replace\n"
-        "from pytest_baseimage import stages\n"
-        "def boom(*args):\n"
-        "    raise RuntimeError('simulated bug')\n"
-        "stages.STAGES['conda'] = replace(stages.STAGES['conda'], check=boom)\n"
-    )
-    verdict = tmp_path / "verdict.json"
-    proc, _cases = certify(tmp_path, images("good"), f"--compat-json={verdict}", "-m", "conda")
-    assert proc.returncode == 2, proc.stdout
-    conda = next(r for r in json.loads(verdict.read_text())["images"][0]["results"] if r["stage"] == "conda")
-    assert conda["details"]["traceback"].startswith("Traceback (most recent call last):")
-    assert "RuntimeError: simulated bug" in conda["details"]["traceback"]
 
 
 def test_a_candidate_that_writes_past_the_disk_limit_is_stopped(engine, images, no_leaks, monkeypatch):
