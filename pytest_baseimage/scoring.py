@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from . import probe, profile_schema, scoring_client
-from .engine import Engine
+from .engine import Engine, image_start_fault
 from .errors import BaseImageError, ExitCode, ProfileError
 from .facts import Facts
 from .profiles import Profile
 from .results import StageResult, Status
 from .scoring_client import ANSWER_BYTES
-from .stages import Stage, not_required, register
+from .stages import Stage, not_required, register, start_fix
 from .text import clip, strip_ansi
 
 # -- constants -------------------------------------------------------------------------------------------
@@ -66,6 +66,7 @@ CAUSES: dict[str, str] = {
     "server-exited": "The server process stopped before it could answer: see the exit code and the log.",
     "wrong-platform": "The image's programs are built for another CPU than the engine's: build it for "
     "linux/amd64 (`docker build --platform linux/amd64`).",
+    "cannot-start": "The image cannot start any process as configured: see the cause.",
     "loopback-only": "The server listens on a loopback address only, so nothing outside its container (Azure ML's "
     "router and health probes) can reach it: bind to 0.0.0.0 (azmlinfsrv and gunicorn do by default).",
 }
@@ -590,6 +591,7 @@ class Cause:
     name: str
     text: str
     exception: str = ""
+    fix: str = ""  # what to do, when it depends on more than the name (else CAUSES[name])
 
 
 def classify(obs: ScoringObservation) -> Cause | None:
@@ -636,6 +638,10 @@ def classify(obs: ScoringObservation) -> Cause | None:
 
 def _start_failure(obs: ScoringObservation) -> Cause:
     error = obs.start_error
+    fault = image_start_fault(error)
+    fix = start_fix(fault.reason) if fault is not None else ""
+    if fault is not None and fix and "exec format error" not in error.lower():  # an unknown USER or group
+        return Cause("cannot-start", f"the server container could not start: {fault.reason}", fix=fix)
     if "exec format error" in error.lower():
         return Cause(
             "wrong-platform",
@@ -783,7 +789,7 @@ def check_scoring(_facts: Facts, profile: Profile, observation: ScoringObservati
         details["exception"] = cause.exception
     if observation.score is not None and observation.score.status is not None:
         details["score_body"] = clip(observation.score.body, 1000)
-    fix = " ".join(part for part in (CAUSES.get(cause.name, ""), spec.remediation) if part)
+    fix = " ".join(part for part in (cause.fix or CAUSES.get(cause.name, ""), spec.remediation) if part)
     observed = f"{cause.name}: {cause.text}"
     so_far = observed_text(observation)
     return StageResult(

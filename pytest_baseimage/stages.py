@@ -6,6 +6,7 @@ agree on them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,43 @@ def _missing(facts: Facts, key: str) -> str:
     return facts.notes.get(key) or facts.probe_error or f"no {key}"
 
 
+# Why a candidate could not start any process, as the engine's start faults say it (engine._IMAGE_START_FAULTS),
+# and what fixes that: installing conda or Python into an image that cannot run a program helps nothing.
+START_FIXES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"USER (\S+) does not exist"),
+        "Create the user in the image (`RUN useradd --create-home {0}`) before `USER {0}`, or set USER to one that "
+        "exists (`USER root`, or a uid such as `USER 1000`).",
+    ),
+    (
+        re.compile(r"names group (\S+), which does not exist"),
+        "Create the group in the image (`RUN groupadd {0}`) before the USER line, or name a group that exists.",
+    ),
+    (
+        re.compile(r"built for another CPU|exec format error"),
+        "Rebuild the image for linux/amd64 (`docker build --platform linux/amd64 …`, or `docker buildx build "
+        "--platform linux/amd64`); Azure ML runs amd64 machines.",
+    ),
+)
+
+
+def start_fix(reason: str) -> str:
+    """The fix for a start failure the image caused (an unknown USER, a foreign CPU); "" for any other reason."""
+    for pattern, fix in START_FIXES:
+        match = pattern.search(reason)
+        if match:
+            return fix.format(*match.groups())
+    return ""
+
+
+def _fix(facts: Facts, key: str, fix: str) -> str:
+    """The remediation for a fact that needs exec: the start failure's own when no process could start in the
+    candidate (then the profile's fix, e.g. "install Miniconda", addresses the wrong cause), else `fix`."""
+    if facts.running:
+        return fix
+    return start_fix(facts.notes.get(key, "")) or fix
+
+
 def check_os(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
     rules = profile.os_rules()
     if not rules:
@@ -68,7 +106,7 @@ def check_conda(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
     expected = f"conda {describe_specs(specs)}"
     fix = profile.remediation("conda")
     if facts.conda is None:
-        return StageResult("conda", Status.FAIL, expected, _missing(facts, "conda"), fix)
+        return StageResult("conda", Status.FAIL, expected, _missing(facts, "conda"), _fix(facts, "conda", fix))
     if not facts.conda.version:
         return StageResult("conda", Status.FAIL, expected, facts.conda.error or "version unknown", fix)
     observed = f"conda {facts.conda.version} at {facts.conda.executable}"
@@ -83,7 +121,7 @@ def check_python(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
     expected = f"Python {describe_specs(specs)}"
     fix = profile.remediation("python")
     if facts.python is None or not facts.python.version:
-        return StageResult("python", Status.FAIL, expected, _missing(facts, "python"), fix)
+        return StageResult("python", Status.FAIL, expected, _missing(facts, "python"), _fix(facts, "python", fix))
     observed = f"Python {facts.python.version} at {facts.python.executable}"
     status = Status.PASS if version_matches(facts.python.version, specs) else Status.FAIL
     return StageResult("python", status, expected, observed, "" if status is Status.PASS else fix)
@@ -173,6 +211,7 @@ def check_azureml(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
             seen.append(f"import {module} ok")
     if facts.python is None:
         problems.insert(0, _missing(facts, "python"))
+        fix = _fix(facts, "python", fix)
     if problems:
         return StageResult("azureml", Status.FAIL, expected, "; ".join(problems), fix, details=details)
     return StageResult("azureml", Status.PASS, expected, ", ".join(seen), details=details)

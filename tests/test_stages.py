@@ -143,3 +143,30 @@ def test_observed_text_is_inert_and_bounded():
     assert "\x1b" not in result.observed + result.expected + result.reason
     assert result.observed.startswith("Ubuntu") and len(result.observed) < 2100
     assert "more characters cut" in result.observed
+
+
+@pytest.mark.parametrize(
+    ("reason", "fix"),
+    [
+        ("the image's USER app does not exist in /etc/passwd", "Create the user in the image (`RUN useradd"),
+        ("the image's USER names group ops, which does not exist in /etc/group", "Create the group in the image"),
+        ("the image's programs are built for another CPU (exec format error)", "Rebuild the image for linux/amd64"),
+    ],
+)
+def test_a_start_failure_gets_its_own_fix_not_the_profiles(good_2020, p2020, reason, fix):
+    facts = replace(
+        good_2020,
+        running=False,
+        conda=None,
+        python=None,
+        notes={"conda": f"cannot run anything in the image: {reason}", "python": f"cannot run: {reason}"},
+    )
+    for name in ("conda", "python", "azureml"):
+        result = stages.STAGES[name].check(facts, p2020, None)
+        assert result.status is Status.FAIL
+        assert result.remediation.startswith(fix), result.summary()
+
+
+def test_a_missing_python_in_a_running_candidate_keeps_the_profiles_fix(good_2020, p2020):
+    facts = replace(good_2020, python=None, notes={"python": "no `python3` or `python` on PATH"})
+    assert stages.check_python(facts, p2020).remediation == p2020.remediation("python")
