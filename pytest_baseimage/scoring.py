@@ -30,7 +30,7 @@ from typing import Any
 
 from . import probe, profile_schema, scoring_client
 from .engine import Engine, image_start_fault
-from .errors import BaseImageError, ExitCode, ProfileError
+from .errors import BaseImageError, EngineError, ExitCode, ProfileError
 from .facts import Facts
 from .profiles import Profile
 from .results import StageResult, Status
@@ -66,10 +66,14 @@ CAUSES: dict[str, str] = {
     "server-exited": "The server process stopped before it could answer: see the exit code and the log.",
     "wrong-platform": "The image's programs are built for another CPU than the engine's: build it for "
     "linux/amd64 (`docker build --platform linux/amd64`).",
+    "cannot-copy": "The stage copies the entry script and the model where Azure ML puts them (the profile's app_root, "
+    "/var/azureml-app by default): every directory on that path must be a directory in the image, not a file.",
     "cannot-start": "The image cannot start any process as configured: see the cause.",
     "loopback-only": "The server listens on a loopback address only, so nothing outside its container (Azure ML's "
     "router and health probes) can reach it: bind to 0.0.0.0 (azmlinfsrv and gunicorn do by default).",
 }
+COPY_REFUSED = "Error processing tar file"  # the engine's words when the container's filesystem refused an archive
+ENGINE_COPY_FAULTS = ("no space left on device", "input/output error", "read-only file system")  # the engine's disk
 SERVER_MISSING_ERRORS = ("executable file not found", "no such file or directory", "permission denied")
 INIT_FAILED_MARKERS = (
     "User's init function failed",
@@ -225,6 +229,7 @@ class ScoringObservation:
     swagger: Exchange | None = None
     log: str = ""  # raw tail of the container log (cleaned by the check)
     listen: list[str] = field(default_factory=list)  # addresses listening on the port, seen from inside
+    copy_error: str = ""  # the image refused the stage's files (a path on their way is not a directory)
     client_error: str = ""  # the requests could not be sent (no python in the image, the client failed)
     relayed: bool = False  # the answer came through the candidate's own python, not from the tool's process
     relay_reason: str = ""  # why the tool could not ask the server itself
@@ -597,6 +602,8 @@ class Cause:
 def classify(obs: ScoringObservation) -> Cause | None:
     """The first thing that went wrong, in the order a request meets it; None when all passed."""
     spec = obs.spec
+    if obs.copy_error:
+        return Cause("cannot-copy", obs.copy_error)
     if obs.start_error:
         return _start_failure(obs)
     if not obs.healthy and not (obs.running and scoring_client.loopback_only(obs.listen)):
@@ -834,13 +841,55 @@ def run_server(engine: Engine, image: str, spec: ScoringSpec) -> ScoringObservat
             files = dict(spec.files)
             if obs.relayed:
                 files.update(scoring_client.files(client_request(spec), spec.payload, marker))
-            engine.put_files(box, "/", files)
+            obs.copy_error = _copy_in(engine, box, files, spec)
+            if obs.copy_error:
+                return obs
             started = time.monotonic()
             if engine.start(box):
                 _exercise(engine, box, obs, marker, created, started, route)
             _record_state(box, obs)
             obs.log = _logs(box)
     return obs
+
+
+def _copy_in(engine: Engine, box: Any, files: dict[str, bytes], spec: ScoringSpec) -> str:
+    """Copy the stage's files into the created container; "" when done, else why the image refused them.
+
+    The engine unpacks the archive inside the container's filesystem: when it says it could not (a path the
+    files go through is a file in the image), that is the image's doing. Any other failure is the engine's."""
+    try:
+        engine.put_files(box, "/", files)
+    except EngineError as exc:
+        said = str(exc)
+        if COPY_REFUSED not in said or any(marker in said.lower() for marker in ENGINE_COPY_FAULTS):
+            raise
+        return _copy_problem(engine, box, files, spec) or (
+            f"could not copy the stage's files into the image: {clip(said.split(COPY_REFUSED, 1)[-1].strip(), 300)}"
+        )
+    return ""
+
+
+def _copy_problem(engine: Engine, box: Any, files: dict[str, bytes], spec: ScoringSpec) -> str:
+    """Which directory the files could not go into, and the path on the way that is not a directory."""
+    groups = (
+        ("the entry script", str(Path(spec.entry_script).parent)),
+        ("the model", spec.model_path),
+        ("the request client", scoring_client.DIRECTORY),
+    )
+    for what, directory in groups:
+        prefix = directory.strip("/") + "/"
+        if not any(name.startswith(prefix) for name in files):
+            continue
+        path = ""
+        for part in Path(directory.strip("/")).parts:
+            path = f"{path}/{part}"
+            found = engine.stat(box, path)
+            if found.absent:
+                break  # the engine creates what is missing: the rest of the way is free
+            if found.kind != "a directory":
+                kind = found.problem or ("a regular file" if found.kind == "file" else found.kind)
+                return f"could not copy {what} into {directory}: the image's {path} is {kind}, not a directory"
+    return ""
 
 
 @dataclass(frozen=True)

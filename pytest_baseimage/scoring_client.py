@@ -19,7 +19,9 @@ import math
 import struct
 from typing import Any
 
-DIRECTORY = "/tmp/.pytest-baseimage-client"  # inside the server container; copied in through the archive API
+# Inside the server container, copied in through the archive API. At the root, which is a directory in every
+# image, and not in /tmp: an image may have no /tmp, or a file there, and the client needs no temporary files.
+DIRECTORY = "/.pytest-baseimage-client"
 PYTHONS = ("python3", "python")  # tried in this order on the image's PATH
 ANSWER_BYTES = 16 << 20  # the client's output is read up to here (engine.exec caps it while streaming)
 SIDE_BODY_CHARS = 2000  # liveness and swagger bodies: only their status is judged, a little text helps a reader

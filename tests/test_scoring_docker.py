@@ -325,3 +325,50 @@ def test_interrupt_while_booting_removes_the_server_container(tmp_path, images, 
             proc.wait()
     assert proc.returncode == 2, output
     assert managed_containers(docker_client, proc.pid) == []
+
+
+# -- the image's filesystem: /tmp a regular file (fixture probe-odd-files) ---------------------------------------
+def test_where_requests_are_relayed_a_file_at_tmp_does_not_stop_the_client(stage, monkeypatch):
+    """The relayed client is copied to the root, not into /tmp, which an image may have made a file."""
+    monkeypatch.setattr(scoring, "_not_local", lambda engine: "a remote engine")
+    result = stage("probe-odd-files")
+    assert result.status is Status.PASS, result.summary()
+    assert result.details["relayed_by_candidate"] is True
+
+
+def test_an_app_root_under_a_file_is_the_images_fault_with_the_path_named(stage):
+    result = stage("probe-odd-files", app_root="/tmp/azureml-app")
+    assert_cause(result, "cannot-copy")
+    assert result.observed == (
+        "cannot-copy: could not copy the entry script into /tmp/azureml-app: "
+        "the image's /tmp is a regular file, not a directory"
+    )
+    assert "bug in pytest-baseimage" not in result.reason
+
+
+def test_an_engine_that_fails_the_copy_is_not_blamed_on_the_image(stage, monkeypatch):
+    """The engine's own copy failures (its disk) stay "could not check"."""
+
+    def full_disk(self, container, directory, files, mode=0o644):
+        raise scoring.EngineError(
+            f"could not copy files into the container at {directory}: Error processing tar file(exit status 1): "
+            "write /var/lib/docker/x: no space left on device"
+        )
+
+    monkeypatch.setattr(scoring.Engine, "put_files", full_disk)
+    result = stage("good")
+    assert result.status is Status.ERROR, result.summary()
+    assert "no space left on device" in result.reason
+
+
+def test_a_server_whose_user_does_not_exist_gets_the_fix_for_that(images, docker_client):
+    """Observed and judged directly: in a run the stage is blocked by python, which fails the same way."""
+    from pytest_baseimage.facts import Facts
+    from pytest_baseimage.target import engine_for
+
+    profile = profiles.load(str(FIXTURE_PROFILE))
+    obs = scoring.run_server(engine_for(None), images("engine-nosuchuser"), scoring.build_spec(profile))
+    result = scoring.check_scoring(Facts(), profile, obs)
+    assert_cause(result, "cannot-start")
+    assert "USER nosuchuser does not exist" in result.observed
+    assert result.remediation.startswith("Create the user in the image (`RUN useradd --create-home nosuchuser`)")
