@@ -99,7 +99,7 @@ required = ["libcurl4", "libunwind8", "libxml++2.6-2v5", "nginx-light", "psmisc"
             "acme-ca-certificates"]
 
 [scoring]
-# Only these keys change; command, env, payload and the expected answer come from azureml-current.
+# Only these keys change; command, env and the built-in sample come from azureml-current.
 boot_timeout_s = 120
 network = "bridge"   # the company's score.py downloads its tokenizer in init()
 

@@ -251,13 +251,19 @@ class ScoringSection(Model):
     )
     model_dir: Optional[str] = Field(None, description="model directory on the host (relative to the profile file)")
     payload: Any = Field(
-        default_factory=dict, description="the request body: a table/array (sent as JSON) or a string (sent as is)"
+        default_factory=dict,
+        description="the request body for an entry script of the profile's or --score-script's: a table/array (sent "
+        "as JSON) or a string (sent as is); the built-in sample draws its own per run",
     )
-    payload_file: Optional[str] = Field(None, description="the request body from a file (relative to the profile file)")
+    payload_file: Optional[str] = Field(
+        None, description="the request body from a file (relative to the profile file); as payload, not for the sample"
+    )
     content_type: str = Field("application/json", description="Content-Type of the score request")
     expected_status: HttpStatus = Field(200, description="the score answer's HTTP status")
     expected_json: Annotated[str, AfterValidator(_json_text)] = Field(
-        "", description="JSON text the answer must equal (1 == 1.0); empty: no exact check"
+        "",
+        description="JSON text the answer must equal (1 == 1.0), for the profile's own score_script only (the "
+        "built-in sample's exact answer is computed per run; --score-script resets it); empty: no exact check",
     )
     expected: Optional[ExpectedSchema] = Field(None, description="a JSON-schema subset the answer must match")
     liveness_path: UrlPath = Field("/", description="polled until it answers 2xx (the server is up)")

@@ -334,7 +334,8 @@ def build_spec(profile: Profile, options: dict[str, Any] | None = None, sample: 
     The table's values were checked when the profile loaded (profile_schema.ScoringSection); only the host
     files they name are read here. Without an entry script of the user's or the profile's, the built-in sample
     runs with a model and payload drawn for this run (`sample`, else a fresh draw); the profile's payload and
-    expected_json do not apply to it."""
+    expected_json do not apply to it (--score-payload and --score-expected do). With --model-dir the sample
+    script runs on the user's model: the payload is still drawn, and only the profile's schema is checked."""
     section = dict(profile.section("scoring") or {})
     options = options or {}
     base = Path(profile.path).parent if profile.path and Path(profile.path).is_file() else Path.cwd()
@@ -358,11 +359,11 @@ def build_spec(profile: Profile, options: dict[str, Any] | None = None, sample: 
     command, env = section["command"], section.get("env", {})
     expected_json, schema = _expectations(section, options, bool(options.get("score_script")))
     payload = _payload(section, options, base, where)
-    if sample is not None and not model_host:
+    if sample is not None:  # the built-in script: the profile's payload and expected_json are for its own script
         if not options.get("payload_file"):
             payload = sample.payload()
-        if not options.get("expected_file"):
-            expected_json = _sample_expectation(sample, payload)
+        if not options.get("expected_file"):  # the user's --model-dir: no exact answer known, the schema applies
+            expected_json = "" if model_host else _sample_expectation(sample, payload)
     return ScoringSpec(
         server=str(section.get("server", command[0])),
         command=tuple(_expand(c, values) for c in command),

@@ -528,3 +528,31 @@ def test_the_network_is_none_unless_the_profile_says_bridge(profile, tmp_path):
         else:
             with pytest.raises(ProfileError, match=r"scoring\.network: expected 'none' or 'bridge'"):
                 profiles.load(str(path))
+
+
+def test_shipped_profiles_carry_no_payload_or_answer_that_the_sample_would_ignore():
+    """Without a score_script of their own, a payload or expected_json in a profile is dead: never read."""
+    for path in sorted((ROOT / "pytest_baseimage" / "profiles").glob("*.toml")):
+        section = profiles.tomllib.loads(path.read_text(encoding="utf-8")).get("scoring") or {}
+        if not section.get("score_script"):
+            dead = {"payload", "payload_file", "expected_json"} & set(section)
+            assert not dead, f"{path.name}: {sorted(dead)}"
+
+
+def test_a_user_profile_with_its_own_script_keeps_its_payload_and_answer(tmp_path):
+    (tmp_path / "score.py").write_bytes((FIXTURES / "score.py").read_bytes())
+    (tmp_path / "own.toml").write_text(
+        'name = "own"\nextends = "azureml-current"\n[scoring]\nscore_script = "score.py"\n'
+        "payload = { data = [[2, 2]] }\nexpected_json = '{\"result\": [7]}'\n"
+    )
+    spec = scoring.build_spec(profiles.load(str(tmp_path / "own.toml")))
+    assert spec.sample is None
+    assert json.loads(spec.payload) == {"data": [[2, 2]]}
+    assert json.loads(spec.expected_json) == {"result": [7]}
+
+
+def test_a_users_model_with_the_sample_script_gets_a_drawn_payload_and_only_the_schema(profile):
+    spec = scoring.build_spec(profile, {"model_dir": str(FIXTURES / "model")}, sample=FIXED_SAMPLE)
+    assert spec.files["var/azureml-app/score.py"] == scoring.SAMPLE_SCRIPT
+    assert json.loads(spec.payload) == {"data": [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]}  # the draw's, not a constant
+    assert spec.expected_json == "" and spec.expected_schema is not None

@@ -372,3 +372,14 @@ def test_a_server_whose_user_does_not_exist_gets_the_fix_for_that(images, docker
     assert_cause(result, "cannot-start")
     assert "USER nosuchuser does not exist" in result.observed
     assert result.remediation.startswith("Create the user in the image (`RUN useradd --create-home nosuchuser`)")
+
+
+def test_a_profiles_own_script_is_judged_by_its_payload_and_answer(stage):
+    """payload and expected_json apply to a profile's own score_script (the shipped profiles no longer carry
+    the sample's constants): the right answer passes, a wrong expected answer fails as bad-body."""
+    own = {"score_script": str(SCRIPTS / "score.py"), "model_dir": str(SCRIPTS / "model")}
+    payload = {"data": [[2, 0, 1], [1, 1, 1]]}  # weights 1, 2, 3 and bias -1: 4 and 5
+    result = stage("good", **own, payload=payload, expected_json='{"result": [4, 5]}')
+    assert result.status is Status.PASS, result.summary()
+    assert "sample" not in result.details
+    assert_cause(stage("good", **own, payload=payload, expected_json='{"result": [4, 6]}'), "bad-body")
