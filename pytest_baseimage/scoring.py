@@ -43,6 +43,9 @@ LOG_LINES = 50  # lines of server log a failure shows
 LOG_LINE_CHARS = 400  # one log line is cut here (a pathological line must not fill the report)
 LOG_CHARS = 8000  # the whole log excerpt is cut here
 LOG_SCAN_LINES = 2000  # lines read to find an exception (the traceback may be above the last 50)
+LOG_READ_BYTES = 1 << 20  # at most this much of the log's end is kept (and read, for the first ask)
+LOG_SHORT_TAIL = 64  # lines asked for when the last LOG_SCAN_LINES are larger than that
+LOG_STREAM_BYTES = 16 << 20  # read no further than this, whatever the engine sends
 BODY_READ_BYTES = 1 << 20  # at most this much of any response is read
 POLL_INTERVAL_S = 0.05  # between liveness polls: short, so boot time is measured to ~50 ms
 CLIENT_SLACK_S = 15.0  # the client's own deadlines end it; this backstop is for a client that hangs
@@ -1180,11 +1183,42 @@ def _record_state(box: Any, obs: ScoringObservation) -> None:
 
 
 def _logs(box: Any) -> str:
+    """The end of the server's log, at most LOG_READ_BYTES of it, streamed (a server may print gigabytes: the
+    engine keeps up to its log size cap, and that must not come whole into this process).
+
+    The last LOG_SCAN_LINES lines are asked for first; when they are larger than the bound, the last
+    LOG_SHORT_TAIL lines (the engine stores a long line in pieces of 16 KiB, so about 1 MiB), of which only
+    the end is kept."""
     try:
-        data = box.logs(stdout=True, stderr=True, tail=LOG_SCAN_LINES)
+        data, whole = _read_log(box, LOG_SCAN_LINES)
+        if not whole:
+            data, _ = _read_log(box, LOG_SHORT_TAIL)
     except Exception as exc:  # the log is evidence, not a requirement: say why it is missing
         return f"(could not read the server log: {type(exc).__name__})"
     return data.decode("utf-8", errors="replace")
+
+
+def _read_log(box: Any, tail: int) -> tuple[bytes, bool]:
+    """The log's last `tail` lines, streamed: (at most LOG_READ_BYTES of their end, whether that is all of them).
+    No more than LOG_STREAM_BYTES is read in any case."""
+    kept = bytearray()
+    read, whole = 0, True
+    stream = box.logs(stdout=True, stderr=True, tail=tail, stream=True, follow=False)
+    try:
+        for chunk in stream:
+            read += len(chunk)
+            kept += chunk
+            if len(kept) > LOG_READ_BYTES:
+                whole = False
+                if tail == LOG_SCAN_LINES:
+                    break  # too much: the caller asks for fewer lines
+                del kept[: len(kept) - LOG_READ_BYTES]
+            if read >= LOG_STREAM_BYTES:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            stream.close()
+    return bytes(kept), whole
 
 
 register(

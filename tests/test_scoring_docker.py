@@ -383,3 +383,35 @@ def test_a_profiles_own_script_is_judged_by_its_payload_and_answer(stage):
     assert result.status is Status.PASS, result.summary()
     assert "sample" not in result.details
     assert_cause(stage("good", **own, payload=payload, expected_json='{"result": [4, 6]}'), "bad-body")
+
+
+# A fake server that floods its log (in the `good` image, run by its python) and then fails: its traceback
+# is at the very end, after ~6 MiB of output.
+FLOOD = (
+    "import sys\n"
+    "out = sys.stdout\n"
+    "{body}\n"
+    "out.write('\\nTraceback (most recent call last):\\n  File \"score.py\", line 1\\nRuntimeError: flood done\\n')\n"
+    "out.flush()\n"
+    "sys.exit(1)\n"
+)
+FLOODS = {
+    "many lines": "for i in range(1500): out.write('%d %s\\n' % (i, 'x' * 4090))",
+    "one long line": "out.write('y' * (6 << 20))",
+}
+
+
+@pytest.mark.parametrize("flood", sorted(FLOODS))
+def test_a_server_that_floods_its_log_is_read_by_its_end_within_the_bound(images, docker_client, flood):
+    from pytest_baseimage.facts import Facts
+    from pytest_baseimage.target import engine_for
+
+    profile = profiles.load(str(FIXTURE_PROFILE))
+    profile.data = copy.deepcopy(profile.data)
+    profile.data["scoring"].update(command=["python3", "-c", FLOOD.format(body=FLOODS[flood])], boot_timeout_s=30)
+    obs = scoring.run_server(engine_for(None), images("good"), scoring.build_spec(profile))
+    assert 0 < len(obs.log.encode()) <= (1 << 20) + 4 * 1024  # ~1 MiB (+ replacement characters, at most)
+    assert obs.log.rstrip().endswith("RuntimeError: flood done")
+    result = scoring.check_scoring(Facts(), profile, obs)
+    assert_cause(result, "server-exited")
+    assert result.details["exception"] == "RuntimeError: flood done"
