@@ -373,6 +373,7 @@ class Engine:
             raise EngineError(unreachable_message(where or "unix:///var/run/docker.sock", _short(exc))) from None
         self.host = describe_host(self.client)
         self._live: dict[str, Any] = {}
+        self._creating = 0  # create requests under way: one cut off by a signal may still make a container
         self._lock = threading.Lock()
         self._lease: _Lease | None = None
         self._storage_opt: bool | None = None  # None: not tried yet; False: the storage driver cannot bound size
@@ -453,12 +454,17 @@ class Engine:
         for forbidden in ("volumes", "mounts", "privileged"):
             if options.get(forbidden):
                 raise ValueError(f"candidates never get {forbidden}")
+        with self._lock:
+            self._creating += 1
         try:
             container = self._create_bounded(image, settings)
         except docker.errors.ImageNotFound:
             raise ImageNotFound(f"image '{image}' is not on the Docker engine at {self.host}") from None
         except engine_faults() as exc:
             raise EngineError(f"cannot create a container from '{image}': {_short(exc)}") from None
+        finally:
+            with self._lock:
+                self._creating -= 1
         with self._lock:
             self._live[container.id] = container
         if role != LEASE_ROLE:
@@ -552,6 +558,24 @@ class Engine:
             live = [c for c in self._live.values() if role is None or (c.labels or {}).get(LABEL_ROLE) == role]
         for container in live:
             self.remove(container)
+
+    def sweep_session(self, settle_s: float = 2.0) -> None:
+        """Remove whatever this session still has on the engine, found by its session label: also a container
+        whose create request a signal cut off (the engine made it, this process never learnt its id). When a
+        create was under way, look again after `settle_s`, once the engine has finished it. Never raises."""
+        with self._lock:
+            in_flight = self._creating > 0
+        for attempt in range(2 if in_flight else 1):
+            if attempt:
+                time.sleep(settle_s)
+            with contextlib.suppress(Exception):
+                mine = {"label": f"{LABEL_SESSION}={SESSION_ID}"}
+                for entry in self.client.api.containers(all=True, filters=mine):
+                    with contextlib.suppress(Exception):
+                        self._remove_container_by_id(str(entry["Id"]))
+                for network in self.client.api.networks(filters=mine):
+                    with contextlib.suppress(Exception):
+                        self.client.api.remove_network(str(network["Id"]))
 
     def reap_stale(self) -> list[str]:
         """Remove the labelled containers of stale sessions (see `containers_to_reap`), then their labelled
@@ -793,6 +817,7 @@ def cleanup_all() -> None:
     """Remove every container any engine of this process started (atexit, signals, session end)."""
     for engine in list(_ENGINES):
         engine.remove_all()
+        engine.sweep_session()
 
 
 def install_signal_handlers() -> None:
