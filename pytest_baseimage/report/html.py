@@ -227,7 +227,9 @@ def _image_view(index: int, image: ImageReport, run: Run) -> ImageView:
         scalar_facts=scalar_facts,
         fact_groups=fact_groups,
         counts={s: sum(1 for r in image.results if r.status.value == s) for s in GLYPHS},
-        not_checked=[(r.stage, short(r.reason, MAX_OBSERVED_CHARS)) for r in image.not_checked],
+        not_checked=[
+            (r.stage, short(r.reason.removeprefix("not checked: "), MAX_OBSERVED_CHARS)) for r in image.not_checked
+        ],
         deselected=[short(stage, NAME_CHARS) for stage in image.deselected],
     )
 
