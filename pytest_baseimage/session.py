@@ -55,6 +55,33 @@ def check_output_path(option: str, path: str, *, may_create_dirs: bool = False) 
         raise OutputPathError(f"{option}={one_line(path)}: cannot write in {one_line(directory)}: {reason}") from None
 
 
+def write_usage_verdict(json_path: str | None, message: str, images: Sequence[str]) -> bool:
+    """Exit 4 keeps a verdict too: a minimal one (verdict "usage error", the one line, no image looked at),
+    when --compat-json was given and can be written. Returns whether it was written."""
+    from . import report as reporting
+
+    if not json_path:
+        return False
+    try:
+        check_output_path("--compat-json", json_path)
+    except OutputPathError:
+        return False  # the error is most likely about this very path: there is nowhere to write
+    now = utc_now()
+    run = reporting.Run(
+        plugin_version=__version__,
+        started=now,
+        finished=now,
+        argv=_safe_argv(),
+        usage_error=one_line(message),
+        images_given=[one_line(image) for image in images],
+    )
+    try:
+        reporting.write_json(run, json_path)
+    except OSError:
+        return False
+    return True
+
+
 def merge_result(collected: dict[str, ImageReport], incoming: ImageReport) -> None:
     """Fold one test report's stage results into its image's report (later results of a stage win)."""
     existing = collected.get(incoming.name)
