@@ -1,0 +1,88 @@
+"""Every ending writes its verdict: usage errors (exit 4) too, and the summary of a failing image names the
+shipped profiles it would pass. Each test runs the plugin as a user does (a pytest process of its own); the
+usage errors run against an engine that does not exist, so a verdict written there proves none was asked."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURE_PROFILE, fixture_image, run_pytest
+
+DEAD_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/w1-dead-engine.sock"}
+GOOD = fixture_image("good")
+
+
+def schema_valid(data: dict) -> None:
+    jsonschema = pytest.importorskip("jsonschema")  # not a dependency: a stricter check where installed
+    schema = json.loads(resources.files("pytest_baseimage.report").joinpath("schema.json").read_text("utf-8"))
+    jsonschema.Draft202012Validator(schema).validate(data)
+
+
+def usage_error_case(tmp_path: Path, name: str) -> list[str]:
+    """The extra arguments of one usage error, with the files it needs written into tmp_path."""
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "matrix.toml").write_text('[[images]]\nref = "x:1"\nnot_a_key = 1\n')
+    (tmp_path / "profile.toml").write_text('name = "p"\nextends = "azureml-current"\n[python]\nversion = 3\n')
+    return {
+        "bad profile name": ["--base-image-profile=no-such-profile"],
+        "bad profile file": [f"--base-image-profile={tmp_path / 'profile.toml'}"],
+        "probe timeout 0 (argparse)": ["--probe-timeout=0"],
+        "unknown --pull choice (argparse)": ["--pull=sometimes"],
+        "password on the command line": ["--registry-password=hunter2"],
+        "moving tag under --require-digest": ["--require-digest"],
+        "malformed --score-payload": [f"--score-payload={tmp_path / 'bad.json'}"],
+        "bad matrix file": [f"--base-image-matrix={tmp_path / 'matrix.toml'}"],
+        "html path in a missing directory": [f"--compat-html={tmp_path / 'nowhere' / 'r.html'}"],
+    }[name]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "bad profile name",
+        "bad profile file",
+        "probe timeout 0 (argparse)",
+        "unknown --pull choice (argparse)",
+        "password on the command line",
+        "moving tag under --require-digest",
+        "malformed --score-payload",
+        "bad matrix file",
+        "html path in a missing directory",
+    ],
+)
+def test_4_writes_a_usage_error_verdict_without_asking_the_engine(tmp_path, case):
+    verdict = tmp_path / "verdict.json"
+    extra = usage_error_case(tmp_path, case)
+    proc = run_pytest(f"--base-image={GOOD}", f"--compat-json={verdict}", *extra, cwd=tmp_path, env=DEAD_ENGINE)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "cannot reach the Docker engine" not in proc.stdout + proc.stderr
+    data = json.loads(verdict.read_text())
+    assert (data["verdict"], data["exit_code"], data["images"]) == ("usage error", 4, [])
+    assert data["images_given"] == [GOOD]
+    assert data["error"] and "\n" not in data["error"] and data["error"] in proc.stderr
+    assert "hunter2" not in verdict.read_text()
+    schema_valid(data)
+
+
+def test_4_with_an_unwritable_json_path_writes_nothing_and_says_one_line(tmp_path):
+    verdict = tmp_path / "missing-dir" / "verdict.json"
+    proc = run_pytest(f"--base-image={GOOD}", f"--compat-json={verdict}", cwd=tmp_path, env=DEAD_ENGINE)
+    assert proc.returncode == 4
+    assert [line for line in proc.stderr.splitlines() if line.strip()] == [
+        f"ERROR: --compat-json={verdict}: the directory {verdict.parent} does not exist"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_usage_error_verdict_reads_back_as_exit_4(tmp_path):
+    from pytest_baseimage.report import load_json
+
+    verdict = tmp_path / "verdict.json"
+    run_pytest(f"--base-image={GOOD}", f"--compat-json={verdict}", "--base-image-profile=nope", cwd=tmp_path)
+    run = load_json(verdict)
+    assert run.exit_code == 4 and run.usage_error.startswith("unknown profile 'nope'")
+    assert run.to_dict()["verdict"] == "usage error"
