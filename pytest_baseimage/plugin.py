@@ -221,7 +221,7 @@ def _asked_for_images(config: pytest.Config) -> bool:
 
 
 def _check_output_paths(config: pytest.Config) -> None:
-    """Every report path is writable before anything starts: a verdict that cannot be kept is a usage error."""
+    """Every report path is writable, and a baseline readable, before anything starts: else a usage error."""
     paths = [("--compat-json", config.getoption("compat_json")), ("--compat-html", config.getoption("compat_html"))]
     try:
         for option, path in paths:
@@ -229,8 +229,22 @@ def _check_output_paths(config: pytest.Config) -> None:
                 check_output_path(option, path)
         if getattr(config.option, "xmlpath", None):  # pytest creates a missing directory for this one
             check_output_path("--junitxml", config.option.xmlpath, may_create_dirs=True)
+        _check_baseline(config.getoption("compat_baseline"))
     except BaseImageError as exc:
         raise pytest.UsageError(escaped(str(exc))) from None
+
+
+def _check_baseline(path: str | None) -> None:
+    """The earlier verdict to compare with must be there and readable: a gate that asked for a comparison
+    must not get a run without one."""
+    if not path:
+        return
+    from .report import ReportError, load_json
+
+    try:
+        load_json(path)
+    except ReportError as exc:
+        raise ReportError(f"--compat-baseline={one_line(str(exc))}") from None
 
 
 def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:

@@ -5,6 +5,9 @@ usage errors run against an engine that does not exist, so a verdict written the
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import subprocess
 from importlib import resources
 from pathlib import Path
 
@@ -36,6 +39,7 @@ def usage_error_case(tmp_path: Path, name: str) -> list[str]:
         "malformed --score-payload": [f"--score-payload={tmp_path / 'bad.json'}"],
         "bad matrix file": [f"--base-image-matrix={tmp_path / 'matrix.toml'}"],
         "html path in a missing directory": [f"--compat-html={tmp_path / 'nowhere' / 'r.html'}"],
+        "missing --compat-baseline": [f"--compat-baseline={tmp_path / 'old.json'}"],
     }[name]
 
 
@@ -51,6 +55,7 @@ def usage_error_case(tmp_path: Path, name: str) -> list[str]:
         "malformed --score-payload",
         "bad matrix file",
         "html path in a missing directory",
+        "missing --compat-baseline",
     ],
 )
 def test_4_writes_a_usage_error_verdict_without_asking_the_engine(tmp_path, case):
@@ -86,3 +91,33 @@ def test_a_usage_error_verdict_reads_back_as_exit_4(tmp_path):
     run = load_json(verdict)
     assert run.exit_code == 4 and run.usage_error.startswith("unknown profile 'nope'")
     assert run.to_dict()["verdict"] == "usage error"
+
+
+@pytest.mark.parametrize("content", [None, "{}"], ids=["missing", "not a report"])
+def test_4_for_a_baseline_that_cannot_be_read_one_line_before_the_engine(tmp_path, content):
+    baseline = tmp_path / "old.json"
+    if content is not None:
+        baseline.write_text(content)
+    proc = run_pytest(f"--base-image={GOOD}", f"--compat-baseline={baseline}", cwd=tmp_path, env=DEAD_ENGINE)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith(f"ERROR: --compat-baseline={baseline}: "), errors
+    assert proc.stdout.strip() == ""  # nothing started: no progress line for a warning to be glued to
+
+
+def test_require_digest_hint_gives_a_command_that_works_for_a_locally_built_image(tmp_path, images, no_leaks):
+    """A fixture image was built here: it has no RepoDigests, so `index .RepoDigests 0` fails; the image id
+    the hint also offers is accepted under --require-digest and the image is checked."""
+    image = images("good")
+    proc = run_pytest(f"--base-image={image}", "--require-digest", cwd=tmp_path, env=DEAD_ENGINE)
+    assert proc.returncode == 4
+    commands = re.findall(r"`(docker inspect [^`]+)`", proc.stderr)
+    assert len(commands) == 2 and "push it first" in proc.stderr, proc.stderr
+    outcomes = [subprocess.run(shlex.split(c), capture_output=True, text=True, timeout=60) for c in commands]
+    assert outcomes[0].returncode != 0  # no RepoDigests on a local build: the digest command cannot help here
+    image_id = outcomes[1].stdout.strip()
+    assert outcomes[1].returncode == 0 and image_id.startswith("sha256:")
+    checked = run_pytest(
+        f"--base-image={image_id}", "--require-digest", f"--profile={FIXTURE_PROFILE}", "-k", "os", cwd=tmp_path
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
