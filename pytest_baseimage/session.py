@@ -94,6 +94,7 @@ def merge_result(collected: dict[str, ImageReport], incoming: ImageReport) -> No
     existing.facts = incoming.facts or existing.facts
     existing.timings = {**existing.timings, **incoming.timings}
     existing.info = incoming.info if incoming.info.image_id else existing.info
+    existing.also_passes = incoming.also_passes if incoming.also_passes is not None else existing.also_passes
 
 
 @dataclass
@@ -198,6 +199,8 @@ class VerdictSession:
                 if result.status in (Status.FAIL, Status.ERROR, Status.BLOCKED):
                     text = cut_line(one_line(result.reason or result.observed), SUMMARY_CHARS)
                     lines.append((f"  {result.stage:8} {result.status.value:7} {text}", {}))
+            if report.verdict is Verdict.NOT_COMPATIBLE and report.also_passes:
+                lines.append((f"  would pass (static stages): {', '.join(report.also_passes)}", {}))
         return lines
 
 

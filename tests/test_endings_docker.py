@@ -4,6 +4,7 @@ usage errors run against an engine that does not exist, so a verdict written the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -121,3 +122,94 @@ def test_require_digest_hint_gives_a_command_that_works_for_a_locally_built_imag
         f"--base-image={image_id}", "--require-digest", f"--profile={FIXTURE_PROFILE}", "-k", "os", cwd=tmp_path
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+# -- which other shipped profile a failing image would pass ----------------------------------------------------
+def test_also_passes_names_the_shipped_profiles_whose_static_stages_the_facts_pass():
+    """Unit test of the pure part: facts of an Ubuntu 22.04 image with Python 3.10 and the current server."""
+    from pytest_baseimage.facts import CondaInfo, Facts, ImportResult, OsRelease, PythonInfo
+    from pytest_baseimage.profiles import load
+    from pytest_baseimage.results import ImageInfo
+    from pytest_baseimage.target import also_passes
+
+    apt = load("azureml-current").section("apt")
+    facts = Facts(
+        os=OsRelease("ubuntu", "22.04", "Ubuntu 22.04.4 LTS"),
+        has_shell=True,
+        running=True,
+        conda=CondaInfo(version="23.1.0"),
+        python=PythonInfo(executable="/opt/conda/bin/python", version="3.10.12"),
+        dpkg={name: "1.0" for name in [*apt["required"], *(group[0] for group in apt["any_of"])]},
+        pip={"azureml-inference-server-http": "1.4.0"},
+        imports={"azureml_inference_server_http": ImportResult("azureml_inference_server_http", True)},
+    )
+    info = ImageInfo("x:1", architecture="amd64", os="linux")
+    found = also_passes(facts, info, "fixture")
+    assert "azureml-current" in found
+    assert "azureml-2020" not in found  # Python 3.10 is not 3.5/3.6
+    assert "azureml-current" not in also_passes(facts, info, "azureml-current")  # never the profile it failed
+    old = dataclasses.replace(
+        facts,
+        os=OsRelease("ubuntu", "18.04", "Ubuntu 18.04.6 LTS"),
+        python=PythonInfo(executable="/opt/conda/bin/python", version="3.6.9"),
+        dpkg={**facts.dpkg, "liblttng-ust0": "2.10"},
+        pip={"azureml-defaults": "1.0.85"},
+        imports={"azureml.core": ImportResult("azureml.core", True)},
+    )
+    assert "azureml-2020" in also_passes(old, info, "fixture")
+    assert "azureml-current" not in also_passes(old, info, "fixture")  # Ubuntu 18.04 is below 20.04
+
+
+def certify_json(tmp_path: Path, image: str, *extra: str) -> tuple:
+    verdict = tmp_path / "verdict.json"
+    proc = run_pytest(
+        f"--base-image={image}", f"--profile={FIXTURE_PROFILE}", f"--compat-json={verdict}", "-q", *extra, cwd=tmp_path
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return proc, json.loads(verdict.read_text())
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["in-process", "xdist"])
+def test_wrong_python_fails_fixture_and_no_shipped_profile_would_take_it(tmp_path, images, no_leaks, xdist):
+    """Debian 13 with Python 3.13: every shipped profile asks for Ubuntu, so none is named; the JSON says so
+    (an empty list, computed where the facts are: in the xdist worker too), and the terminal names none."""
+    proc, data = certify_json(tmp_path, images("wrong-python"), *xdist)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (image,) = data["images"]
+    assert image["verdict"] == "not compatible" and image["also_passes"] == []
+    assert "would pass" not in proc.stdout
+    schema_valid(data)
+
+
+def test_a_compatible_image_carries_no_also_passes(tmp_path, images, no_leaks):
+    proc, data = certify_json(tmp_path, images("good"), "-k", "os or python")
+    assert proc.returncode == 0 and "also_passes" not in data["images"][0]
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["in-process", "xdist"])
+def test_an_image_failing_its_profile_is_told_which_profile_it_would_pass(tmp_path, images, no_leaks, xdist):
+    """`good` (Debian 12, Python 3.11) judged by a profile that wants Python 3.12 fails; with the shipped list
+    stood in by the fixture profile and azureml-current (a conftest patches profiles.builtin_names, in the
+    workers too), the summary and the JSON name the fixture profile only, computed from the same facts."""
+    strict = tmp_path / "py312.toml"
+    strict.write_text(f'name = "py312"\nextends = "{FIXTURE_PROFILE}"\n[python]\nversion = "==3.12.*"\n')
+    (tmp_path / "conftest.py").write_text(
+        "from pytest_baseimage import profiles\n"
+        f"profiles.builtin_names = lambda include_abstract=False: [{str(FIXTURE_PROFILE)!r}, 'azureml-current']\n"
+    )
+    verdict = tmp_path / "verdict.json"
+    proc = run_pytest(
+        f"--base-image={images('good')}",
+        f"--profile={strict}",
+        f"--compat-json={verdict}",
+        "-p",
+        "conftest",
+        "-k",
+        "not scoring and not gpu",
+        *xdist,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (image,) = json.loads(verdict.read_text())["images"]
+    assert image["verdict"] == "not compatible" and image["also_passes"] == [str(FIXTURE_PROFILE)]
+    assert f"  would pass (static stages): {FIXTURE_PROFILE}" in proc.stdout.splitlines()
