@@ -218,5 +218,15 @@ def _stages_of(items: Sequence[Any]) -> list[tuple[str, str]]:
 
 
 def _safe_argv() -> list[str]:
-    """The command line, without anything that looks like a secret."""
-    return [arg for arg in sys.argv if "password" not in arg.lower() and "token" not in arg.lower()]
+    """The command line, without anything that looks like a secret: `--x-password=V`, and V after `--x-password`."""
+    kept: list[str] = []
+    secret_next = False
+    for arg in sys.argv:
+        if secret_next and not arg.startswith("-"):
+            secret_next = False
+            continue
+        secret = "password" in arg.lower() or "token" in arg.lower()
+        secret_next = secret and arg.startswith("--") and "=" not in arg
+        if not secret:
+            kept.append(arg)
+    return kept
