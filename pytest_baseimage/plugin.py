@@ -3,7 +3,10 @@ come back together at the end for the verdict, the exit code and the reports."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import shlex
+import sys
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -14,7 +17,7 @@ from . import gpu, matrix, probe_options, profiles, registry, scoring
 from .engine import cleanup_all, install_signal_handlers
 from .errors import BaseImageError, ExitCode
 from .results import STAGE_ORDER, StageResult, Status
-from .session import REPORT_ATTR, Ending, VerdictSession, check_output_path, merge_result
+from .session import REPORT_ATTR, Ending, VerdictSession, check_output_path, merge_result, write_usage_verdict
 from .target import ImageCheck, Target, engine_for
 from .text import escaped, inert_lines, one_line
 
@@ -26,7 +29,10 @@ __all__ = ["REPORT_ATTR", "merge_result"]  # re-exported: tests reach the merge 
 
 
 # -- options -------------------------------------------------------------------------------------------
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    config = pluginmanager.get_plugin("pytestconfig")
+    if config is not None:  # argparse's errors end the run before pytest_configure: a cleanup still sees them
+        config.add_cleanup(lambda: _verdict_after_parse_error(config))
     group = parser.getgroup("baseimage", "base image compliance (pytest-baseimage)")
     group.addoption(
         "--base-image",
@@ -143,8 +149,48 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput[registry.BUILT_KEY] = registry.built(node.config)
 
 
+USAGE_KEY = pytest.StashKey[bool]()  # pytest_configure ran (and wrote the verdict of its own usage error)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    config.stash[USAGE_KEY] = True
+    try:
+        _configure(config)
+    except pytest.UsageError as exc:
+        if not hasattr(config, "workerinput"):
+            write_usage_verdict(config.getoption("compat_json"), str(exc), config.getoption("base_images") or [])
+        raise
+
+
+def _verdict_after_parse_error(config: pytest.Config) -> None:
+    """A value argparse refused (`--probe-timeout=0`, a bad `--pull` choice, an unknown option) stops pytest
+    before pytest_configure; this runs in the config's cleanup while that UsageError unwinds. The options were
+    not parsed, so --compat-json and --base-image are read from the command line as given."""
+    error = sys.exc_info()[1]
+    if not isinstance(error, pytest.UsageError) or config.stash.get(USAGE_KEY, False):
+        return
+    known = _parse_error_args(config)
+    if known is None:
+        return
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    message = next((line.split(" error: ", 1)[1] for line in lines if " error: " in line), lines[-1] if lines else "")
+    write_usage_verdict(known.compat_json, message, known.base_images or [])
+
+
+def _parse_error_args(config: pytest.Config) -> argparse.Namespace | None:
+    """--compat-json and --base-image from the invocation's arguments and PYTEST_ADDOPTS (not the ini's addopts)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--compat-json", default=None)
+    parser.add_argument("--base-image", action="append", dest="base_images", default=[])
+    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *config.invocation_params.args]
+    try:
+        return parser.parse_known_args([str(arg) for arg in args])[0]
+    except (SystemExit, ValueError):  # argparse exits on a missing value; shlex on an unclosed quote
+        return None
+
+
+def _configure(config: pytest.Config) -> None:
     for name in STAGE_ORDER:
         config.addinivalue_line("markers", f"{name}: the '{name}' compliance stage (select with -m {name})")
     if getattr(config, "workerinput", {}).get(DIST_KEY) == matrix.GROUPING_MODE:
@@ -175,7 +221,7 @@ def _asked_for_images(config: pytest.Config) -> bool:
 
 
 def _check_output_paths(config: pytest.Config) -> None:
-    """Every report path is writable before anything starts: a verdict that cannot be kept is a usage error."""
+    """Every report path is writable, and a baseline readable, before anything starts: else a usage error."""
     paths = [("--compat-json", config.getoption("compat_json")), ("--compat-html", config.getoption("compat_html"))]
     try:
         for option, path in paths:
@@ -183,8 +229,22 @@ def _check_output_paths(config: pytest.Config) -> None:
                 check_output_path(option, path)
         if getattr(config.option, "xmlpath", None):  # pytest creates a missing directory for this one
             check_output_path("--junitxml", config.option.xmlpath, may_create_dirs=True)
+        _check_baseline(config.getoption("compat_baseline"))
     except BaseImageError as exc:
         raise pytest.UsageError(escaped(str(exc))) from None
+
+
+def _check_baseline(path: str | None) -> None:
+    """The earlier verdict to compare with must be there and readable: a gate that asked for a comparison
+    must not get a run without one."""
+    if not path:
+        return
+    from .report import ReportError, load_json
+
+    try:
+        load_json(path)
+    except ReportError as exc:
+        raise ReportError(f"--compat-baseline={one_line(str(exc))}") from None
 
 
 def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:

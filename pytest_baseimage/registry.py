@@ -382,7 +382,9 @@ def _check_reference(image: str, require_digest: bool) -> None:
     if require_digest and not is_pinned(image):
         raise RegistryUsageError(
             f"--require-digest: '{image}' is a moving tag; pin it as {split_reference(image)[0]}@sha256:<digest> "
-            f"(`docker inspect --format '{{{{index .RepoDigests 0}}}}' {image}` prints it)"
+            f"(for a pulled or pushed image `docker inspect --format '{{{{index .RepoDigests 0}}}}' {image}` prints "
+            "it; an image built here has no digest until it is pushed, so push it first) or give its image id "
+            f"(`docker inspect --format '{{{{.Id}}}}' {image}`)"
         )
 
 

@@ -153,6 +153,9 @@ class ImageReport:
     require_all_stages: bool = False  # the gate's policy for not-checked stages (see verdict_of)
     deselected: list[str] = field(default_factory=list)  # stages left out by -k/-m: not judged
     truncated: dict[str, int] = field(default_factory=dict)  # what a bounded report cut: key -> items cut
+    # Other shipped profiles whose static stages the same facts pass (target.also_passes): computed only for
+    # an image that failed its own profile; None when not computed.
+    also_passes: list[str] | None = None
 
     @property
     def verdict(self) -> Verdict:
@@ -192,6 +195,7 @@ class ImageReport:
             "facts": self.facts,
             "timings": self.timings,
             "truncated": dict(self.truncated),
+            **({} if self.also_passes is None else {"also_passes": list(self.also_passes)}),
         }
 
     @classmethod
@@ -207,4 +211,5 @@ class ImageReport:
             require_all_stages=bool(data.get("require_all_stages", False)),
             deselected=[str(stage) for stage in data.get("deselected", [])],
             truncated={str(k): int(v) for k, v in (data.get("truncated") or {}).items()},
+            also_passes=None if data.get("also_passes") is None else [str(n) for n in data["also_passes"]],
         )

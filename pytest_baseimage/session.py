@@ -55,6 +55,33 @@ def check_output_path(option: str, path: str, *, may_create_dirs: bool = False) 
         raise OutputPathError(f"{option}={one_line(path)}: cannot write in {one_line(directory)}: {reason}") from None
 
 
+def write_usage_verdict(json_path: str | None, message: str, images: Sequence[str]) -> bool:
+    """Exit 4 keeps a verdict too: a minimal one (verdict "usage error", the one line, no image looked at),
+    when --compat-json was given and can be written. Returns whether it was written."""
+    from . import report as reporting
+
+    if not json_path:
+        return False
+    try:
+        check_output_path("--compat-json", json_path)
+    except OutputPathError:
+        return False  # the error is most likely about this very path: there is nowhere to write
+    now = utc_now()
+    run = reporting.Run(
+        plugin_version=__version__,
+        started=now,
+        finished=now,
+        argv=_safe_argv(),
+        usage_error=one_line(message),
+        images_given=[one_line(image) for image in images],
+    )
+    try:
+        reporting.write_json(run, json_path)
+    except OSError:
+        return False
+    return True
+
+
 def merge_result(collected: dict[str, ImageReport], incoming: ImageReport) -> None:
     """Fold one test report's stage results into its image's report (later results of a stage win)."""
     existing = collected.get(incoming.name)
@@ -67,6 +94,7 @@ def merge_result(collected: dict[str, ImageReport], incoming: ImageReport) -> No
     existing.facts = incoming.facts or existing.facts
     existing.timings = {**existing.timings, **incoming.timings}
     existing.info = incoming.info if incoming.info.image_id else existing.info
+    existing.also_passes = incoming.also_passes if incoming.also_passes is not None else existing.also_passes
 
 
 @dataclass
@@ -171,6 +199,8 @@ class VerdictSession:
                 if result.status in (Status.FAIL, Status.ERROR, Status.BLOCKED):
                     text = cut_line(one_line(result.reason or result.observed), SUMMARY_CHARS)
                     lines.append((f"  {result.stage:8} {result.status.value:7} {text}", {}))
+            if report.verdict is Verdict.NOT_COMPATIBLE and report.also_passes:
+                lines.append((f"  would pass (static stages): {', '.join(report.also_passes)}", {}))
         return lines
 
 
@@ -188,5 +218,15 @@ def _stages_of(items: Sequence[Any]) -> list[tuple[str, str]]:
 
 
 def _safe_argv() -> list[str]:
-    """The command line, without anything that looks like a secret."""
-    return [arg for arg in sys.argv if "password" not in arg.lower() and "token" not in arg.lower()]
+    """The command line, without anything that looks like a secret: `--x-password=V`, and V after `--x-password`."""
+    kept: list[str] = []
+    secret_next = False
+    for arg in sys.argv:
+        if secret_next and not arg.startswith("-"):
+            secret_next = False
+            continue
+        secret = "password" in arg.lower() or "token" in arg.lower()
+        secret_next = secret and arg.startswith("--") and "=" not in arg
+        if not secret:
+            kept.append(arg)
+    return kept

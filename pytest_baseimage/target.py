@@ -8,6 +8,7 @@ asserted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -16,12 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import platforms, probe, registry, stages
+from . import platforms, probe, profiles, registry, stages
 from .engine import Candidate, Engine, engine_faults, one_line
 from .errors import BaseImageError
 from .facts import Facts
 from .profiles import Profile
 from .results import ImageInfo, ImageReport, StageResult, Status
+
+# The stages judged from the probe's facts alone: what `also_passes` can say without new container work.
+STATIC_STAGES: tuple[str, ...] = ("os", "conda", "python", "apt", "azureml")
 
 
 @dataclass
@@ -230,9 +234,13 @@ class ImageCheck:
 
     def report(self) -> ImageReport:
         facts = self._facts.observed_versions() if self._facts else {}
-        return ImageReport(
+        report = ImageReport(
             self.target.name, self.info, self.profile.name, self.results(), self.error, facts, dict(self.timings)
         )
+        # Where the facts are (an xdist worker too): the controller has only the report to show.
+        if self._facts is not None and any(r.status in (Status.FAIL, Status.BLOCKED) for r in report.results):
+            report.also_passes = also_passes(self._facts, self.info, self.profile.name)
+        return report
 
     def close(self) -> None:
         # Early observations never asked for (blocked, or interrupted): remove their containers, whose role is
@@ -244,6 +252,29 @@ class ImageCheck:
         if self._candidate is not None:
             self._candidate.stop()
             self._candidate = None
+
+
+def also_passes(facts: Facts, info: ImageInfo, judged_by: str) -> list[str]:
+    """The other shipped concrete profiles whose static stages the same facts pass: a hint for an image that
+    failed its own profile, not a certification (no scoring or gpu stage ran for them). The probe asked only
+    the judged profile's imports, so a profile needing another import is not counted as passed."""
+    return [
+        name
+        for name in profiles.builtin_names()
+        if name != judged_by and all(_static_ok(stage, facts, info, _shipped(name)) for stage in STATIC_STAGES)
+    ]
+
+
+@functools.cache
+def _shipped(name: str) -> Profile:
+    return profiles.load(name)
+
+
+def _static_ok(name: str, facts: Facts, info: ImageInfo, profile: Profile) -> bool:
+    """One static stage as the runner judges it (platform, profile-only skip, the pure check), minus Docker."""
+    stage = stages.STAGES[name]
+    result = platforms.stage_result(name, info, profile) or (stage.skip(profile) if stage.skip else None)
+    return (result or stage.check(facts, profile, None)).ok
 
 
 def _with_start_error(facts: Facts, start_error: str) -> Facts:

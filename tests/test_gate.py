@@ -20,7 +20,7 @@ from registry_server import Outcome, run_plugin, shared_registry
 
 pytestmark = pytest.mark.docker
 
-VERDICT_OF_EXIT = {0: "compatible", 1: "not compatible", 2: "could not be checked"}
+VERDICT_OF_EXIT = {0: "compatible", 1: "not compatible", 2: "could not be checked", 4: "usage error"}
 GATE_SCRIPT = ROOT / "examples" / "gate.sh"
 
 
@@ -205,7 +205,10 @@ def test_4_usage_error(tmp_path, docker_client, args, message):
     assert out.returncode == 4, out.output
     assert message in out.stderr
     assert "Cmdline-Pw-NeverPrint" not in out.everything()
-    assert not out.files
+    assert list(out.files) == ["json"]  # only the minimal verdict: no HTML, no JUnit
+    data = assert_json_agrees(out)
+    assert data["images"] == [] and data["images_given"] == ["x:1", *(a[13:] for a in args if "--base-image=" in a)]
+    assert message in data["error"]
 
 
 # -- the example gate script ------------------------------------------------------------------------------

@@ -217,7 +217,8 @@ def test_moving_tag_refused_under_require_digest(registry, pushed, tmp_path):
     )
     assert out.returncode == 4, out.output
     assert "--require-digest: 'team/good:v1' is a moving tag; pin it as team/good@sha256:<digest>" in out.stderr
-    assert "pytest-baseimage: pulling" not in out.stderr and not out.files
+    assert "pytest-baseimage: pulling" not in out.stderr
+    assert list(out.files) == ["json"] and json.loads(out.files["json"])["verdict"] == "usage error"  # nothing else
 
 
 @pytest.mark.parametrize("form", ["equals", "space"])
@@ -235,7 +236,8 @@ def test_password_on_the_command_line_is_refused(registry, tmp_path, form):
     )
     assert out.returncode == 4, out.output
     assert "--registry-password is refused: a password on the command line is visible" in out.stderr
-    assert not out.files
+    assert list(out.files) == ["json"] and json.loads(out.files["json"])["verdict"] == "usage error"
+    assert registry.password not in out.everything()  # not in the verdict's argv either
 
 
 # -- build-then-test -------------------------------------------------------------------------------------

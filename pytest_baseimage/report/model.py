@@ -19,6 +19,7 @@ from pytest_baseimage.results import ImageReport, Verdict
 
 SCHEMA_VERSION = 1
 NOTHING_SELECTED = 5  # pytest's own exit status when no test was selected
+USAGE_ERROR_VERDICT = "usage error"  # the run's verdict when bad input stopped it before anything started
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -70,6 +71,9 @@ class Run:
     # Seconds the run(s) took: set by a merge (the sum of its runs, not the gap between them); else None,
     # and duration_s comes from started/finished.
     elapsed_s: float | None = None
+    # Bad input found before anything started (exit 4): the one line the user saw; no image was looked at.
+    usage_error: str = ""
+    images_given: list[str] = field(default_factory=list)  # on a usage error: the images the command line named
 
     @property
     def verdict(self) -> Verdict:
@@ -79,6 +83,8 @@ class Run:
 
     @property
     def exit_code(self) -> int:
+        if self.usage_error:
+            return int(ExitCode.USAGE_ERROR)
         if self.nothing_selected:
             return NOTHING_SELECTED
         return int(_EXIT_CODES[self.verdict])
@@ -93,7 +99,7 @@ class Run:
         return max((end - start).total_seconds(), 0.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "schema_version": SCHEMA_VERSION,
             "plugin_version": self.plugin_version,
             "started": self.started,
@@ -108,6 +114,9 @@ class Run:
             "duration_s": self.duration_s,
             "images": [image.to_dict() for image in self.images],
         }
+        if self.usage_error:
+            data.update(verdict=USAGE_ERROR_VERDICT, error=self.usage_error, images_given=list(self.images_given))
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Run:
@@ -131,6 +140,8 @@ class Run:
                 interrupted=bool(data.get("interrupted", False)),
                 nothing_selected=bool(data.get("nothing_selected", False)),
                 elapsed_s=_seconds_or_none(data.get("duration_s")),
+                usage_error=str(data.get("error", "")),
+                images_given=[str(name) for name in data.get("images_given", [])],
             )
         except KeyError as exc:
             raise ReportError(f"malformed report: missing key {exc}") from exc
