@@ -657,25 +657,34 @@ class Engine:
         `max_output` bytes (stdout and stderr together). A program that cannot start gives the runtime's
         exit code (126/127) with its message; an engine that fails raises EngineError, and a deadline passed
         raises ExecTimeout (the process is left to the caller to kill: only it knows what to kill it with)."""
-        box: dict[str, Any] = {}
-        streams: tuple[list[bytes], list[bytes]] = ([], [])
+        deadline = time.monotonic() + timeout
+        for attempt in range(2):
+            box: dict[str, Any] = {}
+            streams: tuple[list[bytes], list[bytes]] = ([], [])
 
-        def run() -> None:
-            try:
-                box["result"] = _exec_capped(container.client.api, container.id, cmd, user, max_output, streams)
-            except Exception as exc:  # judged in the caller's thread, below
-                box["error"] = exc
+            def run(box: dict[str, Any] = box, streams: tuple[list[bytes], list[bytes]] = streams) -> None:
+                try:
+                    box["result"] = _exec_capped(container.client.api, container.id, cmd, user, max_output, streams)
+                except Exception as exc:  # judged in the caller's thread, below
+                    box["error"] = exc
 
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        worker.join(timeout)
-        if worker.is_alive():
-            raise ExecTimeout(
-                f"`{cmd[0]}` in the candidate did not finish within {timeout:.0f} s", partial=b"".join(streams[0])
-            )
-        if "error" in box:
-            raise _engine_error(f"cannot run `{cmd[0]}` in the candidate", box["error"])
-        return box["result"]
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            worker.join(max(deadline - time.monotonic(), 0.0))
+            if worker.is_alive():
+                raise ExecTimeout(
+                    f"`{cmd[0]}` in the candidate did not finish within {timeout:.0f} s", partial=b"".join(streams[0])
+                )
+            if "error" not in box:
+                return box["result"]
+            if not _lost_framing(box["error"]):
+                raise _engine_error(f"cannot run `{cmd[0]}` in the candidate", box["error"])
+            if attempt:  # twice in a row: give up, as the engine's (client's) fault, never the image's
+                raise EngineError(
+                    f"cannot run `{cmd[0]}` in the candidate: the Docker SDK lost the exec stream's framing twice "
+                    f"({_short(box['error'])}; docker-py issue 3160)"
+                )
+        raise AssertionError("unreachable")
 
     def stat(self, container: Any, path: str) -> PathStat:
         """What is at `path` (symlinks followed, by the engine, within the container), from one HEAD request
@@ -894,6 +903,13 @@ def _exec_capped(
     raw = b"".join(streams[0])
     err = _decode(b"".join(streams[1]))
     return ExecResult(int(code) if code is not None else 127, _decode(raw), err, truncated, raw)
+
+
+def _lost_framing(exc: BaseException) -> bool:
+    """docker-py reads a payload byte as a frame header when the engine's first output arrives with the
+    upgraded connection's headers (docker-py issue 3160): the command ran, only the client lost its output.
+    Running it again is the known way out; it is the client's glitch, not the image's doing."""
+    return isinstance(exc, ValueError) and str(exc).endswith("is not a valid stream")
 
 
 def _decode(data: bytes | None) -> str:

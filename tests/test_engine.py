@@ -211,3 +211,39 @@ def test_a_matrix_entry_sets_its_own_probe_timeout(tmp_path):
     bad.write_text('[[images]]\nref = "a:1"\n[images.probe]\ntimeout_s = 0\n')
     with pytest.raises(matrix.MatrixError, match=r"probe.timeout_s: 0: expected a number of seconds above 0"):
         matrix.load(bad, schemas)
+
+
+class _GlitchyApi:
+    """An engine API whose exec stream loses its framing the first `glitches` times, as docker-py does when the
+    first output arrives with the upgrade's headers (docker-py issue 3160)."""
+
+    def __init__(self, glitches: int) -> None:
+        self.glitches, self.starts = glitches, 0
+
+    def exec_create(self, *args, **kwargs):
+        return {"Id": "e"}
+
+    def exec_start(self, *args, **kwargs):
+        self.starts += 1
+        if self.starts <= self.glitches:
+            raise ValueError("47 is not a valid stream")
+        return iter([(b"out", None)])
+
+    def exec_inspect(self, *args):
+        return {"ExitCode": 0}
+
+
+class _Box:
+    def __init__(self, api) -> None:
+        self.id, self.client = "c", type("Client", (), {"api": api})()
+
+
+def test_an_exec_whose_stream_lost_its_framing_runs_again_once():
+    api = _GlitchyApi(glitches=1)
+    result = eng.Engine.exec(object.__new__(eng.Engine), _Box(api), ["true"], timeout=5)
+    assert (result.exit_code, result.stdout, api.starts) == (0, "out", 2)
+
+
+def test_an_exec_that_loses_its_framing_twice_is_an_engine_error_not_a_crash():
+    with pytest.raises(eng.EngineError, match="lost the exec stream's framing twice"):
+        eng.Engine.exec(object.__new__(eng.Engine), _Box(_GlitchyApi(glitches=2)), ["true"], timeout=5)
