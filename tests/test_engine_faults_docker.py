@@ -208,7 +208,13 @@ def test_engine_killed_mid_probe_is_could_not_check_without_traceback_and_leaves
     left = [c for c in second_daemon.managed() if c["Labels"].get(LABEL_PID) == str(proc.pid)]
     assert left, "the engine died before the run could remove its containers: this is what reaping is for"
     nxt = subprocess.run(
-        plugin_argv(f"--base-image={fixture_image('engine-hang-python')}", f"--profile={FIXTURE_PROFILE}", "-m", "os"),
+        plugin_argv(  # its probe of this never-ending python3 times out quickly: only the reaping matters here
+            f"--base-image={fixture_image('engine-hang-python')}",
+            f"--profile={FIXTURE_PROFILE}",
+            "-m",
+            "os",
+            "--probe-timeout=1",
+        ),
         cwd=tmp_path,
         env=env,
         capture_output=True,
