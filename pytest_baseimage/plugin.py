@@ -4,11 +4,13 @@ come back together at the end for the verdict, the exit code and the reports."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
 from collections.abc import Iterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -316,8 +318,22 @@ def _stop_unchecked(config: pytest.Config, message: str, code: int, interrupted:
     reports = session.image_reports(config.stash[CHECKS_KEY])
     for report in reports:
         report.error = report.error or message
-    session.write_outputs(session.run_of(reports, Ending(interrupted=interrupted), _host_of(config)))
+    run = session.run_of(reports, Ending(interrupted=interrupted), _host_of(config))
+    session.write_outputs(run)
+    _write_junit_before_session(config, run, session.secrets)
     pytest.exit(one_line(message), returncode=int(code))
+
+
+def _write_junit_before_session(config: pytest.Config, run: Any, secrets: Any) -> None:
+    """pytest writes --junitxml at the session's end, which a run stopped in configure never reaches: write the
+    same per-image suites (each image an error case) so a CI step that publishes test results finds them."""
+    xml_path = getattr(config.option, "xmlpath", None)
+    if not xml_path or hasattr(config, "workerinput"):
+        return
+    from .report.junit import to_junit_xml
+
+    with contextlib.suppress(OSError):  # the path was checked before anything started
+        Path(xml_path).write_text(to_junit_xml(run, secrets=secrets), encoding="utf-8")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -21,6 +21,7 @@ GOOD = fixture_image("good")
 
 def schema_valid(data: dict) -> None:
     import jsonschema  # a test dependency (the [test] extra)
+
     schema = json.loads(resources.files("pytest_baseimage.report").joinpath("schema.json").read_text("utf-8"))
     jsonschema.Draft202012Validator(schema).validate(data)
 
@@ -213,3 +214,23 @@ def test_an_image_failing_its_profile_is_told_which_profile_it_would_pass(tmp_pa
     (image,) = json.loads(verdict.read_text())["images"]
     assert image["verdict"] == "not compatible" and image["also_passes"] == [str(FIXTURE_PROFILE)]
     assert f"  would pass (static stages): {FIXTURE_PROFILE}" in proc.stdout.splitlines()
+
+
+def test_a_run_stopped_before_the_session_still_writes_its_junit(tmp_path):
+    """A missing image stops the run in pytest_configure, where pytest's own --junitxml is never written: the
+    plugin writes the same per-image suite, with the reason as an error, beside the JSON."""
+    proc = run_pytest(
+        "--base-image=pytest-baseimage-no-such/image:1",
+        "--pull=never",
+        "--junitxml=j.xml",
+        "--compat-json=v.json",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(tmp_path / "j.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "pytest-baseimage-no-such/image:1"
+    error = suite.find("testcase/error")
+    assert error is not None and "is not on the Docker engine" in error.get("message", "")
+    assert json.loads((tmp_path / "v.json").read_text())["exit_code"] == 2
