@@ -241,6 +241,15 @@ class StartFault:
     every_command: bool = False  # a missing USER or a foreign CPU: no other keep-alive command can help
 
 
+def exit_fault(container: Any) -> StartFault:
+    """Why a container's command ended (its state's error and its log's tail: newer runc logs exec errors and
+    exits 1), as the image's fault when it provably is one, else as what was seen."""
+    state = container.attrs.get("State") or {}
+    command = " ".join((container.attrs.get("Config") or {}).get("Entrypoint") or [])
+    said = f"{state.get('Error') or ''}\n{_log_tail(container)}"
+    return image_start_fault(said) or StartFault(f"its command `{command}` ended (exit code {state.get('ExitCode')})")
+
+
 def image_start_fault(error: str) -> StartFault | None:
     """What the image did wrong, when a start error is provably its own; None when the engine is to blame."""
     for pattern, message, every in _IMAGE_START_FAULTS:
@@ -503,12 +512,7 @@ class Engine:
             raise EngineError(f"the Docker engine failed after starting a container: {_short(exc)}") from None
         if container.status == "running":
             return True
-        state = container.attrs.get("State") or {}
-        command = " ".join((container.attrs.get("Config") or {}).get("Entrypoint") or [])
-        said = f"{state.get('Error') or ''}\n{_log_tail(container)}"  # newer runc logs exec errors, exit 1
-        self._start_faults[container.id] = image_start_fault(said) or StartFault(
-            f"its command `{command}` ended at once (exit code {state.get('ExitCode')})"
-        )
+        self._start_faults[container.id] = exit_fault(container)
         return False
 
     def _start_fault(self, exc: BaseException) -> StartFault:
@@ -796,6 +800,22 @@ class Candidate:
         container = engine.create(image, role="candidate", command=KEEPALIVE_COMMANDS[0])
         reason = fault.reason if fault is not None and " is not in the image" not in fault.reason else ""
         return cls(engine, image, container, False, [], reason)
+
+    def ended(self) -> bool:
+        """True when the keep-alive, which started, has exited since (a foreign CPU's exec format error can end
+        it a moment after the start): `running` is then False and `start_error` says why. An engine that cannot
+        be asked tells nothing: False."""
+        if not self.running:
+            return False
+        try:
+            self.container.reload()
+        except engine_faults():
+            return False
+        if self.container.status == "running":
+            return False
+        stopped = self.engine.stopped_for.get(self.container.id)  # the disk watch stopped it: say that
+        self.running, self.start_error = False, stopped or exit_fault(self.container).reason
+        return True
 
     @property
     def id(self) -> str:

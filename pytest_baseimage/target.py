@@ -19,7 +19,7 @@ from typing import Any
 
 from . import platforms, probe, profiles, registry, stages
 from .engine import Candidate, Engine, engine_faults, one_line
-from .errors import BaseImageError
+from .errors import BaseImageError, EngineError
 from .facts import Facts
 from .profiles import Profile
 from .results import ImageInfo, ImageReport, StageResult, Status
@@ -145,7 +145,12 @@ class ImageCheck:
                 request.extensions[name] = code
         candidate = self.candidate
         started = time.monotonic()
-        facts = probe.gather(candidate, request, timeout_s=probe_timeout(self.target))
+        try:
+            facts = probe.gather(candidate, request, timeout_s=probe_timeout(self.target))
+        except EngineError:
+            if not candidate.ended():  # the engine's trouble, not a keep-alive that died under the probe
+                raise
+            facts = probe.gather(candidate, request, timeout_s=probe_timeout(self.target))  # the files alone
         self.timings["probe_s"] = round(time.monotonic() - started, 3)
         return _with_start_error(facts, candidate.start_error)
 

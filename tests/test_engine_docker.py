@@ -206,3 +206,23 @@ def test_the_session_sweep_removes_a_container_whose_create_a_signal_cut_off(eng
     finally:
         engine._creating = 0
     assert not docker_client.containers.list(all=True, filters={"id": orphan})
+
+
+def test_a_keep_alive_that_dies_after_its_start_is_the_images_fault_and_os_is_still_judged(images, docker_client):
+    """A foreign CPU's keep-alive can exit a moment after the engine reported it running; the probe's exec then
+    meets a stopped container. That is the image's doing (said from the container's state), never "could not be
+    checked", and the stages that read files are judged as usual. Killed by hand here, to be deterministic."""
+    from pytest_baseimage.profiles import load
+    from pytest_baseimage.target import ImageCheck, Target
+
+    check = ImageCheck(Target(images("good"), load(str(FIXTURE_PROFILE))))
+    try:
+        docker_client.api.kill(check.candidate.id)
+        python = check.result("python")
+        assert python.status.value == "fail", python
+        assert "cannot run anything in the image: its command `sleep 2147483647` ended (exit code 137)" in (
+            python.observed
+        )
+        assert check.result("os").status.value == "pass"
+    finally:
+        check.close()

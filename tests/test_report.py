@@ -397,6 +397,7 @@ def test_json_matches_the_schemas_required_keys_and_types(mixed_run: Run) -> Non
 
 def test_json_validates_with_jsonschema(mixed_run: Run) -> None:
     import jsonschema  # a test dependency (the [test] extra)
+
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.Draft202012Validator(schema).validate(json.loads(json.dumps(mixed_run.to_dict())))
