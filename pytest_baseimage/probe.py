@@ -52,6 +52,8 @@ CONDA_CANDIDATES = (
 )
 # Exit codes of `timeout`: 124 when the command ended on SIGTERM, 128+9 when it had to be killed.
 TIMEOUT_CODES = ("124", "137")
+# How much later than the probe deadline and its grace the host gives up on the exec.
+HOST_SLACK_S = 2.0
 
 # Runs in the candidate's Python: keep it compatible with Python 2.7 and 3.5 (no f-strings, no annotations).
 # It reads nothing it has not checked is a regular file (a FIFO would block), at most 64 KiB of each, and
@@ -636,13 +638,11 @@ class Probe:
         )
 
     def _host_deadline(self) -> float:
-        """With `timeout` in the image the three commands share the probe's deadline inside (each gets what is
-        left of it, when `date` can tell; else each the whole), and the host's only catches what slips through;
-        without it, the host's deadline is the probe's (one look per PATH entry, through the archive API, tells)."""
-        search = [d for d in (self.candidate.configured_env().get("PATH") or DEFAULT_PATH).split(":") if d]
-        if any(self.candidate.stat(posixpath.join(d, "timeout")).exists for d in search):
-            return 3 * (self.timeout_s + KILL_GRACE_S) + 10
-        return self.timeout_s + KILL_GRACE_S
+        """The whole probe gets the probe's deadline: inside the candidate its commands share it (each gets what
+        is left, through the image's `timeout -k`), so the host's deadline, the grace and a little slack later,
+        only catches what slips through, or is the only one where the image has no `timeout` (then the host
+        kills every process in the candidate). Asking nothing beforehand keeps the probe one exec long."""
+        return self.timeout_s + KILL_GRACE_S + HOST_SLACK_S
 
     def without_shell(self) -> dict[str, Any]:
         """No /bin/sh: find python3/python and conda on the image's configured PATH (conda also in its usual

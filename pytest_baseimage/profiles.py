@@ -17,7 +17,6 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from . import profile_schema
 from .errors import ProfileError
 
 if sys.version_info >= (3, 11):
@@ -104,6 +103,8 @@ class Profile:
         table = self.section(section)
         if table is not None and key in table:
             return table[key]
+        from . import profile_schema  # late: pydantic costs ~0.1 s, paid only when a profile loads
+
         return profile_schema.field_info(section, key).get_default(call_default_factory=True)
 
     # Typed views of the sections the static stages read (the values were checked when the profile loaded).
@@ -168,6 +169,8 @@ def load(name_or_path: str, *, allow_abstract: bool = False) -> Profile:
     data, label, chain = _load_merged(name_or_path, seen=())
     base_dir = Path(label).parent if Path(label).is_file() else None
     try:
+        from . import profile_schema  # late: pydantic costs ~0.1 s, paid only when a profile loads
+
         profile_schema.validate(data, merged=True, base_dir=base_dir)
     except ValueError as exc:
         raise ProfileError(f"profile {label}: {exc}") from None
@@ -219,6 +222,8 @@ def _read(name_or_path: str, relative_to: Path | None) -> tuple[dict[str, Any], 
         text, label = builtin.read_text(encoding="utf-8"), f"built-in {name_or_path}"
     data = _parse(text, label)
     try:
+        from . import profile_schema  # late: pydantic costs ~0.1 s, paid only when a profile loads
+
         profile_schema.validate(data)
     except ValueError as exc:
         raise ProfileError(f"profile {label}: {exc}") from None

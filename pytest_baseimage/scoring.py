@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import probe, profile_schema, scoring_client
+from . import probe, scoring_client
 from .engine import Engine, image_start_fault
 from .errors import BaseImageError, EngineError, ExitCode, ProfileError
 from .facts import Facts
@@ -311,6 +311,8 @@ def validate_targets(targets: Any) -> None:
     for target in targets:
         path = (target.options.get("scoring") or {}).get("payload_file")
         content_type = str(target.profile.setting("scoring", "content_type"))
+        from . import profile_schema  # late: pydantic is paid only when a profile loads
+
         if path and profile_schema.is_json_type(content_type):
             problem = profile_schema.json_file_problem(Path(path))
             if problem:
