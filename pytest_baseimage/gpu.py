@@ -28,7 +28,7 @@ from typing import Any
 
 from . import probe, stages
 from .engine import KEEPALIVE_COMMANDS, Engine, ExecResult, describe_host
-from .errors import EngineError, ProfileError
+from .errors import EngineError
 from .facts import Facts
 from .profiles import Profile
 from .results import StageResult, Status
@@ -914,10 +914,7 @@ def detect_host_gpu(engine: Engine) -> HostGpu:
 def observe_gpu(check: Any) -> GpuObservation:
     """The runner's hook: decide whether layer 3 needs a GPU container, and run it when it can."""
     obs = GpuObservation(GpuOptions.from_dict(check.target.options.get(STAGE)))
-    try:
-        req = requirements(check.profile)
-    except ProfileError:
-        return obs
+    req = requirements(check.profile)  # the [gpu] table was validated when the profile loaded
     if req is None:
         return obs
     facts = check.facts
