@@ -835,7 +835,8 @@ def run_server(engine: Engine, image: str, spec: ScoringSpec) -> ScoringObservat
     obs = ScoringObservation(spec=spec)
     created = time.monotonic()
     marker = f"@@pytest-baseimage-client-{uuid.uuid4().hex}@@"
-    with server_route(engine, spec) as route:
+    with contextlib.ExitStack() as owned:  # the container, then its network: removed in the background once done
+        route = owned.enter_context(server_route(engine, spec))
         obs.relayed, obs.relay_reason = not route.from_host, route.why
         options = {
             "command": list(spec.command),
@@ -843,18 +844,18 @@ def run_server(engine: Engine, image: str, spec: ScoringSpec) -> ScoringObservat
             "working_dir": spec.workdir,
             "network_mode": route.network,
         }
-        with engine.container(image, role="scoring", **options) as box:
-            files = dict(spec.files)
-            if obs.relayed:
-                files.update(scoring_client.files(client_request(spec), spec.payload, marker))
-            obs.copy_error = _copy_in(engine, box, files, spec)
-            if obs.copy_error:
-                return obs
+        box = owned.enter_context(engine.container(image, role="scoring", **options))
+        files = dict(spec.files)
+        if obs.relayed:
+            files.update(scoring_client.files(client_request(spec), spec.payload, marker))
+        obs.copy_error = _copy_in(engine, box, files, spec)
+        if not obs.copy_error:
             started = time.monotonic()
             if engine.start(box):
                 _exercise(engine, box, obs, marker, created, started, route)
             _record_state(box, obs)
             obs.log = _logs(box)
+        engine.defer(owned.pop_all().close)  # the answer is in: nothing below waits for the removal
     return obs
 
 
@@ -909,7 +910,7 @@ class Route:
 
 @contextmanager
 def server_route(engine: Engine, spec: ScoringSpec) -> Iterator[Route]:
-    """The route for one server; an internal network made for it is removed on the way out."""
+    """The route for one server: the engine's internal network where this process can reach it."""
     why = _not_local(engine)
     if why:
         yield Route(spec.network, False, why)
@@ -919,21 +920,12 @@ def server_route(engine: Engine, spec: ScoringSpec) -> Iterator[Route]:
         yield Route("bridge", reachable, "" if reachable else UNREACHABLE)
         return
     try:
-        network = engine.client.networks.create(
-            f"pytest-baseimage-scoring-{uuid.uuid4().hex[:12]}",
-            driver="bridge",
-            internal=True,
-            labels=engine.labels("scoring"),
-        )
+        network = engine.internal_network()
     except Exception as exc:  # e.g. the engine's address pools are exhausted: the relayed client still works
         yield Route("none", False, f"could not create an internal network for the server ({type(exc).__name__})")
         return
-    try:
-        reachable = _reachable(_gateway(engine, network.id))
-        yield Route(network.name, True) if reachable else Route("none", False, UNREACHABLE)
-    finally:
-        with contextlib.suppress(Exception):  # best effort: the container is gone, the network is empty
-            network.remove()
+    reachable = _reachable(_gateway(engine, network.id))
+    yield Route(network.name, True) if reachable else Route("none", False, UNREACHABLE)
 
 
 UNREACHABLE = (
@@ -1223,8 +1215,22 @@ def _read_log(box: Any, tail: int) -> tuple[bytes, bool]:
     return bytes(kept), whole
 
 
+def warm_scoring(check: Any) -> None:
+    """Begin making the server's network while pytest collects, where the server will run on it."""
+    wants_bridge = str((check.profile.section("scoring") or {}).get("network", "none")) == "bridge"
+    if not wants_bridge and not _not_local(check.engine):
+        check.engine.warm_internal_network()
+
+
 register(
     Stage(
-        "scoring", "Scoring server", ("azureml",), check_scoring, observe=observe_scoring, early=True, skip=skip_result
+        "scoring",
+        "Scoring server",
+        ("azureml",),
+        check_scoring,
+        observe=observe_scoring,
+        early=True,
+        skip=skip_result,
+        warm=warm_scoring,
     )
 )

@@ -34,6 +34,9 @@ class Stage:
     # What the profile alone decides (not required, not reproducible): the runner asks before looking at
     # prerequisites, so a stage the profile does not ask for reads "skipped", never "blocked".
     skip: Callable[[Profile], StageResult | None] | None = None
+    # What the stage can begin once the image is resolved, before anything asks for it (the scoring server's
+    # network, made while pytest collects): given the image's check, it must not raise.
+    warm: Callable[[Any], None] | None = None
 
 
 def not_required(stage: str, profile: Profile) -> StageResult:

@@ -111,6 +111,10 @@ class ImageCheck:
             self.info = registry.resolve(self.engine, self.target)  # pulls per --pull, pins the digest
         except BaseImageError as exc:
             self.error = str(exc)
+            return
+        for stage in stages.STAGES.values():
+            if stage.warm and not (stage.skip and stage.skip(self.profile)):
+                stage.warm(self)
 
     @property
     def candidate(self) -> Candidate:
@@ -257,6 +261,8 @@ class ImageCheck:
         if self._candidate is not None:
             self._candidate.stop()
             self._candidate = None
+        if self._engine is not None:
+            self._engine.settle()  # the scoring server's removal, begun when its answer was in
 
 
 def also_passes(facts: Facts, info: ImageInfo, judged_by: str) -> list[str]:

@@ -85,15 +85,17 @@ def run_pytest(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout
 
 
 def leaked_containers(client) -> list[str]:
-    """Labelled containers whose owning process has ended: every run must remove its own."""
+    """Labelled containers and networks whose owning process has ended: every run must remove its own."""
     leaked = []
-    for container in managed_containers(client):
+    networks = client.api.networks(filters={"label": "org.pytest-baseimage.managed=1"})
+    for container in [*managed_containers(client), *networks]:
         labels = container.get("Labels") or {}
         pid = int(labels.get("org.pytest-baseimage.pid") or 0)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            leaked.append(f"{container['Names']} (pid {pid}, {labels.get('org.pytest-baseimage.role')})")
+            name = container.get("Names") or container.get("Name")
+            leaked.append(f"{name} (pid {pid}, {labels.get('org.pytest-baseimage.role')})")
         except PermissionError:
             pass
     return leaked

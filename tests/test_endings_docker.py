@@ -4,14 +4,18 @@ usage errors run against an engine that does not exist, so a verdict written the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import re
 import shlex
 import subprocess
+import uuid
 from importlib import resources
 from pathlib import Path
 
+import docker
 import pytest
 from conftest import FIXTURE_PROFILE, fixture_image, run_pytest
 
@@ -107,10 +111,24 @@ def test_4_for_a_baseline_that_cannot_be_read_one_line_before_the_engine(tmp_pat
     assert proc.stdout.strip() == ""  # nothing started: no progress line for a warning to be glued to
 
 
-def test_require_digest_hint_gives_a_command_that_works_for_a_locally_built_image(tmp_path, images, no_leaks):
-    """A fixture image was built here: it has no RepoDigests, so `index .RepoDigests 0` fails; the image id
-    the hint also offers is accepted under --require-digest and the image is checked."""
-    image = images("good")
+def test_require_digest_hint_gives_a_command_that_works_for_a_locally_built_image(
+    tmp_path, images, docker_client, no_leaks
+):
+    """An image built here has no RepoDigests, so `index .RepoDigests 0` fails; the image id the hint also
+    offers is accepted under --require-digest and the image is checked. The image is built for this test: a
+    fixture image another test pushed to a registry has a RepoDigest from then on."""
+    dockerfile = f"FROM {images('good')}\nLABEL org.pytest-baseimage.test=local-build-{uuid.uuid4().hex}\n"
+    built, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), rm=True)
+    reference = f"pytest-baseimage-test/local-build:{uuid.uuid4().hex[:12]}"
+    built.tag(reference)
+    try:
+        _check_the_hint(tmp_path, reference)
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(built.id, force=True)
+
+
+def _check_the_hint(tmp_path, image: str) -> None:
     proc = run_pytest(f"--base-image={image}", "--require-digest", cwd=tmp_path, env=DEAD_ENGINE)
     assert proc.returncode == 4
     commands = re.findall(r"`(docker inspect [^`]+)`", proc.stderr)

@@ -152,8 +152,10 @@ def test_every_container_is_hardened_and_offline(images, docker_client, monkeypa
         assert not host.get("PortBindings"), role
         if role == "candidate" or host["NetworkMode"] == "none":
             assert host["NetworkMode"] == "none", role
-        else:  # the server on a network made for it: internal (no egress), gone with the stage
+        else:  # the server on the session's own network: internal (no egress), gone once released
             assert seen["network"]["Internal"] is True and seen["network"]["Name"] == host["NetworkMode"]
+            assert seen["network"]["Labels"][LABEL_SESSION] == SESSION_ID
+            check.engine.release_network()
             with pytest.raises(docker.errors.NotFound):
                 docker_client.networks.get(host["NetworkMode"])
         assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"], role
