@@ -789,10 +789,16 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 return future.result(timeout=0.1)
 
-    def release_network(self) -> None:
-        """Remove the internal network (after the containers on it are gone); never raises."""
+    def release_network(self, only: Any = None) -> None:
+        """Remove the internal network (after the containers on it are gone), or forget it when it is not `only`
+        (another caller already made a new one); never raises. The next `internal_network` makes a new one."""
         with self._lock:
-            future, self._network = self._network, None
+            future = self._network
+            if only is not None and (
+                future is None or not future.done() or future.exception() or future.result() is not only
+            ):
+                return
+            self._network = None
         if future is None:
             return
         with contextlib.suppress(Exception):

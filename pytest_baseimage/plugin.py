@@ -20,7 +20,7 @@ from .engine import cleanup_all, install_signal_handlers
 from .errors import BaseImageError, ExitCode
 from .results import STAGE_ORDER, StageResult, Status
 from .session import REPORT_ATTR, Ending, VerdictSession, check_output_path, merge_result, write_usage_verdict
-from .target import ImageCheck, Target, engine_for
+from .target import ImageCheck, Target, drop_unneeded, engine_for
 from .text import escaped, inert_lines, one_line
 
 TARGETS_KEY = pytest.StashKey[list]()
@@ -376,6 +376,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for name, stage in _stages_of(session.items):
         selected.setdefault(name, set()).add(stage)
     session.config.stash[SELECTED_KEY] = selected
+    checks = session.config.stash.get(CHECKS_KEY, {})
+    for name, check in checks.items():  # made by the preflight (serial runs): before anything was selected
+        check.selected = selected.get(name, set())
+    drop_unneeded(list(checks.values()))
 
 
 @pytest.fixture(scope="session")

@@ -921,11 +921,15 @@ def server_route(engine: Engine, spec: ScoringSpec) -> Iterator[Route]:
         return
     try:
         network = engine.internal_network()
+        gateway = _gateway(engine, network.id)
+        if not gateway:  # removed under us (a sweep of this session's objects): made anew, once
+            engine.release_network(only=network)
+            network = engine.internal_network()
+            gateway = _gateway(engine, network.id)
     except Exception as exc:  # e.g. the engine's address pools are exhausted: the relayed client still works
         yield Route("none", False, f"could not create an internal network for the server ({type(exc).__name__})")
         return
-    reachable = _reachable(_gateway(engine, network.id))
-    yield Route(network.name, True) if reachable else Route("none", False, UNREACHABLE)
+    yield Route(network.name, True) if _reachable(gateway) else Route("none", False, UNREACHABLE)
 
 
 UNREACHABLE = (

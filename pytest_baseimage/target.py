@@ -7,6 +7,7 @@ asserted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -93,6 +94,7 @@ class ImageCheck:
         self._prepared = False
         self.selected: set[str] = set()  # the stages this session will ask for (set by the plugin)
         self._early: dict[str, _Early] = {}
+        self._warm: _Early | None = None  # the candidate, starting in the background (see `_warm_up`)
         self.timings: dict[str, float] = {}  # container_start_s, probe_s (see ImageReport.timings)
 
     # -- lazily built state -----------------------------------------------------------------------------
@@ -112,17 +114,39 @@ class ImageCheck:
         except BaseImageError as exc:
             self.error = str(exc)
             return
-        for stage in stages.STAGES.values():
-            if stage.warm and not (stage.skip and stage.skip(self.profile)):
-                stage.warm(self)
+        self._warm_up()
 
     @property
     def candidate(self) -> Candidate:
         if self._candidate is None:
-            started = time.monotonic()
-            self._candidate = Candidate.start(self.engine, self.info.image_id or self.target.reference)
-            self.timings["container_start_s"] = round(time.monotonic() - started, 3)
+            warm, self._warm = self._warm, None
+            self._candidate = warm.result() if warm else self._start_candidate()  # raises what the start raised
         return self._candidate
+
+    def _start_candidate(self) -> Candidate:
+        started = time.monotonic()
+        candidate = Candidate.start(self.engine, self.info.image_id or self.target.reference)
+        self.timings["container_start_s"] = round(time.monotonic() - started, 3)
+        return candidate
+
+    def _warm_up(self) -> None:
+        """Once the image is resolved, begin what the stages will need while pytest collects: the candidate
+        (unless its platform is refused: then no container may start) and each stage's own (`Stage.warm`)."""
+        if platforms.check(self.info, self.profile) is None:
+            self._warm = _Early(lambda check: check._start_candidate(), self)
+        for stage in self._warming():
+            stage.warm(self)
+
+    def _warming(self) -> list[stages.Stage]:
+        """The stages with something to begin early: not skipped by the profile, nor left out by -m/-k (before
+        the collection, when nothing is selected yet, each may be: `drop_unneeded` ends what is not)."""
+        return [
+            stage
+            for stage in stages.STAGES.values()
+            if stage.warm
+            and not (self.selected and stage.name not in self.selected)
+            and not (stage.skip and stage.skip(self.profile))
+        ]
 
     @property
     def facts(self) -> Facts:
@@ -155,6 +179,9 @@ class ImageCheck:
             if not candidate.ended():  # the engine's trouble, not a keep-alive that died under the probe
                 raise
             facts = probe.gather(candidate, request, timeout_s=probe_timeout(self.target))  # the files alone
+        else:
+            if not facts.has_shell and candidate.ended():  # the keep-alive died before the exec (a foreign CPU)
+                facts = probe.gather(candidate, request, timeout_s=probe_timeout(self.target))  # the files alone
         self.timings["probe_s"] = round(time.monotonic() - started, 3)
         return _with_start_error(facts, candidate.start_error)
 
@@ -258,11 +285,29 @@ class ImageCheck:
             self.engine.remove_all(role=name)
             early.wait()
         self._early.clear()
+        if self._warm is not None:  # begun, never asked for (every stage skipped, or the run interrupted)
+            warm, self._warm = self._warm, None
+            with contextlib.suppress(Exception):
+                self._candidate = warm.result()
         if self._candidate is not None:
             self._candidate.stop()
             self._candidate = None
         if self._engine is not None:
             self._engine.settle()  # the scoring server's removal, begun when its answer was in
+
+
+def drop_unneeded(checks: list[ImageCheck]) -> None:
+    """Once -m/-k chose the stages (`ImageCheck.selected`): an engine none of whose images will run a stage that
+    warmed something (the scoring server's network) removes it now, in the background."""
+    needed: dict[int, bool] = {}
+    for check in checks:
+        if check._engine is not None:
+            needed[id(check._engine)] = needed.get(id(check._engine), False) or bool(check._warming())
+    for check in checks:
+        engine = check._engine
+        if engine is not None and not needed.get(id(engine), True):
+            needed[id(engine)] = True  # once per engine
+            engine.defer(engine.release_network)
 
 
 def also_passes(facts: Facts, info: ImageInfo, judged_by: str) -> list[str]:

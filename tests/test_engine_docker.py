@@ -85,9 +85,7 @@ def test_a_failed_probe_runs_once_for_every_stage(tmp_path, images, docker_clien
     )
     image_id = docker_client.images.get(images("engine-hang-python")).id
     since = int(time.time()) - 1
-    started = time.monotonic()
     proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    elapsed = time.monotonic() - started
     until = int(time.time()) + 1
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     execs = [
@@ -98,8 +96,7 @@ def test_a_failed_probe_runs_once_for_every_stage(tmp_path, images, docker_clien
         if event["Actor"]["Attributes"].get(eng.LABEL_ROLE) == "candidate"
         and event["Actor"]["Attributes"].get("image") == image_id
     ]
-    assert len(execs) == 1, execs
-    assert elapsed < 3 * timeout, f"{elapsed:.1f} s: the probe ran more than once"
+    assert len(execs) == 1, execs  # one probe exec; how long it took is the bench's business, not a test's
     results = {r["stage"]: r for r in json.loads(verdict.read_text())["images"][0]["results"]}
     for stage in ("conda", "python"):  # both read the one probe's failure: the image's, judged once
         assert results[stage]["status"] == "fail", results[stage]
