@@ -1,14 +1,14 @@
 """Container lifecycle: the only module (with scoring and registry) that talks to the Docker engine.
 
-Every container is labelled with the session that started it, so that it can be removed at the end, on
-Ctrl-C, at interpreter exit, and by the next run if this one was killed (see `reap_stale`): a live session
-renews a lease on each engine it uses, and only the containers of sessions whose lease went stale are reaped.
-Engine trouble is EngineError ("could not be checked"); only what is provably the image's counts against it.
+Every container is labelled with the session that started it, so that it can be removed when the session
+ends (`Engines.cleanup`, also on Ctrl-C and SIGTERM), and by the next run if this one was killed (see
+`reap_stale`): a live session renews a lease on each engine it uses, and only the containers of sessions
+whose lease went stale are reaped. Engine trouble is EngineError ("could not be checked"); only what is
+provably the image's counts against it.
 """
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import hashlib
@@ -45,7 +45,12 @@ LABEL_PIDNS = f"{LABEL}.pidns"  # the owner's PID namespace: a pid is only meani
 
 # A container older than this is stale even when its owner cannot be checked (another host's engine).
 MAX_AGE_S = 12 * 3600
-SESSION_ID = uuid.uuid4().hex[:12]
+
+
+def new_session_id() -> str:
+    """The label of one session's containers (see `Engines`): random, so that two runs never share one."""
+    return uuid.uuid4().hex[:12]
+
 
 # The session lease: a created (never started) container per session and engine, renamed every
 # LEASE_RENEW_S to `LEASE_PREFIX<session>-<unix time>`. Labels are immutable, a name is not, and a rename
@@ -362,8 +367,16 @@ class _Lease:
 class Engine:
     """A connection to one Docker engine, and the containers this session started on it."""
 
-    def __init__(self, client: Any = None, docker_host: str | None = None, docker_context: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Any = None,
+        docker_host: str | None = None,
+        docker_context: str | None = None,
+        session_id: str = "",
+    ) -> None:
         import docker
+
+        self.session_id = session_id or new_session_id()  # the label of this session's containers
 
         try:
             if client is not None:
@@ -388,7 +401,6 @@ class Engine:
         self._storage_opt: bool | None = None  # None: not tried yet; False: the storage driver cannot bound size
         self.stopped_for: dict[str, str] = {}  # container id -> why the watch stopped it (e.g. disk limit)
         self._start_faults: dict[str, StartFault] = {}  # container id -> why it could not start
-        _ENGINES.append(self)
 
     def answers(self, timeout: float = 10.0) -> bool:
         """Whether the engine still answers, within `timeout` (a hung daemon must not hold every failing stage
@@ -432,7 +444,7 @@ class Engine:
             LABEL_PID: str(os.getpid()),
             LABEL_HOST: socket.gethostname(),
             LABEL_PIDNS: _pid_namespace(),
-            LABEL_SESSION: SESSION_ID,
+            LABEL_SESSION: self.session_id,
             LABEL_EXPIRES: str(int(time.time()) + MAX_AGE_S),
             LABEL_ROLE: role,
         }
@@ -573,7 +585,7 @@ class Engine:
             if attempt:
                 time.sleep(settle_s)
             with contextlib.suppress(Exception):
-                mine = {"label": f"{LABEL_SESSION}={SESSION_ID}"}
+                mine = {"label": f"{LABEL_SESSION}={self.session_id}"}
                 for entry in self.client.api.containers(all=True, filters=mine):
                     with contextlib.suppress(Exception):
                         self._remove_container_by_id(str(entry["Id"]))
@@ -590,7 +602,7 @@ class Engine:
             networks = self.client.api.networks(filters=managed)
         except Exception:
             return []
-        owner = Owner(socket.gethostname(), _pid_namespace(), SESSION_ID, time.time())
+        owner = Owner(socket.gethostname(), _pid_namespace(), self.session_id, time.time())
         with self._lock:
             keep = frozenset(self._live)
         network_ids = {str(n.get("Id")) for n in networks}
@@ -617,7 +629,7 @@ class Engine:
                 return
             lease = self._lease = _Lease()
         try:
-            lease.container = self.create(image, role=LEASE_ROLE, name=lease_name(SESSION_ID, int(time.time())))
+            lease.container = self.create(image, role=LEASE_ROLE, name=lease_name(self.session_id, int(time.time())))
         except BaseImageError:
             with self._lock:  # containers without a lease are reaped only by age: safe, and retried next time
                 self._lease = None if self._lease is lease else self._lease
@@ -630,7 +642,7 @@ class Engine:
             now = int(time.time())
             if now != last:
                 with contextlib.suppress(Exception):  # an engine that is down cannot be told; reaping waits
-                    self.client.api.rename(lease.container.id, lease_name(SESSION_ID, now))
+                    self.client.api.rename(lease.container.id, lease_name(self.session_id, now))
                     last = now
             with contextlib.suppress(Exception):
                 self.watch_disk()
@@ -640,7 +652,7 @@ class Engine:
         cannot bound it; the reason is kept in `stopped_for`. Returns the ids it stopped."""
         if self._storage_opt is not False:
             return []
-        entries = self.client.api.containers(filters={"label": f"{LABEL_SESSION}={SESSION_ID}"}, size=True)
+        entries = self.client.api.containers(filters={"label": f"{LABEL_SESSION}={self.session_id}"}, size=True)
         stopped = []
         for entry in entries:
             written = _number(entry.get("SizeRw")) or 0
@@ -839,14 +851,40 @@ class Candidate:
         self.engine.remove(self.container)
 
 
-_ENGINES: list[Engine] = []
+EngineFactory = Callable[..., Any]  # (docker_host=, docker_context=, session_id=) -> an Engine (or a stand-in)
 
 
-def cleanup_all() -> None:
-    """Remove every container any engine of this process started (atexit, signals, session end)."""
-    for engine in list(_ENGINES):
-        engine.remove_all()
-        engine.sweep_session()
+class Engines:
+    """The engines of one session, one per (Docker host, context), all labelling with the session's id.
+    The session that owns this registry removes what they started (`cleanup`) when it ends; `factory` makes
+    an engine (the real Docker one; tests give a fake)."""
+
+    def __init__(self, factory: EngineFactory | None = None, session_id: str = "") -> None:
+        self.factory: EngineFactory = factory or Engine
+        self.session_id = session_id or new_session_id()
+        self._engines: dict[tuple[str | None, str | None], Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, docker_host: str | None, docker_context: str | None = None) -> Any:
+        """The engine of this host; the first use reaps stale containers of killed runs. EngineError (could not
+        be checked) when it cannot be reached; it is asked again next time."""
+        key = (docker_host, docker_context)
+        with self._lock:
+            if key not in self._engines:
+                made = self.factory(docker_host=docker_host, docker_context=docker_context, session_id=self.session_id)
+                made.reap_stale()
+                self._engines[key] = made
+            return self._engines[key]
+
+    def all(self) -> list[Any]:
+        with self._lock:
+            return list(self._engines.values())
+
+    def cleanup(self) -> None:
+        """Remove every container these engines started, and whatever else carries this session's label."""
+        for engine in self.all():
+            engine.remove_all()
+            engine.sweep_session()
 
 
 def install_signal_handlers() -> None:
@@ -859,9 +897,6 @@ def install_signal_handlers() -> None:
 
     with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGTERM, on_term)
-
-
-atexit.register(cleanup_all)
 
 
 def _log_tail(container: Any, max_bytes: int = 4096) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import platforms, probe, profiles, registry, stages
-from .engine import Candidate, Engine, engine_faults, one_line
+from .engine import Candidate, Engine, Engines, engine_faults, one_line
 from .errors import BaseImageError, EngineError
 from .facts import Facts
 from .profiles import Profile
@@ -61,26 +61,12 @@ def probe_timeout(target: Target) -> float:
     return float(given) if given is not None else DEFAULT_PROBE_TIMEOUT_S
 
 
-_ENGINES: dict[tuple[str | None, str | None], Engine] = {}
-_ENGINES_LOCK = threading.Lock()
-
-
-def engine_for(docker_host: str | None, docker_context: str | None = None) -> Engine:
-    """One Engine per Docker host per process; the first use reaps stale containers of killed runs."""
-    key = (docker_host, docker_context)
-    with _ENGINES_LOCK:
-        if key not in _ENGINES:
-            engine = Engine(docker_host=docker_host, docker_context=docker_context)
-            engine.reap_stale()
-            _ENGINES[key] = engine
-        return _ENGINES[key]
-
-
 class ImageCheck:
     """The state of one image in this session. Nothing starts until a stage asks for it."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, engines: Engines | None = None) -> None:
         self.target = target
+        self.engines = engines or Engines()  # the session's; a check made alone gets a registry of its own
         self.profile = target.profile
         self.info = ImageInfo(reference=target.reference)
         self.error = ""
@@ -99,7 +85,7 @@ class ImageCheck:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = engine_for(*self.target.engine_key)
+            self._engine = self.engines.get(*self.target.engine_key)
         return self._engine
 
     def prepare(self) -> None:
