@@ -127,8 +127,19 @@ class FakeContainer:
         """The engine's view of the container: it keeps what `start` made it."""
 
 
+class _FakeAPI:
+    """The low-level client: a pull, which a registry with no such repository refuses."""
+
+    def pull(self, repository: str, **_: Any) -> Any:
+        import docker
+
+        raise docker.errors.NotFound(f"pull access denied for {repository}, repository does not exist")
+
+
 class _FakeClient:
-    """What registry asks of `engine.client`: the engine's platform."""
+    """What registry asks of `engine.client`: the engine's platform, and pulls."""
+
+    api = _FakeAPI()
 
     def version(self) -> dict[str, str]:
         return {"Os": "linux", "Arch": "amd64"}

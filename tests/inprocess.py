@@ -58,7 +58,8 @@ def run_plugin(
     argv += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]  # fake_engine is imported here already
     argv += [f"--compat-json={json_path}", f"--junitxml={xml_path}"]
     argv += [f"--base-image-profile={profile}"] if profile else []
-    result = pytester.runpytest_inprocess(*argv, *args)
+    # exit 2 is pytest's INTERRUPTED, which pytester would re-raise as the outer run's own Ctrl-C
+    result = pytester.runpytest_inprocess(*argv, *args, no_reraise_ctrlc=True)
     out = "\n".join(result.outlines + result.errlines)
     data = json.loads(json_path.read_text(encoding="utf-8")) if json_path.exists() else None
     junit = ET.parse(xml_path).getroot() if xml_path.exists() else None
