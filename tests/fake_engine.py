@@ -207,7 +207,7 @@ class FakeEngine:
         what was made, in files of this process's own (xdist workers are processes of their own)."""
         if self.ledger is not None:
             for kind, value in (("left", sorted(self.live)), ("created", self.created)):
-                path = self.ledger.with_name(f"{self.ledger.name}.{kind}.{os.getpid()}")
+                path = self.ledger.with_name(f"{self.ledger.name}.{kind}.{os.getpid()}-{id(self)}")
                 path.write_text(json.dumps(value), encoding="utf-8")
 
     def reap_stale(self) -> list[str]:

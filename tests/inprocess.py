@@ -44,18 +44,30 @@ def good_world() -> dict[str, dict[str, Any]]:
     return {GOOD: debian_image(GOOD_ID)}
 
 
+# The run's conftest.py loads the fake engine's plugin: xdist workers load it too (they are processes of their
+# own, whose sys.path xdist fixes before this test's tests/ directory was on it, so `-p fake_engine` fails there).
+CONFTEST = """
+import sys
+
+sys.path.insert(0, {tests!r})
+from fake_engine import pytest_addoption, pytest_cmdline_main  # noqa: E402,F401
+"""
+
+
 def run_plugin(
     pytester: pytest.Pytester,
     *args: str,
     images: dict[str, dict[str, Any]] | None = None,
     profile: Path | None = FAKE_PROFILE,
+    conftest: str = "",
     **faults: Any,
 ) -> PluginRun:
-    """`pytest -p fake_engine ... ARGS` in process, with --compat-json and --junitxml in pytester's directory."""
+    """`pytest ... ARGS` in process on the fake engine, with --compat-json and --junitxml in pytester's
+    directory; `conftest` is added to the run's conftest.py."""
     world = write_world(pytester.path / "world.json", good_world() if images is None else images, **faults)
+    pytester.makeconftest(CONFTEST.format(tests=str(ROOT / "tests")) + conftest)
     json_path, xml_path = pytester.path / "verdict.json", pytester.path / "junit.xml"
-    argv = ["-p", "fake_engine", f"--fake-engine-world={world}", "-p", "no:cacheprovider"]
-    argv += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]  # fake_engine is imported here already
+    argv = [f"--fake-engine-world={world}", "-p", "no:cacheprovider"]
     argv += [f"--compat-json={json_path}", f"--junitxml={xml_path}"]
     argv += [f"--base-image-profile={profile}"] if profile else []
     # exit 2 is pytest's INTERRUPTED, which pytester would re-raise as the outer run's own Ctrl-C
