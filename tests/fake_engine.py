@@ -1,5 +1,6 @@
-"""A stand-in for `engine.Engine`, and a pytest plugin (`-p fake_engine --fake-engine-world=FILE`) that makes
-pytest-baseimage use it, so the hook logic runs in process (pytester) with no Docker.
+"""A stand-in for `engine.Engine`, and the hooks of a pytest plugin (`--fake-engine-world=FILE`; tests/inprocess.py
+imports them into the run's conftest.py) that make pytest-baseimage use it, so the hook logic runs in process
+(pytester) with no Docker.
 
 The fake offers what target, probe and registry ask of an engine: image inspection, containers that start or
 not, ONE probe exec answered with the same length-framed records the real probe script prints (so the real
