@@ -6,8 +6,8 @@ The fake offers what target, probe and registry ask of an engine: image inspecti
 not, ONE probe exec answered with the same length-framed records the real probe script prints (so the real
 parser and the real stages judge canned facts), archive reads and looks from a dict of files, removal. A
 "world" (JSON, so that xdist workers read the same one) says which images exist and which faults to show.
-Every engine writes the ids it still holds when its session ends to `<world>.left.<pid>`: the tests'
-stand-in for the `no_leaks` check.
+Every engine keeps the ids of the containers it holds in `<world>.left.<pid>-<engine>`, rewritten on every
+change: the tests' stand-in for the `no_leaks` check.
 """
 
 from __future__ import annotations
@@ -160,6 +160,7 @@ class FakeEngine:
         self.stopped_for: dict[str, str] = {}
         self.live: dict[str, FakeContainer] = {}
         self.created: list[str] = []  # "role image-id" of every container made, in order
+        self.swept = False  # the session's cleanup ran
         self.execs: list[list[str]] = []
         self._ids = itertools.count(1)
         self._faults: dict[str, StartFault] = {}
@@ -182,6 +183,7 @@ class FakeEngine:
         container = FakeContainer(f"fake{next(self._ids):04d}", self._image(image), labels)
         self.live[container.id] = container
         self.created.append(f"{role} {container.image['id']}")
+        self._record()
         return container
 
     def start(self, container: FakeContainer) -> bool:
@@ -196,6 +198,7 @@ class FakeEngine:
 
     def remove(self, container: FakeContainer) -> bool:
         self.live.pop(container.id, None)
+        self._record()
         return True
 
     def remove_all(self, role: str | None = None) -> None:
@@ -204,12 +207,16 @@ class FakeEngine:
                 self.remove(container)
 
     def sweep_session(self, settle_s: float = 0.0) -> None:
-        """The session ended: record what is still held (nothing, when every check closed its container) and
-        what was made, in files of this process's own (xdist workers are processes of their own)."""
-        if self.ledger is not None:
-            for kind, value in (("left", sorted(self.live)), ("created", self.created)):
-                path = self.ledger.with_name(f"{self.ledger.name}.{kind}.{os.getpid()}-{id(self)}")
-                path.write_text(json.dumps(value), encoding="utf-8")
+        self.swept = True
+
+    def _record(self) -> None:
+        """What this engine holds now and what it made, in files of its own (xdist workers are processes of
+        their own), written on every change: a run that never removed a container leaves its id behind."""
+        if self.ledger is None:
+            return
+        for kind, value in (("left", sorted(self.live)), ("created", self.created)):
+            path = self.ledger.with_name(f"{self.ledger.name}.{kind}.{os.getpid()}-{id(self)}")
+            path.write_text(json.dumps(value), encoding="utf-8")
 
     def reap_stale(self) -> list[str]:
         return []

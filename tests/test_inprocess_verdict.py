@@ -154,3 +154,44 @@ def test_with_the_plugins_options_absent_a_users_tests_run_untouched(pytester):
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "test_mine.py")
     result.assert_outcomes(skipped=1)  # the fixture skips: no --base-image given
     assert "base image verdict" not in result.stdout.str()
+
+
+# Registered as a plugin, not left as conftest hooks: those apply only to tests under the conftest's directory,
+# and the bundled suite lives in the package.
+INTERRUPT_AT_CONDA = """
+
+class Interrupt:
+    def pytest_runtest_call(self, item):
+        if item.name.startswith("test_conda"):
+            raise KeyboardInterrupt
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(Interrupt())
+"""
+CRASH_AFTER_A_TEST = """
+
+class Crash:
+    def pytest_runtest_logfinish(self, nodeid):
+        raise RuntimeError("a bug in some plugin")
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(Crash())
+"""
+
+
+def test_a_run_interrupted_mid_suite_is_exit_2_and_its_verdict_says_interrupted(pytester):
+    run = run_plugin(pytester, f"--base-image={GOOD}", conftest=INTERRUPT_AT_CONDA)
+    assert run.code == 2, run.out
+    assert run.json["interrupted"] is True and run.json["verdict"] == "could not be checked"
+    assert "the run stopped before every stage ran" in run.image()["error"]
+    assert run.statuses() == {"os": "pass"}  # what ran before the interrupt is kept
+    assert run.left == []
+
+
+def test_an_internal_error_writes_no_verdict_rather_than_a_wrong_one(pytester):
+    run = run_plugin(pytester, f"--base-image={GOOD}", conftest=CRASH_AFTER_A_TEST)
+    assert run.code == 3, run.out
+    assert run.json is None
+    assert run.left == []
