@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from . import gpu, matrix, probe_options, profiles, registry, scoring
-from .engine import Engine, EngineFactory, Engines, install_signal_handlers
+from .engine import Engine, install_signal_handlers
+from .engines import EngineFactory, Engines
 from .errors import BaseImageError, ExitCode
 from .results import STAGE_ORDER, StageResult, Status
 from .session import (

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
-from .engine import Engines
+from .engines import Engines
 from .errors import BaseImageError, ExitCode
 from .results import STAGE_ORDER, ImageInfo, ImageReport, Status, Verdict, utc_now
 from .text import cut_line, one_line

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import platforms, probe, profiles, registry, stages
-from .engine import Candidate, Engine, Engines, engine_faults, one_line
+from .engine import Candidate, Engine, engine_faults, one_line
+from .engines import Engines
 from .errors import BaseImageError, EngineError
 from .facts import Facts
 from .profiles import Profile

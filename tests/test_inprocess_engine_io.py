@@ -12,7 +12,8 @@ import pytest
 from fake_docker import GO_DIR, GO_SYMLINK, FakeDocker, Response
 
 from pytest_baseimage import engine as eng
-from pytest_baseimage.engine import Engine, Engines
+from pytest_baseimage.engine import Engine
+from pytest_baseimage.engines import Engines
 from pytest_baseimage.errors import EngineError, ExecTimeout
 
 
