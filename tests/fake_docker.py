@@ -140,6 +140,7 @@ class API:
         self.files: dict[str, tuple[int, bytes, str]] = {}  # path -> (Go mode, data, link target)
         self.exec_output: list[tuple[bytes | None, bytes | None]] = []
         self.exec_delay_s = 0.0
+        self.gets: list[str] = []  # archive paths read with a GET (a look is a HEAD)
 
     # -- lists and removals -------------------------------------------------------------------------
     def containers(self, all: bool = False, filters: Any = None, size: bool = False) -> list[dict[str, Any]]:
@@ -198,6 +199,7 @@ class API:
             if self.client.fail.get("ping"):
                 raise self.client.fail["ping"]
             return Response()
+        self.gets.append(params["path"])
         return self._archive(params["path"], with_body=True)
 
     def _archive(self, path: str, with_body: bool) -> Response:

@@ -258,7 +258,8 @@ def test_reaping_removes_stale_sessions_containers_before_their_networks_and_nev
     client.api.listed = [
         lease,
         {"Id": "box-old", "Labels": {eng.LABEL_SESSION: stale}},
-        {"Id": "box-mine", "Labels": {eng.LABEL_SESSION: mine}},
+        # expired by its label, yet this session's own: never reaped while the session runs
+        {"Id": "box-mine", "Labels": {eng.LABEL_SESSION: mine, eng.LABEL_EXPIRES: str(int(now - 60))}},
     ]
     client.api.networks_listed = [{"Id": "net-old", "Labels": {eng.LABEL_SESSION: stale}}]
     removed = engine.reap_stale()

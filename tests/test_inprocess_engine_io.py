@@ -108,6 +108,7 @@ def test_read_file_never_reads_what_is_too_large_or_not_a_regular_file(engine, c
     client.api.files = {"/big": (0o644, b"x" * 2048, ""), "/d": (GO_DIR, b"", "")}
     big = engine.read_file(box, "/big", max_bytes=1024)
     assert big.problem == "too large to read: 2 KiB" and big.data is None
+    assert client.api.gets == []  # judged from the look alone: not a byte of it was fetched
     assert engine.read_file(box, "/d").problem == "not a regular file (a directory)"
     assert engine.read_file(box, "/nope").absent
 
