@@ -144,3 +144,24 @@ def test_under_xdist_a_deselected_stage_is_not_judged(pytester):
     assert run.code == 0, run.out
     assert list(run.statuses()) == ["os", "conda", "python", "azureml", "scoring", "gpu"]
     assert run.image()["verdict"] == "compatible"
+
+
+# A plugin that runs the suite backwards, as a random-order plugin may: results then arrive out of stage order.
+BACKWARDS = """
+
+class Backwards:
+    def pytest_collection_modifyitems(self, items):
+        items.reverse()
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(Backwards())
+"""
+
+
+def test_results_that_arrive_out_of_stage_order_are_reported_in_stage_order(pytester):
+    run = run_plugin(pytester, f"--base-image={GOOD}", "-v", conftest=BACKWARDS)
+    assert run.code == 0, run.out
+    ran = [line.split("::test_")[1].split("[")[0] for line in run.result.outlines if "::test_" in line]
+    assert ran == STAGES[::-1]  # the run went gpu first
+    assert [r["stage"] for r in run.image()["results"]] == STAGES
