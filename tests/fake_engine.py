@@ -69,8 +69,8 @@ def write_world(path: Path, images: dict[str, dict[str, Any]], **faults: Any) ->
 
 
 def ledger(world: Path, kind: str) -> list[str]:
-    """What the fake engines of a run recorded when their sessions ended, over every process: "left" (the
-    container ids still held: should be none) or "created" ("role image-id" of each container made)."""
+    """What the fake engines of a run recorded, over every process: "left" (the container ids still held at
+    the end: should be none) or "created" ("role image-id" of each container made)."""
     return [entry for file in world.parent.glob(f"{world.name}.{kind}.*") for entry in json.loads(file.read_text())]
 
 
@@ -160,7 +160,6 @@ class FakeEngine:
         self.stopped_for: dict[str, str] = {}
         self.live: dict[str, FakeContainer] = {}
         self.created: list[str] = []  # "role image-id" of every container made, in order
-        self.swept = False  # the session's cleanup ran
         self.execs: list[list[str]] = []
         self._ids = itertools.count(1)
         self._faults: dict[str, StartFault] = {}
@@ -207,7 +206,7 @@ class FakeEngine:
                 self.remove(container)
 
     def sweep_session(self, settle_s: float = 0.0) -> None:
-        self.swept = True
+        """Nothing the fake made can escape its bookkeeping: `live` is all there is."""
 
     def _record(self) -> None:
         """What this engine holds now and what it made, in files of its own (xdist workers are processes of
