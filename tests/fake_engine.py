@@ -70,7 +70,8 @@ def write_world(path: Path, images: dict[str, dict[str, Any]], **faults: Any) ->
 
 def ledger(world: Path, kind: str) -> list[str]:
     """What the fake engines of a run recorded, over every process: "left" (the container ids still held at
-    the end: should be none) or "created" ("role image-id" of each container made)."""
+    the end: should be none), "created" ("role image-id" of each container made) or "swept" (the session id
+    of each engine whose session cleaned up)."""
     return [entry for file in world.parent.glob(f"{world.name}.{kind}.*") for entry in json.loads(file.read_text())]
 
 
@@ -206,7 +207,10 @@ class FakeEngine:
                 self.remove(container)
 
     def sweep_session(self, settle_s: float = 0.0) -> None:
-        """Nothing the fake made can escape its bookkeeping: `live` is all there is."""
+        """The session's cleanup ran on this engine: recorded (as "swept"), so a test can tell that it did."""
+        if self.ledger is not None:
+            path = self.ledger.with_name(f"{self.ledger.name}.swept.{os.getpid()}-{id(self)}")
+            path.write_text(json.dumps([self.session_id]), encoding="utf-8")
 
     def _record(self) -> None:
         """What this engine holds now and what it made, in files of its own (xdist workers are processes of

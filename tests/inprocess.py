@@ -26,6 +26,7 @@ class PluginRun:
     junit: ET.Element | None
     left: list[str]  # container ids the fake engines still held at the end
     created: list[str]  # "role image-id" of every container the run made
+    swept: list[str]  # the session id of every fake engine whose session's cleanup ran
     out: str
 
     @property
@@ -75,4 +76,4 @@ def run_plugin(
     out = "\n".join(result.outlines + result.errlines)
     data = json.loads(json_path.read_text(encoding="utf-8")) if json_path.exists() else None
     junit = ET.parse(xml_path).getroot() if xml_path.exists() else None
-    return PluginRun(result, data, junit, ledger(world, "left"), ledger(world, "created"), out)
+    return PluginRun(result, data, junit, ledger(world, "left"), ledger(world, "created"), ledger(world, "swept"), out)

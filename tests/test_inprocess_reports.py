@@ -132,6 +132,7 @@ def test_under_xdist_every_result_reaches_the_controller_once_per_image(pytester
     assert run.image(BAD)["verdict"] == "not compatible" and run.image(GOOD)["verdict"] == "compatible"
     assert sorted(run.created) == sorted([f"candidate {GOOD_ID}", f"candidate {BAD_ID}"])  # one container each
     assert run.left == []
+    assert len(set(run.swept)) == 3  # the controller (its preflight) and each worker: every session cleaned up
     suites = cases_by_suite(run.junit)
     assert list(suites) == [BAD, GOOD]
     assert [name for name, _ in suites[GOOD]] == [f"test_{stage}[{GOOD}]" for stage in STAGES]  # no @group suffix

@@ -30,6 +30,7 @@ def test_a_compatible_image_exits_0_with_every_static_stage_passed(pytester):
     assert run.image()["info"]["image_id"] == GOOD_ID
     assert run.created == [f"candidate {GOOD_ID}"]  # one container for the whole suite
     assert run.left == []
+    assert len(run.swept) == 1  # the session's cleanup ran on its engine
 
 
 def test_a_wrong_python_fails_the_run_with_exit_1_and_blocks_what_needs_python(pytester):
