@@ -1,14 +1,14 @@
 """Container lifecycle: the only module (with scoring and registry) that talks to the Docker engine.
 
-Every container is labelled with the session that started it, so that it can be removed at the end, on
-Ctrl-C, at interpreter exit, and by the next run if this one was killed (see `reap_stale`): a live session
-renews a lease on each engine it uses, and only the containers of sessions whose lease went stale are reaped.
-Engine trouble is EngineError ("could not be checked"); only what is provably the image's counts against it.
+Every container is labelled with the session that started it, so that it can be removed when the session
+ends (`engines.Engines.cleanup`, also on Ctrl-C and SIGTERM), and by the next run if this one was killed (see
+`reap_stale`): a live session renews a lease on each engine it uses, and only the containers of sessions
+whose lease went stale are reaped. Engine trouble is EngineError ("could not be checked"); only what is
+provably the image's counts against it.
 """
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import hashlib
@@ -46,7 +46,12 @@ LABEL_PIDNS = f"{LABEL}.pidns"  # the owner's PID namespace: a pid is only meani
 
 # A container older than this is stale even when its owner cannot be checked (another host's engine).
 MAX_AGE_S = 12 * 3600
-SESSION_ID = uuid.uuid4().hex[:12]
+
+
+def new_session_id() -> str:
+    """The label of one session's containers (see `Engines`): random, so that two runs never share one."""
+    return uuid.uuid4().hex[:12]
+
 
 # The session lease: a created (never started) container per session and engine, renamed every
 # LEASE_RENEW_S to `LEASE_PREFIX<session>-<unix time>`. Labels are immutable, a name is not, and a rename
@@ -363,8 +368,16 @@ class _Lease:
 class Engine:
     """A connection to one Docker engine, and the containers this session started on it."""
 
-    def __init__(self, client: Any = None, docker_host: str | None = None, docker_context: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Any = None,
+        docker_host: str | None = None,
+        docker_context: str | None = None,
+        session_id: str = "",
+    ) -> None:
         import docker
+
+        self.session_id = session_id or new_session_id()  # the label of this session's containers
 
         try:
             if client is not None:
@@ -391,7 +404,6 @@ class Engine:
         self._start_faults: dict[str, StartFault] = {}  # container id -> why it could not start
         self._teardowns: list[threading.Thread] = []  # removals run beside the rest of the run (see `defer`)
         self._network: Future[Any] | None = None  # the internal network, once asked for (see `internal_network`)
-        _ENGINES.append(self)
 
     def answers(self, timeout: float = 10.0) -> bool:
         """Whether the engine still answers, within `timeout` (a hung daemon must not hold every failing stage
@@ -435,7 +447,7 @@ class Engine:
             LABEL_PID: str(os.getpid()),
             LABEL_HOST: socket.gethostname(),
             LABEL_PIDNS: _pid_namespace(),
-            LABEL_SESSION: SESSION_ID,
+            LABEL_SESSION: self.session_id,
             LABEL_EXPIRES: str(int(time.time()) + MAX_AGE_S),
             LABEL_ROLE: role,
         }
@@ -576,7 +588,7 @@ class Engine:
             if attempt:
                 time.sleep(settle_s)
             with contextlib.suppress(Exception):
-                mine = {"label": f"{LABEL_SESSION}={SESSION_ID}"}
+                mine = {"label": f"{LABEL_SESSION}={self.session_id}"}
                 for entry in self.client.api.containers(all=True, filters=mine):
                     with contextlib.suppress(Exception):
                         self._remove_container_by_id(str(entry["Id"]))
@@ -593,7 +605,7 @@ class Engine:
             networks = self.client.api.networks(filters=managed)
         except Exception:
             return []
-        owner = Owner(socket.gethostname(), _pid_namespace(), SESSION_ID, time.time())
+        owner = Owner(socket.gethostname(), _pid_namespace(), self.session_id, time.time())
         with self._lock:
             keep = frozenset(self._live)
         network_ids = {str(n.get("Id")) for n in networks}
@@ -620,7 +632,7 @@ class Engine:
                 return
             lease = self._lease = _Lease()
         try:
-            lease.container = self.create(image, role=LEASE_ROLE, name=lease_name(SESSION_ID, int(time.time())))
+            lease.container = self.create(image, role=LEASE_ROLE, name=lease_name(self.session_id, int(time.time())))
         except BaseImageError:
             with self._lock:  # containers without a lease are reaped only by age: safe, and retried next time
                 self._lease = None if self._lease is lease else self._lease
@@ -633,7 +645,7 @@ class Engine:
             now = int(time.time())
             if now != last:
                 with contextlib.suppress(Exception):  # an engine that is down cannot be told; reaping waits
-                    self.client.api.rename(lease.container.id, lease_name(SESSION_ID, now))
+                    self.client.api.rename(lease.container.id, lease_name(self.session_id, now))
                     last = now
             with contextlib.suppress(Exception):
                 self.watch_disk()
@@ -643,7 +655,7 @@ class Engine:
         cannot bound it; the reason is kept in `stopped_for`. Returns the ids it stopped."""
         if self._storage_opt is not False:
             return []
-        entries = self.client.api.containers(filters={"label": f"{LABEL_SESSION}={SESSION_ID}"}, size=True)
+        entries = self.client.api.containers(filters={"label": f"{LABEL_SESSION}={self.session_id}"}, size=True)
         stopped = []
         for entry in entries:
             written = _number(entry.get("SizeRw")) or 0
@@ -770,7 +782,7 @@ class Engine:
 
         def make() -> None:
             try:
-                name = f"pytest-baseimage-{SESSION_ID[:12]}-{uuid.uuid4().hex[:8]}"
+                name = f"pytest-baseimage-{self.session_id[:12]}-{uuid.uuid4().hex[:8]}"
                 labels = self.labels("network")
                 future.set_result(self.client.networks.create(name, driver="bridge", internal=True, labels=labels))
             except BaseException as exc:  # handed to the caller of internal_network()
@@ -913,18 +925,6 @@ class Candidate:
         self.engine.remove(self.container)
 
 
-_ENGINES: list[Engine] = []
-
-
-def cleanup_all() -> None:
-    """Remove every container any engine of this process started (atexit, signals, session end)."""
-    for engine in list(_ENGINES):
-        engine.settle()
-        engine.remove_all()
-        engine.release_network()
-        engine.sweep_session()
-
-
 def install_signal_handlers() -> None:
     """Turn SIGTERM into KeyboardInterrupt so that pytest's teardown, and ours, run as on Ctrl-C."""
     if threading.current_thread() is not threading.main_thread():
@@ -935,9 +935,6 @@ def install_signal_handlers() -> None:
 
     with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGTERM, on_term)
-
-
-atexit.register(cleanup_all)
 
 
 def _log_tail(container: Any, max_bytes: int = 4096) -> str:

@@ -16,17 +16,29 @@ from typing import Any
 import pytest
 
 from . import gpu, matrix, probe_options, profiles, registry, scoring
-from .engine import cleanup_all, install_signal_handlers
+from .engine import Engine, install_signal_handlers
+from .engines import EngineFactory, Engines
 from .errors import BaseImageError, ExitCode
 from .results import STAGE_ORDER, StageResult, Status
-from .session import REPORT_ATTR, Ending, VerdictSession, check_output_path, merge_result, write_usage_verdict
-from .target import ImageCheck, Target, drop_unneeded, engine_for
+from .session import (
+    PLUGIN_NAME,
+    REPORT_ATTR,
+    Ending,
+    VerdictSession,
+    check_output_path,
+    merge_result,
+    write_usage_verdict,
+)
+from .target import ImageCheck, Target, drop_unneeded
 from .text import escaped, inert_lines, one_line
 
 TARGETS_KEY = pytest.StashKey[list]()
 CHECKS_KEY = pytest.StashKey[dict]()
 SELECTED_KEY = pytest.StashKey[dict]()
 SESSION_KEY = pytest.StashKey[VerdictSession]()
+# How this run reaches an engine: Engine (the Docker SDK) unless a plugin put another factory here before
+# pytest_configure (the in-process tests put a fake engine's, see tests/fake_engine.py).
+ENGINE_FACTORY_KEY = pytest.StashKey[EngineFactory]()
 __all__ = ["REPORT_ATTR", "merge_result"]  # re-exported: tests reach the merge through this module
 
 
@@ -197,9 +209,10 @@ def _configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: the '{name}' compliance stage (select with -m {name})")
     if getattr(config, "workerinput", {}).get(DIST_KEY) == matrix.GROUPING_MODE:
         config.option.loadgroup = True  # what xdist's worker checks before adding @group to node ids
-    session = VerdictSession(config, require_all=bool(config.getoption("require_all_stages")))
+    engines = Engines(config.stash.get(ENGINE_FACTORY_KEY, Engine))
+    session = VerdictSession(config, require_all=bool(config.getoption("require_all_stages")), engines=engines)
     config.stash[SESSION_KEY] = session
-    config.pluginmanager.register(session, "baseimage-verdict")
+    config.pluginmanager.register(session, PLUGIN_NAME)
     config.stash[CHECKS_KEY] = {}
     config.stash[TARGETS_KEY] = []
     controller = not hasattr(config, "workerinput")
@@ -298,11 +311,13 @@ def _add_suite(config: pytest.Config) -> None:
 def _preflight(config: pytest.Config) -> None:
     """Fail fast with one line when nothing can be checked: the engine is down or no image exists."""
     checks = config.stash[CHECKS_KEY]
+    engines = config.stash[SESSION_KEY].engines
+    distributed = bool(getattr(config.option, "numprocesses", None)) and getattr(config.option, "dist", "no") != "no"
     try:
         for target in config.stash[TARGETS_KEY]:
-            engine_for(*target.engine_key)
-            check = ImageCheck(target)
-            check.prepare()
+            engines.get(*target.engine_key)
+            check = ImageCheck(target, engines)
+            check.prepare(warm=not distributed)  # xdist's workers run the stages, on checks of their own
             checks[target.name] = check
     except BaseImageError as exc:
         _stop_unchecked(config, str(exc), exc.exit_code)
@@ -339,7 +354,9 @@ def _write_junit_before_session(config: pytest.Config, run: Any, secrets: Any) -
 def pytest_unconfigure(config: pytest.Config) -> None:
     for check in config.stash.get(CHECKS_KEY, {}).values():
         check.close()
-    cleanup_all()
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:  # the session's engines remove what they started: Ctrl-C and SIGTERM end here too
+        session.engines.cleanup()
     xml_path = getattr(config.option, "xmlpath", None)
     if xml_path and config.stash.get(TARGETS_KEY, []) and not hasattr(config, "workerinput"):
         from .report.junit import split_by_image
@@ -389,7 +406,8 @@ def baseimage(request: pytest.FixtureRequest) -> Iterator[ImageCheck]:
     if target is None:
         pytest.skip("no --base-image given")
     checks = request.config.stash[CHECKS_KEY]
-    check = checks.get(target.name) or checks.setdefault(target.name, ImageCheck(target))
+    engines = request.config.stash[SESSION_KEY].engines
+    check = checks.get(target.name) or checks.setdefault(target.name, ImageCheck(target, engines))
     check.selected = request.config.stash.get(SELECTED_KEY, {}).get(target.name, set())
     yield check
     check.close()
@@ -537,9 +555,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 def _host_of(config: pytest.Config) -> str:
     hosts = set()
+    engines = config.stash[SESSION_KEY].engines
     for target in config.stash[TARGETS_KEY]:
         try:
-            hosts.add(engine_for(*target.engine_key).host)
+            hosts.add(engines.get(*target.engine_key).host)
         except BaseImageError:
             hosts.add(target.docker_host or os.environ.get("DOCKER_HOST", "") or "unreachable")
     return ", ".join(sorted(hosts))

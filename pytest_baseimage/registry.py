@@ -735,9 +735,10 @@ def build_targets(config: pytest.Config) -> list[str]:
     options = read_options(config)
     if not options.dockerfile:
         return []
-    from .target import engine_for  # target imports this module
+    from .session import session_of  # the session (registered before this runs) owns the engines
 
-    engine = engine_for(None)
+    session = session_of(config)
+    engine = session.engines.get(None) if session is not None else Engine()
     try:
         if options.credentials is not None:
             _login(engine, options.credentials)

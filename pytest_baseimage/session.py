@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
+from .engines import Engines
 from .errors import BaseImageError, ExitCode
 from .results import STAGE_ORDER, ImageInfo, ImageReport, Status, Verdict, utc_now
 from .text import cut_line, one_line
 
+PLUGIN_NAME = "baseimage-verdict"  # the name the session is registered under with pytest's plugin manager
 REPORT_ATTR = "baseimage"  # attribute on TestReport; plain JSON data, so it survives xdist
 SUMMARY_CHARS = 160  # one result's text in the terminal summary
 
@@ -108,7 +110,8 @@ class Ending:
 
 @dataclass(eq=False)  # hashable by identity: pluggy keeps registered plugins in sets
 class VerdictSession:
-    """The results this process has seen, and everything written from them."""
+    """The results this process has seen, everything written from them, and the engines it used (whose
+    containers it removes when it ends)."""
 
     config: Any
     targets: list[Any] = field(default_factory=list)  # target.Target, in the order given
@@ -119,6 +122,7 @@ class VerdictSession:
     secrets: Sequence[str] = ()
     written: bool = False
     final: list[ImageReport] | None = None  # the reports the verdict was written from: the terminal shows the same
+    engines: Engines = field(default_factory=Engines)  # one per Docker host, labelled with this session's id
 
     # -- hooks (this object is registered as a plugin) -------------------------------------------------
     def pytest_runtest_logreport(self, report: Any) -> None:
@@ -202,6 +206,11 @@ class VerdictSession:
             if report.verdict is Verdict.NOT_COMPATIBLE and report.also_passes:
                 lines.append((f"  would pass (static stages): {', '.join(report.also_passes)}", {}))
         return lines
+
+
+def session_of(config: Any) -> VerdictSession | None:
+    """This pytest run's session (registered in pytest_configure), for modules that get only the config."""
+    return config.pluginmanager.get_plugin(PLUGIN_NAME)
 
 
 def _stages_of(items: Sequence[Any]) -> list[tuple[str, str]]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import platforms, probe, profiles, registry, stages
 from .engine import Candidate, Engine, engine_faults, one_line
+from .engines import Engines
 from .errors import BaseImageError, EngineError
 from .facts import Facts
 from .profiles import Profile
@@ -62,26 +63,12 @@ def probe_timeout(target: Target) -> float:
     return float(given) if given is not None else DEFAULT_PROBE_TIMEOUT_S
 
 
-_ENGINES: dict[tuple[str | None, str | None], Engine] = {}
-_ENGINES_LOCK = threading.Lock()
-
-
-def engine_for(docker_host: str | None, docker_context: str | None = None) -> Engine:
-    """One Engine per Docker host per process; the first use reaps stale containers of killed runs."""
-    key = (docker_host, docker_context)
-    with _ENGINES_LOCK:
-        if key not in _ENGINES:
-            engine = Engine(docker_host=docker_host, docker_context=docker_context)
-            engine.reap_stale()
-            _ENGINES[key] = engine
-        return _ENGINES[key]
-
-
 class ImageCheck:
     """The state of one image in this session. Nothing starts until a stage asks for it."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, engines: Engines | None = None) -> None:
         self.target = target
+        self.engines = engines or Engines()  # the session's; a check made alone gets a registry of its own
         self.profile = target.profile
         self.info = ImageInfo(reference=target.reference)
         self.error = ""
@@ -101,11 +88,12 @@ class ImageCheck:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = engine_for(*self.target.engine_key)
+            self._engine = self.engines.get(*self.target.engine_key)
         return self._engine
 
-    def prepare(self) -> None:
-        """Resolve the image; an image that cannot be had makes every stage an error with one reason."""
+    def prepare(self, warm: bool = True) -> None:
+        """Resolve the image; an image that cannot be had makes every stage an error with one reason. With
+        `warm`, begin what the stages will need (`_warm_up`): not where another process runs them (xdist)."""
         if self._prepared:
             return
         self._prepared = True
@@ -114,7 +102,8 @@ class ImageCheck:
         except BaseImageError as exc:
             self.error = str(exc)
             return
-        self._warm_up()
+        if warm:
+            self._warm_up()
 
     @property
     def candidate(self) -> Candidate:

@@ -128,3 +128,12 @@ def certify(tmp_path, image, *extra, profile=FIXTURE_PROFILE):
     proc = run_pytest(f"--base-image={image}", f"--profile={profile}", f"--junitxml={xml}", "-q", *extra, cwd=tmp_path)
     assert "Traceback" not in proc.stdout + proc.stderr
     return proc, (junit(xml) if xml.exists() else {})
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that reaches the real engine (through `docker_client`, directly or via `images`) is marked
+    `docker`, so `-m "not docker and not browser"` runs exactly the tests that need neither (the pure-test
+    coverage in scripts/pure_coverage.sh counts only those)."""
+    for item in items:
+        if "docker_client" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.docker)

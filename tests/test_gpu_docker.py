@@ -7,6 +7,7 @@ path runs for real without devices (ONNX Runtime's silent fallback, the engine r
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,9 @@ import pytest
 from conftest import MANAGED, ROOT, fixture_image, run_pytest
 
 from pytest_baseimage import gpu, profiles
-from pytest_baseimage.engine import LABEL_SESSION, SESSION_ID
+from pytest_baseimage.engine import LABEL_PID, Engine
 from pytest_baseimage.results import StageResult, Status
-from pytest_baseimage.target import ImageCheck, Target, engine_for
+from pytest_baseimage.target import ImageCheck, Target
 
 pytestmark = pytest.mark.docker
 
@@ -30,13 +31,13 @@ def no_containers_left(docker_client: Any) -> Iterator[None]:
     """Every container this process labelled is gone once a test ends."""
     yield
     # One list call, no per-container inspect: other sessions' containers come and go on a shared daemon.
-    ours = docker_client.api.containers(all=True, filters={"label": [MANAGED, f"{LABEL_SESSION}={SESSION_ID}"]})
+    ours = docker_client.api.containers(all=True, filters={"label": [MANAGED, f"{LABEL_PID}={os.getpid()}"]})
     assert [c["Names"] for c in ours] == []
 
 
 @pytest.fixture(scope="module")
 def host_gpu(docker_client: Any) -> gpu.HostGpu:
-    return gpu.detect_host_gpu(engine_for(None))
+    return gpu.detect_host_gpu(Engine())
 
 
 def stage(image: str, profile: str | Path, **options: Any) -> tuple[StageResult, ImageCheck]:
@@ -99,7 +100,7 @@ def _session(image: str, profile: str) -> gpu.GpuObservation:
     finally:
         check.close()
     req = gpu.requirements(profiles.load(profile))
-    return gpu.run_gpu_session(engine_for(None), image, python, req, gpu.GpuObservation(), device_requests=[])
+    return gpu.run_gpu_session(Engine(), image, python, req, gpu.GpuObservation(), device_requests=[])
 
 
 def test_the_hand_made_model_runs_in_a_session_container(images: Any) -> None:

@@ -4,6 +4,7 @@ deadline, and leave no container behind."""
 from __future__ import annotations
 
 import copy
+import os
 import signal
 import subprocess
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from conftest import FIXTURE_PROFILE, ROOT, certify, managed_containers, plugin_argv, run_pytest, wait_for_container
 
 from pytest_baseimage import profiles, scoring
-from pytest_baseimage.engine import LABEL_ROLE, LABEL_SESSION, SESSION_ID
+from pytest_baseimage.engine import LABEL_PID, LABEL_ROLE, LABEL_SESSION, Engine
 from pytest_baseimage.results import StageResult, Status
 from pytest_baseimage.target import ImageCheck, Target
 
@@ -46,7 +47,7 @@ def stage(docker_client, images):
     mine = [
         c.name
         for c in docker_client.containers.list(
-            all=True, filters={"label": [f"{LABEL_SESSION}={SESSION_ID}", f"{LABEL_ROLE}=scoring"]}
+            all=True, filters={"label": [f"{LABEL_PID}={os.getpid()}", f"{LABEL_ROLE}=scoring"]}
         )
     ]
     assert mine == [], "a scoring container outlived its stage"
@@ -154,7 +155,7 @@ def test_every_container_is_hardened_and_offline(images, docker_client, monkeypa
             assert host["NetworkMode"] == "none", role
         else:  # the server on the session's own network: internal (no egress), gone once released
             assert seen["network"]["Internal"] is True and seen["network"]["Name"] == host["NetworkMode"]
-            assert seen["network"]["Labels"][LABEL_SESSION] == SESSION_ID
+            assert seen["network"]["Labels"][LABEL_SESSION] == check.engine.session_id
             check.engine.release_network()
             with pytest.raises(docker.errors.NotFound):
                 docker_client.networks.get(host["NetworkMode"])
@@ -366,10 +367,9 @@ def test_an_engine_that_fails_the_copy_is_not_blamed_on_the_image(stage, monkeyp
 def test_a_server_whose_user_does_not_exist_gets_the_fix_for_that(images, docker_client):
     """Observed and judged directly: in a run the stage is blocked by python, which fails the same way."""
     from pytest_baseimage.facts import Facts
-    from pytest_baseimage.target import engine_for
 
     profile = profiles.load(str(FIXTURE_PROFILE))
-    obs = scoring.run_server(engine_for(None), images("engine-nosuchuser"), scoring.build_spec(profile))
+    obs = scoring.run_server(Engine(), images("engine-nosuchuser"), scoring.build_spec(profile))
     result = scoring.check_scoring(Facts(), profile, obs)
     assert_cause(result, "cannot-start")
     assert "USER nosuchuser does not exist" in result.observed
@@ -406,12 +406,11 @@ FLOODS = {
 @pytest.mark.parametrize("flood", sorted(FLOODS))
 def test_a_server_that_floods_its_log_is_read_by_its_end_within_the_bound(images, docker_client, flood):
     from pytest_baseimage.facts import Facts
-    from pytest_baseimage.target import engine_for
 
     profile = profiles.load(str(FIXTURE_PROFILE))
     profile.data = copy.deepcopy(profile.data)
     profile.data["scoring"].update(command=["python3", "-c", FLOOD.format(body=FLOODS[flood])], boot_timeout_s=30)
-    obs = scoring.run_server(engine_for(None), images("good"), scoring.build_spec(profile))
+    obs = scoring.run_server(Engine(), images("good"), scoring.build_spec(profile))
     assert 0 < len(obs.log.encode()) <= (1 << 20) + 4 * 1024  # ~1 MiB (+ replacement characters, at most)
     assert obs.log.rstrip().endswith("RuntimeError: flood done")
     result = scoring.check_scoring(Facts(), profile, obs)
