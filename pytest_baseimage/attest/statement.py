@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
+from ..registry import split_reference
 from ..results import ImageReport, Status, Verdict
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -39,9 +40,11 @@ class Subject:
 
 
 def subject_of(report: ImageReport) -> Subject:
-    """The registry digest when the image has one (what admission controllers see), else the image id."""
+    """The registry digest when the image came from a registry (what admission controllers see), else the image
+    id. The engine lists the digests of every repository an image was ever pushed to or pulled from: only the
+    one of the repository the image was given by is its registry digest here."""
     repo, _, digest = report.info.digest.rpartition("@")
-    if repo and digest.startswith("sha256:"):
+    if repo and digest.startswith("sha256:") and repo == split_reference(report.info.reference)[0]:
         return Subject(repo, digest.removeprefix("sha256:"), REGISTRY_DIGEST)
     image_id = report.info.image_id
     if not image_id.startswith("sha256:"):
