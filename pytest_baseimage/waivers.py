@@ -147,7 +147,7 @@ def _model() -> Any:
 
 
 def _date(value: Any) -> dt.date:
-    """YAML gives an unquoted 2027-03-31 as a date; a quoted one is read here. Times and other forms are refused."""
+    """YYYY-MM-DD, quoted or not (the loader keeps dates as text); times and other forms are refused."""
     if isinstance(value, dt.datetime):
         raise ValueError(f"'{value}' is a time; give a date (YYYY-MM-DD)")
     if isinstance(value, dt.date):
@@ -160,16 +160,32 @@ def _date(value: Any) -> dt.date:
     raise ValueError(f"{one_line(repr(value))} is not a date (YYYY-MM-DD)")
 
 
+def _loader() -> Any:
+    """PyYAML's SafeLoader without its timestamp rule: a date stays text until _date reads it, so 2027-02-30 is
+    "not a date" at its key, where plain safe_load raises a ValueError from inside the parser."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    timestamp = "tag:yaml.org,2002:timestamp"
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != timestamp]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    return Loader
+
+
 def load(path: str, *, max_days: int | None = None, on: dt.date | None = None) -> WaiverSet:
     """Read and validate a waiver file; WaiverError (exit 4) with one line naming the file and the entry."""
     import yaml
 
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            data = yaml.load(handle, Loader=_loader())
     except OSError as exc:
         raise WaiverError(f"waiver file {one_line(path)}: cannot read it ({exc.strerror or exc})") from None
-    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:  # a bad date raises ValueError from safe_load
+    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:
         raise WaiverError(f"waiver file {one_line(path)} is not valid YAML: {one_line(str(exc))}") from None
     if not isinstance(data, dict):
         raise WaiverError(f"waiver file {one_line(path)}: expected a mapping with a 'waivers:' list")
