@@ -159,3 +159,34 @@ def test_a_bad_waiver_file_is_exit_4_in_one_line(tmp_path, images, body, message
     errors = [line for line in out.output.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 1 and message in errors[0], out.output
     assert json.loads(out.files["json"])["verdict"] == "usage error"
+
+
+def test_the_matrix_file_names_the_waivers_per_image(tmp_path, images, no_leaks):
+    """[images.waivers] file = "..." is read relative to the matrix file; --no-waivers still refuses it."""
+    waiver_file(tmp_path / "waivers.yml", entry("conda", "*", "2099-01-01"))
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(
+        f'[defaults]\nprofile = "{FIXTURE_PROFILE}"\n\n'
+        f'[[images]]\nref = "{images("no-conda")}"\nname = "waived"\n[images.waivers]\nfile = "waivers.yml"\n\n'
+        f'[[images]]\nref = "{images("missing-apt")}"\nname = "judged"\n'
+    )
+    out = run_plugin(f"--base-image-matrix={matrix}", "-q", cwd=tmp_path)
+    assert out.returncode == 1, out.output  # "judged" (missing-apt) has no waiver file
+    verdicts = {image["name"]: image["verdict"] for image in json.loads(out.files["json"])["images"]}
+    assert verdicts == {"waived": "compatible with waivers", "judged": "not compatible"}
+    refused = run_plugin(f"--base-image-matrix={matrix}", "--no-waivers", "-q", cwd=tmp_path)
+    assert {i["verdict"] for i in json.loads(refused.files["json"])["images"]} == {"not compatible"}
+
+
+def test_a_check_inside_a_stage_is_waived_only_when_every_failed_check_is(tmp_path, images, no_leaks):
+    """missing-apt lacks nginx-light and runit: waiving one package leaves the apt stage failed."""
+    one = "  - stage: apt\n    check: nginx-light\n    images: '*missing-apt*'\n"
+    one += "    justification: served by the sidecar\n    expires: 2099-01-01\n"
+    waivers = waiver_file(tmp_path / "waivers.yml", one)
+    out = certify(tmp_path, images("missing-apt"), f"--waivers={waivers}")
+    assert out.returncode == 1, out.output
+    waiver_file(tmp_path / "waivers.yml", one, one.replace("nginx-light", "runit"))
+    out = certify(tmp_path, images("missing-apt"), f"--waivers={waivers}")
+    assert out.returncode == 0, out.output
+    apt = stage(json.loads(out.files["json"]), "apt")
+    assert (apt["status"], apt["details"]["missing"]) == ("waived", ["nginx-light", "runit"])
