@@ -115,6 +115,10 @@ def attest_options(config: Any) -> AttestOptions:
     if sources and not (found.path or found.push):
         raise EvidenceUsageError("an attestation key needs --attest=FILE or --attest-push")
     if not hasattr(config, "workerinput") and (found.path or found.push):
+        if found.path:
+            from .session import check_output_path
+
+            check_output_path("--attest", found.path)  # written at the end: refused now, before anything starts
         _read_key(config, found)
         if found.key is None and not found.unsigned:
             raise EvidenceUsageError(
@@ -139,7 +143,8 @@ def _read_key(config: Any, found: AttestOptions) -> None:
             with open(path, encoding="utf-8") as handle:
                 found.key, found.key_source = Secret(handle.read(64 * 1024)), f"--attest-key={path}"
         except (OSError, UnicodeDecodeError) as exc:
-            raise EvidenceUsageError(f"--attest-key={one_line(path)}: cannot read it ({exc})") from None
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise EvidenceUsageError(f"--attest-key={one_line(path)}: cannot read it ({reason})") from None
     elif option("attest_key_env"):
         name = option("attest_key_env")
         if not _ENV_NAME.fullmatch(name):  # never echo it: it may be the key itself, pasted by mistake

@@ -177,3 +177,27 @@ def test_a_registry_subject_in_a_file_needs_the_image_to_compare_digests(tmp_pat
     path, public, _ = signed_bundle(tmp_path, {"os": Status.PASS})
     assert report_main(["verify", "--key", str(public), str(path)]) == 1
     assert "give --image REF to compare its digest" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--attest=a.json"], "--attest needs a signing key"),
+        (["--attest=a.json", "--attest-key=absent.pem"], "--attest-key=absent.pem: cannot read it (No such file"),
+        (["--attest=a.json", "--attest-key=rsa.pem"], "not an ECDSA P-256 or Ed25519 key in PEM"),
+        (["--attest=a.json", "--attest-key-env=ATTEST_KEY_UNSET"], "ATTEST_KEY_UNSET is not set or empty"),
+        (["--attest-key=rsa.pem"], "an attestation key needs --attest=FILE or --attest-push"),
+        (["--attest=no/such/dir/a.json", "--attest-unsigned"], "--attest=no/such/dir/a.json: the directory"),
+    ],
+)
+def test_bad_attestation_options_are_exit_4_before_anything_starts(tmp_path, args, message):
+    """Refused in pytest_configure, before any engine call: this needs no Docker engine."""
+    from conftest import run_pytest
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (tmp_path / "rsa.pem").write_bytes(pem)
+    proc = run_pytest("--base-image=pytest-baseimage-fixture/good:latest", *args, cwd=tmp_path)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and message in errors[0] and "PRIVATE KEY" not in proc.stdout + proc.stderr
