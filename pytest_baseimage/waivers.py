@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import functools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ def today() -> dt.date:
 
 
 # -- loading ---------------------------------------------------------------------------------------------------
+@functools.cache
 def _model() -> Any:
     """The pydantic models, built on first use (pydantic costs ~0.1 s; see profiles.Profile.setting)."""
     from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
