@@ -1,6 +1,6 @@
 """`baseimage-report verify`: is there a signed verdict that this image, as it is now, passed?
 
-Three checks, all needed: the envelope's signature verifies with the given public key (DSSE, dsse.py); the
+Three checks, all needed: the envelope's signature verifies with the given public key (DSSE); the
 statement's subject digest is the image's current digest (a verdict never transfers to another image, nor to
 the same tag after it moved); its result is PASSED (WARNED too with --accept-warned), for --profile if given.
 Exit 0 passed, 1 failed or not passed (no attestation, bad signature, other digest, FAILED), 2 the registry

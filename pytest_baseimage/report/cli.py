@@ -17,7 +17,8 @@ PROG = "baseimage-report"
 
 DESCRIPTION = """\
 Merge the JSON reports of several pytest-baseimage runs (pytest --compat-json=FILE), such as
-the jobs of a CI matrix, into one HTML, JUnit XML and/or JSON report."""
+the jobs of a CI matrix, into one HTML, JUnit XML and/or JSON report; or verify a signed
+attestation of a verdict (pytest --attest) against an image."""
 
 EPILOG = """\
 exit status:
