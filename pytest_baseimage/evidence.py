@@ -198,11 +198,14 @@ def waiver_notes(targets: list[Any], reports: list[Any]) -> list[str]:
     return notes
 
 
-def finish(config: Any, targets: list[Any], run: Any) -> None:
-    """Add the waiver notes to the run before it is written, and keep them for the terminal."""
+def finish(config: Any, targets: list[Any], run: Any, secrets: list[str]) -> None:
+    """Before the verdict is written: the waiver notes, then the attestations. Evidence that was asked for but
+    could not be written or stored makes its image "could not be checked" (exit 2), in the JSON as in the exit
+    code: a gate that asked for evidence must not pass without it."""
     notes = waiver_notes(targets, run.images)
     run.notes.extend(n for n in notes if n not in run.notes)
     _lines(config).extend((f"waivers: {note}", {"yellow": True}) for note in notes)
+    _lines(config).extend(attest(config, targets, run, secrets))
 
 
 def _lines(config: Any) -> list[tuple[str, dict[str, bool]]]:
@@ -215,44 +218,50 @@ def summary_lines(config: Any) -> list[tuple[str, dict[str, bool]]]:
     return list(getattr(config, _LINES, []))
 
 
-def attest_run(config: Any, targets: list[Any], run: Any, secrets: list[str]) -> bool:
-    """Write (and push) one envelope per judged image. Returns True when evidence that was asked for could not
-    be made or stored: the run is then "could not be checked" (exit 2), never a silent pass."""
-    try:
-        lines = attest(config, targets, run, secrets)
-    except (BaseImageError, OSError) as exc:
-        _lines(config).append((f"attestation failed: {one_line(str(exc))}", {"red": True, "bold": True}))
-        return True
-    _lines(config).extend((line, {}) for line in lines)
-    return False
+FAILED_MARKUP = {"red": True, "bold": True}
 
 
-def attest(config: Any, targets: list[Any], run: Any, secrets: list[str]) -> list[str]:
-    """The envelopes, written to --attest (one JSON line per image, the in-toto bundle form) and pushed."""
+def attest(config: Any, targets: list[Any], run: Any, secrets: list[str]) -> list[tuple[str, dict[str, bool]]]:
+    """The envelopes, written to --attest (one JSON line per image, the in-toto bundle form) and pushed; the
+    terminal lines that say where they went."""
     options = attest_options(config)
     if not (options.path or options.push):
         return []
     from .attest import dsse, statement
 
     profiles = {t.name: t.profile.data for t in targets}
-    lines: list[str] = []
+    lines: list[tuple[str, dict[str, bool]]] = []
     envelopes: list[tuple[Any, dict[str, Any]]] = []
     for report in run.images:
         try:
             body = statement.statement(report, profiles.get(report.name, {}), options.url)
         except statement.NotAttestable as exc:
-            lines.append(f"attestation: none for {one_line(str(exc))}")
+            lines.append((f"attestation: none for {one_line(str(exc))}", {}))
             continue
         envelopes.append((report, dsse.envelope(body, options.signer)))
     if options.path:
-        with open(options.path, "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(env, sort_keys=True) + "\n" for _, env in envelopes)
-        signed = "signed" if options.signer is not None else "UNSIGNED"
-        lines.append(f"attestation ({signed}, {len(envelopes)} image(s)): {os.path.abspath(options.path)}")
+        lines.append(_write(options, envelopes))
     if options.push:
         from .attest import oci
 
         registry_options = {t.name: t.options.get("registry") or {} for t in targets}
         for report, env in envelopes:
-            lines.append(oci.push_for_report(report, env, registry_options.get(report.name, {}), secrets))
+            try:
+                lines.append((oci.push_for_report(report, env, registry_options.get(report.name, {}), secrets), {}))
+            except BaseImageError as exc:
+                report.error = report.error or f"the attestation could not be stored: {one_line(str(exc))}"
+                lines.append((f"attestation not stored: {one_line(str(exc))}", FAILED_MARKUP))
     return lines
+
+
+def _write(options: AttestOptions, envelopes: list[tuple[Any, dict[str, Any]]]) -> tuple[str, dict[str, bool]]:
+    try:
+        with open(options.path, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(env, sort_keys=True) + "\n" for _, env in envelopes)
+    except OSError as exc:
+        why = f"the attestation could not be written to {one_line(options.path)}: {exc.strerror or exc}"
+        for report, _ in envelopes:
+            report.error = report.error or why
+        return why, FAILED_MARKUP
+    signed = "signed" if options.signer is not None else "UNSIGNED"
+    return f"attestation ({signed}, {len(envelopes)} image(s)): {os.path.abspath(options.path)}", {}

@@ -154,3 +154,21 @@ def test_verify_without_a_reachable_registry_is_exit_2(registry, keys):
     proc = verify(registry, keys["public"], "--image", "127.0.0.1:9/attest/good:v1")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.startswith("baseimage-report verify: registry 127.0.0.1:9:")
+
+
+def test_an_attestation_that_cannot_be_stored_makes_the_run_exit_2(tmp_path, images, keys, no_leaks):
+    """A local image has no registry digest to attach evidence to: the gate asked for it, so no pass."""
+    out = run_plugin(
+        f"--base-image={images('good')}",
+        f"--profile={FIXTURE_PROFILE}",
+        "--attest-key-env=ATTEST_KEY",
+        "--attest-push",
+        "-q",
+        cwd=tmp_path,
+        env={"ATTEST_KEY": str(keys["pem"])},
+    )
+    assert out.returncode == 2, out.output
+    assert "attestation not stored: pytest-baseimage-fixture/good:latest: no registry digest" in out.stdout
+    data = json.loads(out.files["json"])
+    assert (data["exit_code"], data["images"][0]["verdict"]) == (2, "could not be checked")
+    assert data["images"][0]["error"].startswith("the attestation could not be stored:")

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import BaseImageError, ExitCode
 from ..registry import DOCKER_HUB, Credentials, RegistryOptions, has_registry_host, registry_of, scrub, split_reference
 from ..text import one_line
-from .statement import PREDICATE_TYPE, profile_of
+from .statement import PREDICATE_TYPE, REGISTRY_DIGEST, profile_of, subject_of
 
 DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -244,11 +244,12 @@ def _docker_config_credentials(registry: str) -> Credentials | None:
 def push_for_report(report: Any, envelope: dict[str, Any], registry_options: dict[str, Any], secrets: list[str]) -> str:
     """Store one image's envelope next to it; returns the line for the terminal. RegistryUnavailable (exit 2)
     when the image has no registry digest or the registry refuses."""
-    repo_digest = report.info.digest
-    if "@sha256:" not in repo_digest:
+    subject = subject_of(report)  # the statement's own subject: the digest the evidence is bound to
+    if subject.kind != REGISTRY_DIGEST:
         raise RegistryUnavailable(
             f"{report.name}: no registry digest to attach an attestation to (a local image); push the image first"
         )
+    repo_digest = f"{subject.name}@sha256:{subject.sha256}"
     options = RegistryOptions.from_dict(registry_options)
     ref = Ref.parse(repo_digest)
     client = Client(ref.registry, options.credentials_for(repo_digest), secrets)
