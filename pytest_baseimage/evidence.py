@@ -19,6 +19,8 @@ MATRIX_OPTIONS = waivers.MATRIX_OPTIONS  # [defaults.waivers] / [images.waivers]
 
 
 class EvidenceUsageError(BaseImageError):
+    """Bad waiver or attestation options, found in pytest_configure: exit 4, one line."""
+
     exit_code = ExitCode.USAGE_ERROR
 
 
@@ -89,6 +91,8 @@ def validate_targets(targets: list[Any]) -> None:
 # -- attestation options ------------------------------------------------------------------------------------
 @dataclass
 class AttestOptions:
+    """The session's attestation options, read once on the controller (stdin cannot be read twice)."""
+
     path: str = ""
     push: bool = False
     url: str = ""
