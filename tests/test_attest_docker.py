@@ -108,6 +108,27 @@ def test_push_then_fetch_by_tag_as_cosign_stores_it(registry, pushed, attested, 
     assert statement["predicate"]["result"] == "PASSED"
 
 
+def test_a_new_verdict_for_the_same_profile_replaces_the_old_layer(registry, pushed, keys, attested, tmp_path):
+    digest = pushed["good"].partition("@")[2]
+    path = f"/v2/attest/good/manifests/{digest.replace(':', '-')}.att"
+    before = http(registry, path, Accept=MANIFEST).json()["layers"]
+    again = run_plugin(
+        f"--base-image={attested['tags']['good']}",
+        f"--profile={FIXTURE_PROFILE}",
+        f"--registry={registry.address}",
+        f"--registry-username={registry.username}",
+        "--registry-password-env=REG_PW",
+        "--attest-key-env=ATTEST_KEY",
+        "--attest-push",
+        "-q",
+        cwd=tmp_path,
+        env={"REG_PW": registry.password, "ATTEST_KEY": str(keys["pem"])},
+    )
+    assert again.returncode == 0, again.output
+    after = http(registry, path, Accept=MANIFEST).json()["layers"]
+    assert len(before) == len(after) == 1 and before[0]["digest"] != after[0]["digest"]  # ECDSA signs afresh
+
+
 def test_verify_image_passes_for_the_passing_image_and_not_for_the_failing_one(registry, keys, attested):
     good = verify(registry, keys["public"], "--image", attested["tags"]["good"], "--profile", "fixture")
     assert good.returncode == 0, good.stdout + good.stderr
