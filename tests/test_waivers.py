@@ -121,3 +121,29 @@ def test_max_days_caps_how_far_ahead_a_waiver_may_reach(tmp_path):
     assert waivers.load(path, max_days=90, on=dt.date(2027, 1, 1)).waivers
     with pytest.raises(waivers.WaiverError, match="more than 30 days ahead"):
         waivers.load(path, max_days=30, on=dt.date(2027, 1, 1))
+
+
+def test_every_report_shows_a_waived_stage_from_the_same_result():
+    """JSON (schema-valid), merged JUnit and HTML render the waived status, its waiver, and exit 0."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    jsonschema = pytest.importorskip("jsonschema")
+    from pytest_baseimage.report import Run
+    from pytest_baseimage.report.html import render_html
+    from pytest_baseimage.report.junit import to_junit_xml
+    from pytest_baseimage.results import ImageInfo, ImageReport
+
+    result = waivers.judge(failed(), [waiver(owner="platform-team")], dt.date(2027, 1, 1))
+    image = ImageReport("img:1", ImageInfo("img:1", image_id="sha256:" + "f" * 64), "fixture", [result])
+    run = Run(images=[image], plugin_version="0", started="2027-01-01T00:00:00+00:00")
+    assert (run.verdict.value, run.exit_code) == ("compatible with waivers", 0)
+    schema = json.loads((Path(__file__).parents[1] / "pytest_baseimage" / "report" / "schema.json").read_text())
+    jsonschema.validate(run.to_dict(), schema)
+    case = next(ET.fromstring(to_junit_xml(run)).iter("testcase"))
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert (props["status"], props["waiver_owner"]) == ("waived", "platform-team")
+    assert props["waiver_expires"] == "2027-03-31"
+    assert case.find("skipped").get("message").startswith("conda: fail, waived until 2027-03-31")
+    html = render_html(run)
+    assert "banner verdict-waived" in html and "waiver: why (until 2027-03-31, owner platform-team)" in html
