@@ -225,7 +225,8 @@ class ImageCheck:
         """Start the selected live observations that read no facts (the scoring server) in the background."""
         for name in stages.ordered(sorted(self.selected)):
             stage = stages.STAGES[name]
-            if stage.early and stage.observe and name not in self._early and name not in self._results:
+            ready = stage.early and stage.observe and name not in self._early and name not in self._results
+            if ready and not waivers.stops(self, name):  # `run: false`: its server must not start either
                 self._early[name] = _Early(stage.observe, self)
 
     def _observe(self, stage: stages.Stage) -> Any:

@@ -331,6 +331,16 @@ def judged(check: Any, stage: str, run: Callable[[str], StageResult]) -> StageRe
     return not_run(found, on, stage) or judge(run(stage), found, on)
 
 
+def stops(check: Any, stage: str) -> bool:
+    """Whether an active `run: false` waiver keeps this stage from running (asked before a live stage starts
+    early, in the background)."""
+    waiver_set = loaded(check.target.options.get("waivers") or {})
+    if waiver_set is None:
+        return False
+    found = waiver_set.matching(*image_keys(check.target, check.info), stage)
+    return not_run(found, today(), stage) is not None
+
+
 def stale(waiver_set: WaiverSet, judged_by_image: Sequence[tuple[Any, Any, set[str]]]) -> list[Waiver]:
     """Waivers that matched no judged (image, stage) of this run: debt to remove."""
     out = []

@@ -190,3 +190,27 @@ def test_a_check_inside_a_stage_is_waived_only_when_every_failed_check_is(tmp_pa
     assert out.returncode == 0, out.output
     apt = stage(json.loads(out.files["json"]), "apt")
     assert (apt["status"], apt["details"]["missing"]) == ("waived", ["nginx-light", "runit"])
+
+
+def test_a_live_stage_waived_with_run_false_starts_no_container(tmp_path, images, docker_client, no_leaks):
+    """The scoring server normally starts early, in the background: `run: false` must stop that too."""
+    import os
+    import subprocess
+    import time
+
+    from conftest import plugin_argv
+
+    waivers = waiver_file(tmp_path / "waivers.yml", entry("scoring", "*", "2099-01-01", run=False))
+    since = int(time.time()) - 1
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    args = [f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", f"--waivers={waivers}", "-q"]
+    proc = subprocess.Popen(plugin_argv(*args), cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "scoring  waived  not run: waived until 2099-01-01" in out
+    labels = [f"org.pytest-baseimage.pid={proc.pid}"]
+    events = docker_client.events(
+        since=since, until=int(time.time()) + 1, decode=True, filters={"label": labels, "event": "create"}
+    )
+    roles = {event["Actor"]["Attributes"].get("org.pytest-baseimage.role") for event in events}
+    assert "candidate" in roles and "scoring" not in roles, roles
