@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from . import gpu, matrix, probe_options, profiles, registry, scoring
+from . import evidence, gpu, matrix, probe_options, profiles, registry, scoring
 from .engine import Engine, install_signal_handlers
 from .engines import EngineFactory, Engines
 from .errors import BaseImageError, ExitCode
@@ -280,7 +280,13 @@ def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
 
 # The parts of a check beyond the static stages. Each exports add_options(group) and
 # options_from_config(config) (-> Target.options[name]), and registers its stage, if any, when imported.
-PARTS: dict[str, Any] = {"scoring": scoring, "gpu": gpu, "registry": registry, "probe": probe_options}
+PARTS: dict[str, Any] = {
+    "scoring": scoring,
+    "gpu": gpu,
+    "registry": registry,
+    "probe": probe_options,
+    "waivers": evidence,  # waivers and attestations: the gate's evidence
+}
 
 
 def _built_images(config: pytest.Config) -> list[str]:
@@ -437,7 +443,7 @@ def stage_check(baseimage: ImageCheck, request: pytest.FixtureRequest) -> Any:
             request.node.user_properties.append((key, value))
         if result.status is Status.PASS:
             return result
-        if result.status in (Status.BLOCKED, Status.SKIPPED):
+        if result.status in (Status.BLOCKED, Status.SKIPPED, Status.WAIVED):
             pytest.skip(one_line(result.reason))
         if result.status is Status.ERROR:
             pytest.fail(one_line(result.reason), pytrace=False)
@@ -468,6 +474,7 @@ def junit_properties(check: ImageCheck, result: StageResult) -> dict[str, str]:
     for key in JUNIT_DETAIL_KEYS:
         if result.details.get(key) not in (None, ""):
             properties[key] = one_line(str(result.details[key]))
+    properties.update(evidence.junit_properties(result))
     return properties
 
 
@@ -511,6 +518,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             return
     verdicts.final = reports
     run = verdicts.run_of(reports, ending, _host_of(config))
+    if exitstatus != pytest.ExitCode.INTERNAL_ERROR:  # waiver notes; attestations (one not stored: exit 2)
+        evidence.finish(config, verdicts.targets, run, list(verdicts.secrets))
     if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         # The worse of the two: a user's own failing test still fails the run; an unchecked image makes it 2.
         session.exitstatus = max(int(exitstatus), int(run.exit_code))
@@ -546,7 +555,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not any(r.results or r.error for r in reports):
         return
     terminalreporter.section("base image verdict")
-    for line, markup in verdicts.summary_lines(reports):
+    for line, markup in [*verdicts.summary_lines(reports), *evidence.summary_lines(config)]:
         terminalreporter.write_line(line, **markup)
     for option, label in (("compat_json", "JSON verdict"), ("compat_html", "HTML report")):
         if config.getoption(option) and verdicts.written:

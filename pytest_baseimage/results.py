@@ -19,6 +19,7 @@ class Status(str, enum.Enum):
     BLOCKED = "blocked"  # a prerequisite stage did not pass
     SKIPPED = "skipped"  # not applicable here, with a reason (e.g. no GPU on the host)
     ERROR = "error"  # the check itself could not run: the image could not be checked
+    WAIVED = "waived"  # failed (or not run), and a waiver accepts that until its expiry (see waivers.py)
 
     def __str__(self) -> str:
         return self.value
@@ -47,6 +48,9 @@ class StageResult:
     # skipped for a reason nobody classified must not pass silently.
     skip_kind: str = ""
     truncated: dict[str, int] = field(default_factory=dict)  # what a bounded report cut: key -> items cut
+    # The waiver that matched this stage (waivers.Waiver.describe()): its justification, owner, expiry, and a
+    # message ("waiver for conda expired on 2026-01-31"). Empty when none matched.
+    waiver: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
@@ -60,7 +64,7 @@ class StageResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in (Status.PASS, Status.SKIPPED)
+        return self.status in (Status.PASS, Status.SKIPPED, Status.WAIVED)
 
     @property
     def not_checked(self) -> bool:
@@ -72,11 +76,13 @@ class StageResult:
         other controls in it are shown escaped, so only the plugin's own "fix:" line starts a new one."""
         if self.status is Status.PASS:
             return f"{self.stage}: ok ({one_line(self.observed)})"
-        if self.status in (Status.BLOCKED, Status.SKIPPED, Status.ERROR):
+        if self.status in (Status.BLOCKED, Status.SKIPPED, Status.ERROR, Status.WAIVED):
             return f"{self.stage}: {one_line(self.reason)}"
         line = f"{self.stage}: expected {one_line(self.expected)}; observed {one_line(self.observed)}"
         if self.remediation:
             line += f"\n  fix: {one_line(self.remediation)}"
+        if self.waiver.get("message"):
+            line += f"\n  {one_line(self.waiver['message'])}"
         return line
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +97,7 @@ class StageResult:
 
 class Verdict(str, enum.Enum):
     COMPATIBLE = "compatible"
+    WAIVED = "compatible with waivers"  # exit 0: every failure it has is waived (see waivers.py)
     NOT_COMPATIBLE = "not compatible"
     UNCHECKED = "could not be checked"
 
@@ -115,6 +122,8 @@ def verdict_of(results: list[StageResult], image_error: str = "", require_all: b
         return Verdict.NOT_COMPATIBLE
     if not results or (require_all and any(r.not_checked for r in results)):
         return Verdict.UNCHECKED
+    if any(r.status is Status.WAIVED for r in results):
+        return Verdict.WAIVED
     return Verdict.COMPATIBLE
 
 

@@ -200,7 +200,7 @@ class VerdictSession:
             if report.error:
                 lines.append((f"  {cut_line(one_line(report.error), SUMMARY_CHARS * 2)}", {}))
             for result in report.results:
-                if result.status in (Status.FAIL, Status.ERROR, Status.BLOCKED):
+                if result.status in (Status.FAIL, Status.ERROR, Status.BLOCKED, Status.WAIVED):
                     text = cut_line(one_line(result.reason or result.observed), SUMMARY_CHARS)
                     lines.append((f"  {result.stage:8} {result.status.value:7} {text}", {}))
             if report.verdict is Verdict.NOT_COMPATIBLE and report.also_passes:

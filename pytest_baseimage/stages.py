@@ -237,10 +237,11 @@ def register(stage: Stage) -> None:
 
 
 def blocked_by(stage: str, results: dict[str, StageResult]) -> str | None:
-    """The first prerequisite that did not pass (skipped counts as passed: it was not required)."""
+    """The first prerequisite that did not pass (skipped counts as passed: it was not required; waived too:
+    the waiver accepts that failure, and the stages after it are judged on their own)."""
     for prereq in STAGES[stage].prerequisites:
         result = results.get(prereq)
-        if result is not None and result.status not in (Status.PASS, Status.SKIPPED):
+        if result is not None and result.status not in (Status.PASS, Status.SKIPPED, Status.WAIVED):
             return prereq
     return None
 

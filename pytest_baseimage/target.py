@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import platforms, probe, profiles, registry, stages
+from . import platforms, probe, profiles, registry, stages, waivers
 from .engine import Candidate, Engine, engine_faults, one_line
 from .engines import Engines
 from .errors import BaseImageError, EngineError
@@ -177,7 +177,7 @@ class ImageCheck:
     # -- stages -------------------------------------------------------------------------------------------
     def result(self, stage: str) -> StageResult:
         if stage not in self._results:
-            self._results[stage] = self._run(stage)
+            self._results[stage] = waivers.judged(self, stage, self._run)
         return self._results[stage]
 
     def _run(self, name: str) -> StageResult:
@@ -245,7 +245,8 @@ class ImageCheck:
         """Start the selected live observations that read no facts (the scoring server) in the background."""
         for name in stages.ordered(sorted(self.selected)):
             stage = stages.STAGES[name]
-            if stage.early and stage.observe and name not in self._early and name not in self._results:
+            ready = stage.early and stage.observe and name not in self._early and name not in self._results
+            if ready and not waivers.stops(self, name):  # `run: false`: its server must not start either
                 self._early[name] = _Early(stage.observe, self)
 
     def _observe(self, stage: stages.Stage) -> Any:

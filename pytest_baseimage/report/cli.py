@@ -1,4 +1,5 @@
-"""``baseimage-report``: merge the JSON reports of several runs (a CI matrix fan-out) into one report."""
+"""``baseimage-report``: merge the JSON reports of several runs (a CI matrix fan-out) into one report; `verify` a
+signed attestation of a verdict (attest/verify.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pytest_baseimage.attest import verify
 from pytest_baseimage.errors import ExitCode
 from pytest_baseimage.report.html import write_html
 from pytest_baseimage.report.junit import to_junit_xml
@@ -15,7 +17,8 @@ PROG = "baseimage-report"
 
 DESCRIPTION = """\
 Merge the JSON reports of several pytest-baseimage runs (pytest --compat-json=FILE), such as
-the jobs of a CI matrix, into one HTML, JUnit XML and/or JSON report."""
+the jobs of a CI matrix, into one HTML, JUnit XML and/or JSON report; or verify a signed
+attestation of a verdict (pytest --attest) against an image."""
 
 EPILOG = """\
 exit status:
@@ -57,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge_cmd.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     merge_cmd.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testsuite per image")
     merge_cmd.add_argument("--json", metavar="FILE", help="write the merged JSON report")
+    verify.add_parser(commands, argparse.RawDescriptionHelpFormatter)
     merge_cmd.add_argument(
         "--baseline",
         metavar="OLD.json",
@@ -74,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{exc} (see {PROG} --help)")
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    if args.command == "verify":
+        return verify.run(args)
     try:
         run = merge([load_json(path) for path in args.reports])
         baseline = load_json(args.baseline) if args.baseline else None

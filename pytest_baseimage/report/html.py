@@ -24,9 +24,10 @@ from pytest_baseimage.report.safety import tail
 from pytest_baseimage.results import STAGE_ORDER, ImageReport, StageResult, Verdict
 from pytest_baseimage.text import MAX_OBSERVED_CHARS, inert_lines, one_line
 
-GLYPHS = {"pass": "✔", "fail": "✘", "blocked": "⊘", "skipped": "↷", "error": "⚠"}
+GLYPHS = {"pass": "✔", "fail": "✘", "blocked": "⊘", "skipped": "↷", "error": "⚠", "waived": "⚑"}
 VERDICT_CLASS = {
     Verdict.COMPATIBLE: "verdict-compatible",
+    Verdict.WAIVED: "verdict-waived",
     Verdict.NOT_COMPATIBLE: "verdict-not-compatible",
     Verdict.UNCHECKED: "verdict-unchecked",
 }
@@ -65,6 +66,7 @@ class StageRow:
     remediation: str
     time: str
     details: list[Detail]
+    waiver: str = ""  # the waiver's justification, owner and expiry (or its expiry message)
 
 
 @dataclass
@@ -247,7 +249,17 @@ def _stage_row(anchor: str, result: StageResult) -> StageRow:
         remediation=short(result.remediation, MAX_OBSERVED_CHARS),
         time=_seconds(result.duration_s) if result.duration_s >= 0.0005 else "< 1 ms",
         details=[_detail(str(key), value) for key, value in result.details.items()],
+        waiver=short(_waiver_text(result.waiver), MAX_OBSERVED_CHARS),
     )
+
+
+def _waiver_text(waiver: dict[str, Any]) -> str:
+    """The waiver shown under a stage's status: why, by whom, until when, and any expiry warning."""
+    if not waiver:
+        return ""
+    owner = f", owner {waiver['owner']}" if waiver.get("owner") else ""
+    text = f"waiver: {waiver.get('justification', '')} (until {waiver.get('expires', '')}{owner})"
+    return f"{text}. {waiver['message']}" if waiver.get("message") else text
 
 
 def _detail(key: str, value: Any) -> Detail:

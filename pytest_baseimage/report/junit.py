@@ -20,11 +20,13 @@ from pytest_baseimage.text import inert_lines, one_line
 # pytest-xdist's loadgroup appends "@<group>" to test names; CI tabs should show the plain name.
 _XDIST_GROUP = re.compile(r"@baseimage:.*$")
 
+WAIVER_KEYS = ("justification", "owner", "expires", "message")  # the same properties the plugin's JUnit has
 _ELEMENT = {
     Status.FAIL: "failure",
     Status.ERROR: "error",
     Status.SKIPPED: "skipped",
     Status.BLOCKED: "skipped",
+    Status.WAIVED: "skipped",  # plus the waiver's properties: see evidence.junit_properties
 }
 
 
@@ -87,6 +89,7 @@ def _case(image: ImageReport, result: StageResult) -> ET.Element:
         ("status", result.status.value),
         ("expected", one_line(result.expected)),
         ("observed", one_line(result.observed)),
+        *((f"waiver_{key}", one_line(str(result.waiver[key]))) for key in WAIVER_KEYS if result.waiver.get(key)),
     ):
         ET.SubElement(props, "property", name=name, value=value)
     tag = _ELEMENT.get(result.status)

@@ -24,9 +24,10 @@ USAGE_ERROR_VERDICT = "usage error"  # the run's verdict when bad input stopped 
 PathLike = Union[str, "os.PathLike[str]"]
 
 # Worst first: a run is as bad as its worst image.
-_SEVERITY = (Verdict.UNCHECKED, Verdict.NOT_COMPATIBLE, Verdict.COMPATIBLE)
+_SEVERITY = (Verdict.UNCHECKED, Verdict.NOT_COMPATIBLE, Verdict.WAIVED, Verdict.COMPATIBLE)
 _EXIT_CODES = {
     Verdict.COMPATIBLE: ExitCode.COMPATIBLE,
+    Verdict.WAIVED: ExitCode.COMPATIBLE,
     Verdict.NOT_COMPATIBLE: ExitCode.NOT_COMPATIBLE,
     Verdict.UNCHECKED: ExitCode.UNCHECKED,
 }
