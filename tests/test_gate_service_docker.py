@@ -1,0 +1,89 @@
+"""The gate service end to end: a real registry notifies the real service, which certifies and promotes.
+
+Debian's docker-registry (htpasswd, `notifications:` pointed at the service) and `baseimage-gate serve` as a
+subprocess; images are the fixture images pushed through the real engine.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from conftest import leaked_containers
+from gate_service import GateService, manifest_digest
+from registry_server import RegistryServer, start_registry
+
+pytestmark = pytest.mark.docker
+
+DEADLINE = 180  # seconds from the end of a push to a verdict: a pull of ~400 MB and a 3 s check, with room
+
+
+@pytest.fixture(scope="module")
+def gate_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("gate")
+
+
+@pytest.fixture(scope="module")
+def service(gate_root, docker_client):
+    """A registry that notifies a gate; the gate running; both stopped (and their images untagged) at the end."""
+    gate = GateService(gate_root)
+    registry = start_registry(notify_url=gate.events_url, notify_authorization=f"Bearer {gate.token}")
+    gate.configure(registry, workers=1)
+    gate.start()
+    yield gate
+    # uvicorn re-raises the SIGTERM it handled once its shutdown is done: -15 is a clean stop
+    assert gate.stop() in (0, -signal.SIGTERM), gate.log()[-3000:]
+    registry.remove_local_references(docker_client)
+    registry.stop()
+
+
+@pytest.fixture
+def registry(service) -> RegistryServer:
+    assert service.registry is not None
+    return service.registry
+
+
+def no_secrets(service: GateService) -> None:
+    """Neither the token nor the registry password in the log, any verdict, report or the database."""
+    assert service.registry is not None
+    texts = [service.log()]
+    for path in service.root.rglob("*"):
+        if path.is_file():
+            texts.append(path.read_bytes().decode(errors="replace"))
+    for secret in (service.token, service.registry.password):
+        assert not any(secret in text for text in texts), "a secret leaked"
+
+
+def test_a_passing_image_pushed_to_staging_appears_under_certified_with_the_same_digest(
+    service, registry, docker_client, images
+):
+    reference = registry.push(docker_client, images("good"), "staging/good", "v1")
+    digest = reference.split("@", 1)[1]
+    verdict = service.wait_done(digest, DEADLINE)
+    assert verdict["verdict"] == "compatible", verdict
+    assert verdict["exit_code"] == 0
+    assert verdict["images"][0]["info"]["digest"].endswith(digest)
+    assert manifest_digest(registry, "certified/good", "v1") == digest
+    assert manifest_digest(registry, "certified/good", digest) == digest
+    job = [j for j in service.jobs() if j["digest"] == digest]
+    assert len(job) == 1 and job[0]["promoted_to"] == ["certified/good@" + digest, "certified/good:v1"]
+    report = service.get(f"/v1/verdicts/{digest}/report")
+    assert report.status == 200 and report.headers["content-type"].startswith("text/html")
+    assert b"COMPATIBLE" in report.body.upper()
+    no_secrets(service)
+
+
+def test_a_failing_image_is_never_promoted_and_its_verdict_says_why(service, registry, docker_client, images):
+    reference = registry.push(docker_client, images("wrong-python"), "staging/wrong", "v1")
+    digest = reference.split("@", 1)[1]
+    verdict = service.wait_done(digest, DEADLINE)
+    assert verdict["verdict"] == "not compatible", verdict
+    assert verdict["exit_code"] == 1
+    failed = {r["stage"] for r in verdict["images"][0]["results"] if r["status"] == "fail"}
+    assert "python" in failed
+    job = next(j for j in service.jobs() if j["digest"] == digest)
+    assert job["promoted_to"] == [] and "python" in job["message"]
+    assert manifest_digest(registry, "certified/wrong", "v1") is None
+    assert manifest_digest(registry, "certified/wrong", digest) is None
+    assert leaked_containers(docker_client) == []
+    no_secrets(service)
