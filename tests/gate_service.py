@@ -33,9 +33,10 @@ token_env = "GATE_TOKEN"
 workers = {workers}
 max_attempts = {max_attempts}
 job_timeout = 300
+engines = [{{ docker_host = "{docker_host}" }}]
 
 [[registries]]
-url = "http://{registry}"
+url = "{registry_url}"
 username = "{username}"
 password_env = "REGISTRY_PASSWORD"
 
@@ -73,24 +74,30 @@ class GateService:
     token: str = field(default_factory=lambda: f"Tok-{uuid.uuid4().hex}-NeverPrint")
     process: subprocess.Popen | None = None
     registry: RegistryServer | None = None
+    registry_password: str = ""
 
     @property
     def events_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1/events"
 
-    def configure(self, registry: RegistryServer, *, workers: int = 1, max_attempts: int = 3) -> Path:
+    def configure(
+        self, registry: RegistryServer | None = None, *, registry_url: str = "", workers: int = 1,
+        max_attempts: int = 3, docker_host: str = "",
+    ) -> Path:  # fmt: skip
+        """gate.toml for a real registry, or for an address nothing answers on (registry_url)."""
         self.registry = registry
+        self.registry_password = registry.password if registry else f"Unused-{uuid.uuid4().hex}-NeverPrint"
         text = CONFIG.format(
-            port=self.port, workers=workers, max_attempts=max_attempts, registry=registry.address,
-            username=registry.username, profile=FIXTURE_PROFILE,
+            port=self.port, workers=workers, max_attempts=max_attempts, docker_host=docker_host,
+            registry_url=f"http://{registry.address}" if registry else registry_url,
+            username=registry.username if registry else "gate", profile=FIXTURE_PROFILE,
         )  # fmt: skip
         path = self.root / "gate.toml"
         path.write_text(text)
         return path
 
     def env(self) -> dict[str, str]:
-        assert self.registry is not None
-        env = {**os.environ, "GATE_TOKEN": self.token, "REGISTRY_PASSWORD": self.registry.password}
+        env = {**os.environ, "GATE_TOKEN": self.token, "REGISTRY_PASSWORD": self.registry_password}
         env.pop("PYTEST_ADDOPTS", None)
         return env
 
@@ -160,11 +167,12 @@ class GateService:
     def jobs(self) -> list[dict]:
         return self.get("/v1/jobs").json()["jobs"]
 
-    def wait_done(self, digest: str, timeout: float) -> dict:
+    def wait_done(self, digest: str, timeout: float, repository: str = "") -> dict:
         """The job for a digest once done (its /v1/verdicts answer is 200), or fail at the deadline."""
         deadline = time.monotonic() + timeout
+        query = f"?repository={repository}" if repository else ""
         while time.monotonic() < deadline:
-            answer = self.get(f"/v1/verdicts/{digest}")
+            answer = self.get(f"/v1/verdicts/{digest}{query}")
             if answer.status == 200:
                 return answer.json()
             assert self.process is None or self.process.poll() is None, f"the gate died: {self.log()[-3000:]}"
@@ -219,3 +227,32 @@ def manifest_digest(registry: RegistryServer, repository: str, reference: str) -
         if exc.code == 404:
             return None
         raise
+
+
+def certifying_children(gate_pid: int) -> list[int]:
+    """The plugin processes the gate started (children whose command line has --base-image=)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == gate_pid and b"--base-image=" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        status = Path(f"/proc/{pid}/status")
+        try:
+            if "\nState:\tZ" in status.read_text():
+                return True
+        except OSError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True

@@ -7,10 +7,11 @@ subprocess; images are the fixture images pushed through the real engine.
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 from conftest import leaked_containers
-from gate_service import GateService, manifest_digest
+from gate_service import GateService, certifying_children, manifest_digest, wait_gone
 from registry_server import RegistryServer, start_registry
 
 pytestmark = pytest.mark.docker
@@ -87,3 +88,36 @@ def test_a_failing_image_is_never_promoted_and_its_verdict_says_why(service, reg
     assert manifest_digest(registry, "certified/wrong", digest) is None
     assert leaked_containers(docker_client) == []
     no_secrets(service)
+
+
+def test_a_job_running_when_the_service_is_killed_completes_after_a_restart_and_is_promoted_once(
+    service, registry, docker_client, images
+):
+    assert service.process is not None
+    reference = registry.push(docker_client, images("good"), "staging/killed", "v1")
+    digest = reference.split("@", 1)[1]
+    deadline = time.monotonic() + DEADLINE
+    while not (children := certifying_children(service.process.pid)):
+        assert time.monotonic() < deadline, f"no certification started: {service.log()[-3000:]}"
+        time.sleep(0.1)
+    service.kill()
+    # The orphaned check got SIGTERM (PR_SET_PDEATHSIG) and removes its own container.
+    assert all(wait_gone(pid, 60) for pid in children)
+    assert leaked_containers(docker_client) == []
+    assert manifest_digest(registry, "certified/killed", "v1") is None
+    service.start()
+    verdict = service.wait_done(digest, DEADLINE, repository="staging/killed")
+    assert verdict["verdict"] == "compatible"
+    job = next(j for j in service.jobs() if j["repository"] == "staging/killed")
+    assert job["attempts"] == 2, job
+    assert job["promoted_to"] == [f"certified/killed@{digest}", "certified/killed:v1"]
+    assert manifest_digest(registry, "certified/killed", "v1") == digest
+    # The registry's access log: manifests written (201) to certified/killed, once by digest and once by tag.
+    puts = [
+        line for line in registry_log(registry) if '"PUT /v2/certified/killed/manifests/' in line and " 201 " in line
+    ]
+    assert len(puts) == 2, puts
+
+
+def registry_log(registry: RegistryServer) -> list[str]:
+    return (registry.root / "registry.log").read_text(errors="replace").splitlines()

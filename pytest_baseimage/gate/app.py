@@ -156,8 +156,8 @@ class Gate:
         if not events.DIGEST.match(digest):
             return JSONResponse({"error": "not a sha256 digest"}, status_code=400)
         jobs = await run_in_threadpool(self.store.by_digest, digest)
-        profile = request.query_params.get("profile")
-        jobs = [job for job in jobs if profile in (None, job.profile)]
+        profile, repository = request.query_params.get("profile"), request.query_params.get("repository")
+        jobs = [job for job in jobs if profile in (None, job.profile) and repository in (None, job.repository)]
         if not jobs:
             return JSONResponse({"error": "no job for this digest"}, status_code=404)
         return jobs[0], self.loaded.path(self.config.data_dir) / "jobs" / str(jobs[0].id)
