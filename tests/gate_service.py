@@ -7,6 +7,7 @@ with the fixture profile and promotes staging/* to certified/{name}.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ token_env = "GATE_TOKEN"
 workers = {workers}
 max_attempts = {max_attempts}
 job_timeout = 300
+stop_grace = 10
 engines = [{{ docker_host = "{docker_host}" }}]
 
 [[registries]]
@@ -155,6 +157,25 @@ class GateService:
             with exc:
                 return Answer(exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read())
 
+    def post_unread(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+        """POST a body the server may refuse before reading it all (413): its answer, whatever the pipe did."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.putrequest("POST", path)
+            for name, value in {**headers, "Authorization": f"Bearer {self.token}"}.items():
+                conn.putheader(name, value)
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders()
+            try:
+                for start in range(0, len(body), 65536):
+                    conn.send(body[start : start + 65536])
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused while it arrived
+            resp = conn.getresponse()
+            return Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        finally:
+            conn.close()
+
     def get(self, path: str, **kwargs: Any) -> Answer:
         return self.request("GET", path, **kwargs)
 
@@ -256,3 +277,32 @@ def wait_gone(pid: int, timeout: float) -> bool:
             return False
         time.sleep(0.2)
     return True
+
+
+CONTRACT = json.loads((Path(__file__).parent / "data" / "harbor-scanner-adapter-v1.2.json").read_text())
+
+
+def media(value: str) -> str:
+    """A media type in one spelling: `type/sub; version=1.1`, whatever the spaces."""
+    parts = [p.strip() for p in value.split(";") if p.strip()]
+    return "; ".join([parts[0].lower(), *sorted(p.replace(" ", "") for p in parts[1:])]) if parts else ""
+
+
+def check_contract(operation: str, answer: Answer) -> Any:
+    """The answer's status, media type, headers and body as the contract says for that operation; the body."""
+    import jsonschema  # the test extra
+
+    spec = CONTRACT["operations"][operation]["responses"]
+    assert str(answer.status) in spec, f"{operation}: {answer.status} is not in the contract: {answer.body[:300]!r}"
+    expected = spec[str(answer.status)]
+    for header, kind in expected.get("headers", {}).items():
+        assert header.lower() in answer.headers, f"{operation} {answer.status}: no {header} header"
+        if kind == "integer":
+            assert answer.headers[header.lower()].isdigit()
+    if "media_types" not in expected:
+        return None
+    assert media(answer.headers.get("content-type", "")) in {media(t) for t in expected["media_types"]}
+    body = json.loads(answer.body)
+    schema = {**CONTRACT["schemas"][expected["schema"]], "schemas": CONTRACT["schemas"]}
+    jsonschema.validate(body, schema, format_checker=jsonschema.FormatChecker())
+    return body

@@ -115,6 +115,7 @@ class GateConfig(Model):
     workers: int = Field(default=2, ge=1, le=64)
     max_attempts: int = Field(default=3, ge=1, le=20)
     job_timeout: float = Field(default=1800, gt=0)
+    stop_grace: float = Field(default=30, ge=0, le=600)  # on stop: seconds a check has to clean up after SIGTERM
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
     require_all_stages: bool = False
     registries: list[RegistryEntry] = Field(default_factory=list)

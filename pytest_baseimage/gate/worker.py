@@ -71,10 +71,17 @@ class Workers:
         self.stopping.set()
         self.wake.set()
         with self._children_lock:
-            for child in self.children:
-                child.send_signal(signal.SIGTERM)
+            children = list(self.children)
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.loaded.config.stop_grace
+        for child in children:
+            try:
+                child.wait(timeout=max(deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                child.kill()  # a check stuck past the grace: its container may stay (labelled, findable)
         for thread in self.threads:
-            thread.join(timeout=60)
+            thread.join(timeout=10)
 
     def _loop(self, docker_host: str) -> None:
         while not self.stopping.is_set():
