@@ -6,12 +6,13 @@ subprocess; images are the fixture images pushed through the real engine.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
 import pytest
 from conftest import leaked_containers
-from gate_service import GateService, certifying_children, manifest_digest, wait_gone
+from gate_service import GateService, certifying_children, check_contract, manifest_digest, wait_gone
 from registry_server import RegistryServer, start_registry
 
 pytestmark = pytest.mark.docker
@@ -88,6 +89,46 @@ def test_a_failing_image_is_never_promoted_and_its_verdict_says_why(service, reg
     assert manifest_digest(registry, "certified/wrong", digest) is None
     assert leaked_containers(docker_client) == []
     no_secrets(service)
+
+
+HARBOR_REQUEST = "application/vnd.scanner.adapter.scan.request+json; version=1.1"
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+OLD_REPORT = "application/vnd.scanner.adapter.vuln.report.harbor+json; version=1.0"
+
+
+def harbor_scan(service: GateService, registry: RegistryServer, repository: str, digest: str) -> str:
+    body = {
+        "registry": {"url": f"http://{registry.address}", "authorization": ""},
+        "artifact": {"repository": repository, "digest": digest, "tag": "v1",
+                     "mime_type": "application/vnd.docker.distribution.manifest.v2+json"},
+    }  # fmt: skip
+    answer = service.request(
+        "POST", "/api/v1/scan", body=json.dumps(body).encode(), headers={"Content-Type": HARBOR_REQUEST}
+    )
+    return check_contract("AcceptScanRequest", answer)["id"]
+
+
+def test_harbor_report_of_a_failing_image_lists_the_failed_stage_at_high(service, registry):
+    digest = registry.digests["staging/wrong:v1"].split("@", 1)[1]  # certified by the test above
+    scan_id = harbor_scan(service, registry, "staging/wrong", digest)
+    answer = service.get(f"/api/v1/scan/{scan_id}/report", headers={"Accept": OLD_REPORT})
+    report = check_contract("GetScanReport", answer)
+    assert answer.headers["content-type"] == OLD_REPORT
+    assert report["artifact"] == {"repository": "staging/wrong", "digest": digest, "mime_type": MANIFEST_V2}
+    assert report["severity"] == "High"
+    finding = next(v for v in report["vulnerabilities"] if v["id"] == "BASEIMAGE-PYTHON")
+    verdict = service.get(f"/v1/verdicts/{digest}").json()
+    python = next(r for r in verdict["images"][0]["results"] if r["stage"] == "python")
+    assert finding["severity"] == "High"
+    assert finding["description"] == python["observed"] and finding["fix_version"] == python["remediation"]
+
+
+def test_harbor_report_of_a_passing_image_has_no_high_finding(service, registry):
+    digest = registry.digests["staging/good:v1"].split("@", 1)[1]
+    scan_id = harbor_scan(service, registry, "staging/good", digest)
+    report = check_contract("GetScanReport", service.get(f"/api/v1/scan/{scan_id}/report"))
+    assert all(v["severity"] not in ("High", "Critical") for v in report["vulnerabilities"]), report
+    assert report["severity"] not in ("High", "Critical")
 
 
 def test_a_job_running_when_the_service_is_killed_completes_after_a_restart_and_is_promoted_once(
