@@ -7,6 +7,7 @@ secret inline: only `*_env` (a variable NAME) and `*_file` (a PATH) name where a
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -105,6 +106,26 @@ class HarborSection(Model):
     refresh_after: int = Field(default=5, ge=1, le=300)
 
 
+class AttestSection(Model):
+    """Attestations by the plugin's --attest (issue 16): a DSSE envelope per job, served at .../attestation.
+
+    The signing key stays where it is: key_env names the variable holding the PEM key (the check inherits it),
+    key_file its path; the gate passes only the name or the path to the plugin.
+    """
+
+    enabled: bool = False
+    key_env: str = ""
+    key_file: str = ""
+    unsigned: bool = False
+    push: bool = False  # also store it in the registry as cosign does (tag sha256-<hex>.att)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> AttestSection:
+        if self.enabled and sum(bool(x) for x in (self.key_env, self.key_file, self.unsigned)) != 1:
+            raise ValueError("attestations need exactly one of key_env, key_file or unsigned = true")
+        return self
+
+
 class GateConfig(Model):
     listen: str = "127.0.0.1:8790"
     database: str = "gate.db"
@@ -122,6 +143,8 @@ class GateConfig(Model):
     engines: list[Engine] = Field(default_factory=lambda: [Engine()])
     promote: list[PromoteRule] = Field(default_factory=list)
     harbor: HarborSection = Field(default_factory=HarborSection)
+    attest: AttestSection = Field(default_factory=AttestSection)
+    public_url: str = ""  # how users reach this service; recorded as the report URL in attestations
 
     @field_validator("listen")
     @classmethod
@@ -168,9 +191,11 @@ class Secrets:
     token: Secret | None
     basic_password: Secret | None
     registry_passwords: dict[str, Secret]  # registry url -> password
+    attest_key: Secret | None = None  # only to scrub it: the check reads it from the variable itself
 
     def values(self) -> list[str]:
-        found = [s.reveal() for s in (self.token, self.basic_password, *self.registry_passwords.values()) if s]
+        held = (self.token, self.basic_password, self.attest_key, *self.registry_passwords.values())
+        found = [s.reveal() for s in held if s]
         return [value for value in found if value]
 
 
@@ -214,7 +239,13 @@ def _secrets(config: GateConfig, environ: dict[str, str], base: Path) -> Secrets
             passwords[entry.url] = _from_env(environ, entry.password_env, f"{entry.url} password_env")
         elif entry.password_file:
             passwords[entry.url] = _from_file(base, entry.password_file, f"{entry.url} password_file")
-    return Secrets(token, basic, passwords)
+    attest = config.attest
+    if attest.enabled and importlib.util.find_spec("pytest_baseimage.attest") is None:
+        raise GateConfigError("[attest] needs a pytest-baseimage with --attest (the attest package is not installed)")
+    key = _from_env(environ, attest.key_env, "[attest] key_env") if attest.enabled and attest.key_env else None
+    if attest.enabled and attest.key_file and not (base / attest.key_file).is_file():
+        raise GateConfigError(f"[attest] key_file: {base / attest.key_file} is not a file")
+    return Secrets(token, basic, passwords, key)
 
 
 def _from_env(environ: dict[str, str], name: str, what: str) -> Secret:

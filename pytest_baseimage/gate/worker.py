@@ -139,7 +139,7 @@ class Workers:
 
     def _certify(self, job: Job, attempt: Path, docker_host: str) -> int | None:
         login = self.login(job)
-        argv = command(job, login, attempt, self.loaded.config.require_all_stages)
+        argv = command(job, login, attempt, self.loaded.config.require_all_stages) + self._attest_args(job, attempt)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "BASEIMAGE_GATE_"))}
         if docker_host:
             env["DOCKER_HOST"] = docker_host
@@ -174,6 +174,24 @@ class Workers:
             password = self.loaded.secrets.registry_passwords.get(registry.url)
             return (registry.username, password) if password else None
         return self.scan_logins.get(job.id)
+
+    def _attest_args(self, job: Job, attempt: Path) -> list[str]:
+        """--attest and its key option, when [attest] is on (the plugin's options from issue 16)."""
+        attest = self.loaded.config.attest
+        if not attest.enabled:
+            return []
+        args = [f"--attest={attempt / ATTESTATION}"]
+        if attest.key_env:
+            args.append(f"--attest-key-env={attest.key_env}")
+        elif attest.key_file:
+            args.append(f"--attest-key={self.loaded.path(attest.key_file)}")
+        else:
+            args.append("--attest-unsigned")
+        if attest.push:
+            args.append("--attest-push")
+        if self.loaded.config.public_url:
+            args.append(f"--attest-url={self.loaded.config.public_url.rstrip('/')}/v1/verdicts/{job.digest}/report")
+        return args
 
     def _registry(self, url: str) -> RegistryEntry | None:
         return next((r for r in self.loaded.config.registries if r.url == url), None)
