@@ -47,7 +47,7 @@ def main() -> int:
         one, two = results[1], results[2]
         count = len(digests)
         print(f"throughput, {count} images: 1 worker {one:.1f} s ({count / one * 60:.1f}/min), "
-              f"2 workers {two:.1f} s ({count / two * 60:.1f}/min); 2 workers / 1 worker = {two / one:.2f}")  # fmt: skip
+              f"2 workers {two:.1f} s ({count / two * 60:.1f}/min); ratio 2/1 = {two / one:.2f}")  # fmt: skip
     finally:
         gate.stop()
         registry.remove_local_references(client)
