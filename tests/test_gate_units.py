@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -187,3 +189,10 @@ def test_the_check_pins_the_digest_and_names_the_password_variable_never_the_pas
     assert f"--base-image=127.0.0.1:5000/staging/app@{D1}" in argv
     assert "--require-digest" in argv and f"--registry-password-env={PASSWORD_VAR}" in argv
     assert not any("s3cret-value" in arg for arg in argv)
+
+
+def test_the_service_imports_neither_pytest_nor_docker():
+    imports = "import sys, pytest_baseimage.gate.app, pytest_baseimage.gate.cli"
+    code = f"{imports}; print('pytest' in sys.modules, 'docker' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False", "False"], proc.stderr

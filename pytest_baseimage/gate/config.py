@@ -154,6 +154,13 @@ class GateConfig(Model):
             raise ValueError("listen is host:port")
         return value
 
+    @field_validator("database")
+    @classmethod
+    def _sqlite_only(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError("only an SQLite path is implemented; PostgreSQL for replicas is a documented design")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> GateConfig:
         if not self.token_env and not self.basic_username:
