@@ -7,6 +7,7 @@ subprocess; images are the fixture images pushed through the real engine.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 
@@ -73,6 +74,29 @@ def test_a_passing_image_pushed_to_staging_appears_under_certified_with_the_same
     assert report.status == 200 and report.headers["content-type"].startswith("text/html")
     assert b"COMPATIBLE" in report.body.upper()
     no_secrets(service)
+
+
+def test_the_same_digest_pushed_under_a_new_tag_is_promoted_under_it_by_the_same_job(
+    service, registry, docker_client, images
+):
+    digest = registry.push(docker_client, images("good"), "staging/good", "v2").split("@", 1)[1]
+    deadline = time.monotonic() + DEADLINE
+    while manifest_digest(registry, "certified/good", "v2") != digest:
+        assert time.monotonic() < deadline, f"certified/good:v2 did not appear: {service.jobs()}"
+        time.sleep(0.2)
+    jobs = [j for j in service.jobs() if j["repository"] == "staging/good"]
+    assert len(jobs) == 1 and jobs[0]["tags"] == ["v1", "v2"]
+    assert manifest_digest(registry, "certified/good", "v1") == digest
+    assert service.get(f"/v1/verdicts/{digest}/attestation").status == 404  # [attest] is off
+
+
+def test_metrics_count_the_finished_jobs_by_verdict_and_hold_no_secret(service):
+    text = service.get("/metrics", auth=False).body.decode()
+    done = re.search(r'^baseimage_gate_jobs_done\{verdict="compatible"\} (\S+)$', text, re.M)
+    assert done and float(done.group(1)) >= 1
+    assert 'baseimage_gate_job_duration_seconds_count{verdict="compatible"}' in text
+    assert service.token not in text and service.registry.password not in text
+    assert "staging/" not in text
 
 
 def test_a_failing_image_is_never_promoted_and_its_verdict_says_why(service, registry, docker_client, images):

@@ -133,7 +133,7 @@ def test_claims_are_exclusive_and_counted_and_a_restart_requeues_running_jobs(tm
     assert reopened.recover() == 2
     job = reopened.claim()
     assert job is not None and job.attempts == 2 and job.state == RUNNING
-    reopened.finish(job.id, "compatible", 0, "", ["certified/app:v1"])
+    reopened.finish(job.id, "compatible", 0, "", ["certified/app:v1"], ["v1"])
     counts = reopened.counts()
     assert counts.by_state == {DONE: 1, QUEUED: 1} and counts.done_by_verdict == {"compatible": 1}
 
@@ -142,9 +142,18 @@ def test_a_new_tag_on_a_certified_job_queues_it_again_to_promote_the_tag(tmp_pat
     store = Store(tmp_path / "gate.db")
     job, _ = store.enqueue(new())
     store.claim()
-    store.finish(job.id, "compatible", 0, "", [])
+    store.finish(job.id, "compatible", 0, "", ["certified/app:v1"], ["v1"])
     again, _ = store.enqueue(new(tag="v2"))
     assert again.state == QUEUED and again.verdict == "compatible"
+
+
+def test_a_tag_merged_in_while_the_job_ran_sends_it_back_to_the_queue(tmp_path):
+    store = Store(tmp_path / "gate.db")
+    job, _ = store.enqueue(new())
+    store.claim()
+    store.enqueue(new(tag="v2"))  # while it runs
+    store.finish(job.id, "compatible", 0, "", ["certified/app:v1"], ["v1"])
+    assert store.all_jobs()[0].state == QUEUED
 
 
 # -- Harbor --------------------------------------------------------------------------------------------------

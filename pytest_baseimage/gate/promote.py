@@ -79,7 +79,7 @@ class RegistryClient:
     def _authorize(self, challenge: str, scope: str) -> str:
         if challenge.lower().startswith("bearer "):
             params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-            query = urllib.parse.urlencode({"service": params.get("service", ""), "scope": scope})
+            query = urllib.parse.urlencode({"service": params.get("service", ""), "scope": scope.split()}, doseq=True)
             req = urllib.request.Request(f"{params.get('realm', '')}?{query}", headers={"Authorization": self._basic()})
             try:
                 with _OPENER.open(req, timeout=TIMEOUT) as resp:

@@ -193,12 +193,17 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE jobs SET state = ?, message = ? WHERE id = ?", (QUEUED, message, job_id))
 
-    def finish(self, job_id: int, verdict: str, exit_code: int | None, message: str, promoted: list[str]) -> None:
+    def finish(
+        self, job_id: int, verdict: str, exit_code: int | None, message: str, promoted: list[str], tags: list[str]
+    ) -> None:
+        """Done, unless a tag merged in while it ran (then queued again, to promote that tag too)."""
         with self._tx() as db:
+            current = json.loads(db.execute("SELECT tags FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
+            state = QUEUED if verdict == "compatible" and promoted and set(current) - set(tags) else DONE
             db.execute(
                 "UPDATE jobs SET state = ?, verdict = ?, exit_code = ?, message = ?, promoted = ?, finished = ? "
                 "WHERE id = ?",
-                (DONE, verdict, exit_code, message, json.dumps(promoted), time.time(), job_id),
+                (state, verdict, exit_code, message, json.dumps(promoted), time.time(), job_id),
             )
 
     def get(self, job_id: int) -> Job | None:

@@ -108,11 +108,12 @@ class Workers:
             self.store.requeue(job.id, outcome.message)
             self.wake.set()
             return
+        job = self.store.get(job.id) or job  # tags merged in while it ran are promoted too
         promoted = self._promote(job) if outcome.verdict == "compatible" and job.target else []
         message = outcome.message
         if isinstance(promoted, str):
             message, promoted = promoted, []
-        self.store.finish(job.id, outcome.verdict, outcome.exit_code, message, promoted)
+        self.store.finish(job.id, outcome.verdict, outcome.exit_code, message, promoted, job.tags)
         log.info("job %s (%s@%s): %s %s", job.id, job.repository, job.digest, outcome.verdict, promoted or "")
 
     def run(self, job: Job, docker_host: str) -> Outcome:
