@@ -13,7 +13,7 @@ import time
 
 import pytest
 from conftest import leaked_containers
-from gate_service import GateService, certifying_children, check_contract, manifest_digest, wait_gone
+from gate_service import GateService, basic, certifying_children, check_contract, manifest_digest, wait_gone
 from registry_server import RegistryServer, start_registry
 
 pytestmark = pytest.mark.docker
@@ -145,6 +145,56 @@ def test_harbor_report_of_a_failing_image_lists_the_failed_stage_at_high(service
     python = next(r for r in verdict["images"][0]["results"] if r["stage"] == "python")
     assert finding["severity"] == "High"
     assert finding["description"] == python["observed"] and finding["fix_version"] == python["remediation"]
+
+
+def test_harbor_scan_of_an_unconfigured_registry_pulls_with_the_credentials_harbor_sent(
+    service, registry, docker_client
+):
+    """Harbor names its registry by a URL the config does not list: its robot credentials are the only way in."""
+    port = registry.address.rsplit(":", 1)[1]
+    cases = {"with": ("staging/wrong", basic(registry.username, registry.password)), "without": ("staging/good", "")}
+    ids = {}
+    try:
+        for case, (repository, authorization) in cases.items():
+            digest = registry.digests[f"{repository}:v1"].split("@", 1)[1]
+            body = {
+                "registry": {"url": f"http://localhost:{port}", "authorization": authorization},
+                "artifact": {"repository": repository, "digest": digest, "mime_type": MANIFEST_V2},
+            }
+            answer = service.request(
+                "POST", "/api/v1/scan", body=json.dumps(body).encode(), headers={"Content-Type": HARBOR_REQUEST}
+            )
+            ids[case] = check_contract("AcceptScanRequest", answer)["id"]
+        reports = {case: wait_report(service, scan_id) for case, scan_id in ids.items()}
+    finally:
+        untag(docker_client, f"localhost:{port}/")
+    assert "BASEIMAGE-PYTHON" in {v["id"] for v in reports["with"]["vulnerabilities"]}
+    assert reports["with"]["severity"] == "High"
+    # Without credentials the pull is refused: could not be checked, one Unknown finding, nothing at High.
+    findings = [(v["id"], v["severity"]) for v in reports["without"]["vulnerabilities"]]
+    assert findings == [("BASEIMAGE-IMAGE", "Unknown")]
+    job = next(j for j in service.jobs() if j["id"] == max(j["id"] for j in service.jobs()))
+    assert job["repository"] == "staging/good" and job["verdict"] == "could not be checked"
+    assert f"docker login localhost:{port}" in job["message"]  # the plugin's pull error: no credentials
+    assert job["attempts"] == 3  # exit 2 is retried, up to max_attempts
+    no_secrets(service)
+
+
+def untag(client, prefix: str) -> None:
+    for image in client.images.list():
+        for ref in [*image.tags, *(image.attrs.get("RepoDigests") or [])]:
+            if ref.startswith(prefix):
+                client.images.remove(ref)
+
+
+def wait_report(service: GateService, scan_id: str) -> dict:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        answer = service.get(f"/api/v1/scan/{scan_id}/report")
+        if answer.status != 302:
+            return check_contract("GetScanReport", answer)
+        assert time.monotonic() < deadline, f"no report for {scan_id}: {service.jobs()}"
+        time.sleep(float(answer.headers["refresh-after"]) / 4)
 
 
 def test_harbor_report_of_a_passing_image_has_no_high_finding(service, registry):
