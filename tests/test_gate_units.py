@@ -205,3 +205,13 @@ def test_the_service_imports_neither_pytest_nor_docker():
     code = f"{imports}; print('pytest' in sys.modules, 'docker' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.split() == ["False", "False"], proc.stderr
+
+
+def test_the_config_shown_in_the_readme_loads(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## The gate service", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "gate.toml").write_text(block)
+    loaded = gate_config.load(tmp_path / "gate.toml", {"GATE_TOKEN": "t", "REGISTRY_PASSWORD": "p"})
+    assert loaded.config.promote[0].target("staging/app") == "certified/app"
+    assert [e.docker_host for e in loaded.config.engines] == ["", "tcp://builder:2376"]
