@@ -10,9 +10,11 @@ import json
 import socket
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import ROOT
 from gate_service import (
     EVENTS_TYPE,
     GateService,
@@ -251,3 +253,40 @@ def test_a_bad_config_is_one_line_and_exit_4(tmp_path, config, message):
     assert proc.returncode == 4, proc.stderr
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_job_that_keeps_crashing_the_service_ends_with_an_error_verdict_after_max_attempts(tmp_path, silent_engine):
+    """Each start claims the job (an attempt) and the service is killed while it runs; the third start gives up."""
+    import jsonschema
+
+    service = GateService(tmp_path)
+    unused = socket.socket()
+    unused.bind(("127.0.0.1", 0))
+    service.configure(
+        registry_url=f"http://127.0.0.1:{unused.getsockname()[1]}", docker_host=silent_engine, max_attempts=2
+    )
+    try:
+        service.start()
+        assert service.post_events([push_event("staging/crash", digest(500), "v1")]).status == 202
+        for attempt in (1, 2):
+            wait_for(lambda: [j["state"] for j in service.jobs()] == ["running"], f"attempt {attempt} running")
+            service.kill()
+            service.start()
+        verdict = service.wait_done(digest(500), 60)
+        job = service.jobs()[0]
+        assert job["state"] == "done" and job["attempts"] == 3 and job["verdict"] == "could not be checked"
+        assert job["message"].startswith("gave up after 2 attempts")
+        assert verdict["verdict"] == "could not be checked" and verdict["exit_code"] == 2
+        assert verdict["images"][0]["error"].startswith("gave up after 2 attempts")
+        schema = json.loads((ROOT / "pytest_baseimage" / "report" / "schema.json").read_text())
+        jsonschema.validate(verdict, schema)
+    finally:
+        service.stop()
+        unused.close()
+
+
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.1)

@@ -117,8 +117,10 @@ class Gate:
             if rule is None:  # not a staging repository (our own promotions land here too): ignored
                 continue
             registry = self.config.registry_for(rule)
-            new = NewJob(registry.url, push.repository, push.digest, rule.profile, rule.target(push.repository))
-            job, fresh = self.store.enqueue(NewJob(**{**new.__dict__, "tags": (push.tag,)}))
+            target = rule.target(push.repository)
+            job, fresh = self.store.enqueue(
+                NewJob(registry.url, push.repository, push.digest, rule.profile, target, (push.tag,))
+            )
             if fresh:
                 created.append(job.id)
         if pushes:

@@ -131,6 +131,8 @@ class Workers:
         try:
             run = load_json(attempt / VERDICT)
         except (ReportError, OSError) as exc:
+            if code is None:
+                return Outcome("could not be checked", None, f"timed out after {config.job_timeout:g} s", True)
             return Outcome("could not be checked", code, f"the plugin wrote no verdict (exit {code}): {exc}", True)
         for name in (VERDICT, REPORT, ATTESTATION):
             if (attempt / name).exists():
@@ -159,7 +161,7 @@ class Workers:
             except subprocess.TimeoutExpired:
                 child.send_signal(signal.SIGTERM)  # the plugin removes its container on SIGTERM
                 try:
-                    child.wait(timeout=60)
+                    child.wait(timeout=self.loaded.config.stop_grace)
                 except subprocess.TimeoutExpired:
                     child.kill()
                     child.wait()
