@@ -32,31 +32,43 @@ def digest(n: int) -> str:
     return f"sha256:{n:064x}"
 
 
-@pytest.fixture(scope="module")
-def silent_engine():
+class SilentEngine:
     """An address that accepts connections and never answers: a certification there waits, harmlessly."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
 
-    def accept() -> None:
-        server.settimeout(0.5)
-        while not stop.is_set():
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.server.settimeout(0.5)
+        self.held: list[socket.socket] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
             try:
-                held.append(server.accept()[0])
+                self.held.append(self.server.accept()[0])
             except OSError:
                 continue
 
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        for conn in self.held:
+            conn.close()
+        self.server.close()
+
+
+@pytest.fixture(scope="module")
+def silent_engine():
+    engine = SilentEngine()
+    yield engine.url
+    engine.close()
 
 
 @pytest.fixture(scope="module")
@@ -290,3 +302,26 @@ def wait_for(condition, what: str, timeout: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
         time.sleep(0.1)
+
+
+def test_workers_are_spread_over_the_configured_engines(tmp_path):
+    """Two workers, two engines, two jobs: each engine is asked (worker i uses engine i mod n)."""
+    engines = [SilentEngine(), SilentEngine()]
+    service = GateService(tmp_path)
+    unused = socket.socket()
+    unused.bind(("127.0.0.1", 0))
+    service.configure(registry_url=f"http://127.0.0.1:{unused.getsockname()[1]}", workers=2)
+    config = service.root / "gate.toml"
+    urls = ", ".join(f'{{ docker_host = "{engine.url}" }}' for engine in engines)
+    config.write_text(config.read_text().replace('engines = [{ docker_host = "" }]', f"engines = [{urls}]"))
+    try:
+        service.start()
+        events = [push_event("staging/spread", digest(600 + n), "v1") for n in range(2)]
+        assert service.post_events(events).status == 202
+        wait_for(lambda: all(engine.held for engine in engines), "a connection to each engine")
+        assert sorted(j["state"] for j in service.jobs()) == ["running", "running"]
+    finally:
+        service.stop()
+        unused.close()
+        for engine in engines:
+            engine.close()
