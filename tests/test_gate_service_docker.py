@@ -16,7 +16,7 @@ from conftest import leaked_containers
 from gate_service import GateService, basic, certifying_children, check_contract, manifest_digest, wait_gone
 from registry_server import RegistryServer, start_registry
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("no_leaks")]
 
 DEADLINE = 180  # seconds from the end of a push to a verdict: a pull of ~400 MB and a 3 s check, with room
 
