@@ -115,6 +115,18 @@ def test_a_failing_image_is_never_promoted_and_its_verdict_says_why(service, reg
     no_secrets(service)
 
 
+def test_a_tag_moved_to_a_failing_image_after_the_push_does_not_slip_into_certified(
+    service, registry, docker_client, images
+):
+    good = registry.push(docker_client, images("good"), "staging/moved", "v1").split("@", 1)[1]
+    bad = registry.push(docker_client, images("wrong-python"), "staging/moved", "v1").split("@", 1)[1]
+    assert manifest_digest(registry, "staging/moved", "v1") == bad  # the tag now names the failing image
+    assert service.wait_done(good, DEADLINE, repository="staging/moved")["verdict"] == "compatible"
+    assert service.wait_done(bad, DEADLINE, repository="staging/moved")["verdict"] == "not compatible"
+    assert manifest_digest(registry, "certified/moved", "v1") == good
+    assert manifest_digest(registry, "certified/moved", bad) is None
+
+
 HARBOR_REQUEST = "application/vnd.scanner.adapter.scan.request+json; version=1.1"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 OLD_REPORT = "application/vnd.scanner.adapter.vuln.report.harbor+json; version=1.0"
