@@ -31,13 +31,16 @@ def service(gate_root, docker_client):
     """A registry that notifies a gate; the gate running; both stopped (and their images untagged) at the end."""
     gate = GateService(gate_root)
     registry = start_registry(notify_url=gate.events_url, notify_authorization=f"Bearer {gate.token}")
-    gate.configure(registry, workers=1)
-    gate.start()
-    yield gate
+    try:
+        gate.configure(registry, workers=1)
+        gate.start()
+        yield gate
+    finally:
+        code = gate.stop()
+        registry.remove_local_references(docker_client)
+        registry.stop()
     # uvicorn re-raises the SIGTERM it handled once its shutdown is done: -15 is a clean stop
-    assert gate.stop() in (0, -signal.SIGTERM), gate.log()[-3000:]
-    registry.remove_local_references(docker_client)
-    registry.stop()
+    assert code in (0, -signal.SIGTERM), gate.log()[-3000:]
 
 
 @pytest.fixture
