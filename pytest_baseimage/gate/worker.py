@@ -114,6 +114,7 @@ class Workers:
         if isinstance(promoted, str):
             message, promoted = promoted, []
         self.store.finish(job.id, outcome.verdict, outcome.exit_code, message, promoted, job.tags)
+        self.scan_logins.pop(job.id, None)  # Harbor's robot credentials are not kept past the job
         log.info("job %s (%s@%s): %s %s", job.id, job.repository, job.digest, outcome.verdict, promoted or "")
 
     def run(self, job: Job, docker_host: str) -> Outcome:
