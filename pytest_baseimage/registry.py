@@ -27,6 +27,7 @@ import pytest
 from .engine import Engine
 from .errors import BaseImageError, EngineError, ExitCode, ImageNotFound
 from .results import ImageInfo
+from .secret import Secret  # re-exported: the gate reads it without importing pytest
 from .text import redact, strip_ansi
 
 PULL_POLICIES = ("missing", "always", "never")
@@ -56,29 +57,6 @@ class BuildFailed(EngineError):
 
 
 # -- secrets and options -------------------------------------------------------------------------------------
-class Secret:
-    """A password that does not print itself: repr, str and tracebacks with locals show `***`."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
-        return self  # immutable; the plugin deep-copies per-image options
-
-
 @dataclass(frozen=True)
 class Credentials:
     """An explicit registry user, as Azure ML's `base_image_registry` takes it (address, user, password)."""

@@ -43,6 +43,21 @@ auth:
     path: {root}/htpasswd
 """
 
+# Registry notifications to one endpoint (distribution v2.8's `notifications:`; see WAVE2-FACTS.md).
+NOTIFICATIONS = """\
+notifications:
+  events:
+    includereferences: true
+  endpoints:
+    - name: gate
+      url: {url}
+      headers:
+        Authorization: [{authorization}]
+      timeout: 5s
+      threshold: 10
+      backoff: 1s
+"""
+
 
 @dataclass
 class RegistryServer:
@@ -101,7 +116,8 @@ class RegistryServer:
 _SERVER: list[RegistryServer] = []
 
 
-def start_registry() -> RegistryServer:
+def start_registry(notify_url: str = "", notify_authorization: str = "") -> RegistryServer:
+    """A registry of its own; with notify_url, it POSTs its notifications there with that Authorization."""
     if not os.access(REGISTRY_BINARY, os.X_OK) or not shutil.which("htpasswd"):
         pytest.skip("needs Debian's docker-registry and apache2-utils (htpasswd)")
     root = Path(tempfile.mkdtemp(prefix="pytest-baseimage-registry-"))
@@ -111,7 +127,10 @@ def start_registry() -> RegistryServer:
     )
     (root / "htpasswd").write_text(htpasswd.stdout)
     address = f"127.0.0.1:{_free_port()}"
-    (root / "config.yml").write_text(CONFIG.format(root=root, address=address, secret=uuid.uuid4().hex))
+    config = CONFIG.format(root=root, address=address, secret=uuid.uuid4().hex)
+    if notify_url:
+        config += NOTIFICATIONS.format(url=notify_url, authorization=notify_authorization)
+    (root / "config.yml").write_text(config)
     log = open(root / "registry.log", "w")  # noqa: SIM115 - the process owns it until stop()
     process = subprocess.Popen(
         [REGISTRY_BINARY, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT

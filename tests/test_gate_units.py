@@ -1,0 +1,217 @@
+"""Pure logic of the gate service: event parsing, the config, the job store, Harbor findings, the check's argv."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from pytest_baseimage.gate import config as gate_config
+from pytest_baseimage.gate import events, harbor
+from pytest_baseimage.gate.store import DONE, QUEUED, RUNNING, NewJob, Store
+from pytest_baseimage.gate.worker import PASSWORD_VAR, command
+from pytest_baseimage.report.model import Run
+from pytest_baseimage.results import ImageInfo, ImageReport, StageResult, Status
+from pytest_baseimage.secret import Secret
+
+D1, D2 = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+def event(action: str = "push", tag: str = "v1", digest: str = D1, media: str = events.MANIFEST_MEDIA_TYPES[0]) -> dict:
+    return {"action": action, "target": {"mediaType": media, "digest": digest, "repository": "staging/app", "tag": tag}}
+
+
+# -- events ------------------------------------------------------------------------------------------------------
+def test_only_tagged_manifest_pushes_become_pushes_and_duplicates_collapse():
+    body = [event(), event(), event(tag="v2"), event("pull"), event("delete"), event(tag=""), event(media="x/blob")]
+    pushes, ignored = events.parse(json.dumps({"events": body}).encode())
+    assert [(p.digest, p.tag) for p in pushes] == [(D1, "v1"), (D1, "v2")]
+    assert ignored == 4
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[]", b'{"events": {}}', json.dumps({"events": [event(), {"action": "push"}]}).encode(),
+     json.dumps({"events": [event(digest="sha256:xyz")]}).encode(),
+     json.dumps({"events": [{**event(), "target": {**event()["target"], "repository": "../etc"}}]}).encode()],
+)  # fmt: skip
+def test_a_body_that_is_no_notification_envelope_is_refused_whole(body):
+    with pytest.raises(events.BadEvents):
+        events.parse(body)
+
+
+def test_both_notification_media_types_are_accepted_with_parameters():
+    assert events.media_type_ok("application/vnd.docker.distribution.events.v1+json")
+    assert events.media_type_ok("application/vnd.docker.distribution.events.v2+json; charset=utf-8")
+    assert not events.media_type_ok("application/json")
+
+
+# -- config --------------------------------------------------------------------------------------------------
+BASE = """\
+token_env = "TOK"
+[[registries]]
+url = "http://127.0.0.1:5000"
+username = "gate"
+{secret}
+[[promote]]
+from = "staging/*"
+to = "certified/{{name}}"
+profile = "azureml-current"
+"""
+
+
+def test_secrets_come_from_the_environment_or_a_file_and_never_print(tmp_path):
+    (tmp_path / "pw").write_text("from-file\n")
+    path = tmp_path / "gate.toml"
+    path.write_text(BASE.format(secret='password_file = "pw"'))
+    loaded = gate_config.load(path, {"TOK": "tok-value"})
+    assert loaded.secrets.registry_passwords["http://127.0.0.1:5000"].reveal() == "from-file"
+    assert "from-file" not in repr(loaded) and "tok-value" not in repr(loaded)
+    assert set(loaded.secrets.values()) == {"from-file", "tok-value"}
+    rule = loaded.config.rule_for("staging/app")
+    assert rule is not None and rule.target("staging/app") == "certified/app"
+    assert loaded.config.rule_for("certified/app") is None
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [('password = "inline"', "password"), ('password_env = "UNSET_VAR"', "UNSET_VAR is not set"),
+     ('password_env = "A"\npassword_file = "B"', "not both")],
+)  # fmt: skip
+def test_an_inline_or_missing_secret_is_a_config_error(tmp_path, secret, message):
+    path = tmp_path / "gate.toml"
+    path.write_text(BASE.format(secret=secret))
+    with pytest.raises(gate_config.GateConfigError, match=message):
+        gate_config.load(path, {"TOK": "t"})
+
+
+def test_attestations_need_the_attest_package_and_one_key_source(tmp_path):
+    path = tmp_path / "gate.toml"
+    path.write_text(BASE.format(secret="") + "[attest]\nenabled = true\n")
+    with pytest.raises(gate_config.GateConfigError, match="exactly one of"):
+        gate_config.load(path, {"TOK": "t"})
+    path.write_text(BASE.format(secret="") + "[attest]\nenabled = true\nunsigned = true\n")
+    if importlib.util.find_spec("pytest_baseimage.attest") is None:
+        with pytest.raises(gate_config.GateConfigError, match="--attest"):
+            gate_config.load(path, {"TOK": "t"})
+    else:
+        assert gate_config.load(path, {"TOK": "t"}).config.attest.unsigned
+
+
+# -- store ---------------------------------------------------------------------------------------------------
+def new(digest: str = D1, tag: str = "v1") -> NewJob:
+    return NewJob("http://r", "staging/app", digest, "p", "certified/app", (tag,))
+
+
+def test_a_second_push_of_a_digest_merges_its_tag_into_the_one_job(tmp_path):
+    store = Store(tmp_path / "gate.db")
+    first, created = store.enqueue(new())
+    again, created_again = store.enqueue(new(tag="v2"))
+    assert created and not created_again and first.id == again.id
+    assert store.all_jobs()[0].tags == ["v1", "v2"]
+
+
+def test_claims_are_exclusive_and_counted_and_a_restart_requeues_running_jobs(tmp_path):
+    store = Store(tmp_path / "gate.db")
+    for digest in (D1, D2):
+        store.enqueue(new(digest))
+    claimed: list[int] = []
+    threads = [threading.Thread(target=lambda: claimed.append(getattr(store.claim(), "id", 0))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(c for c in claimed if c) == [1, 2]
+    store.close()
+    reopened = Store(tmp_path / "gate.db")  # as after kill -9: the file is all there is
+    assert {j.state for j in reopened.all_jobs()} == {RUNNING}
+    assert reopened.recover() == 2
+    job = reopened.claim()
+    assert job is not None and job.attempts == 2 and job.state == RUNNING
+    reopened.finish(job.id, "compatible", 0, "", ["certified/app:v1"], ["v1"])
+    counts = reopened.counts()
+    assert counts.by_state == {DONE: 1, QUEUED: 1} and counts.done_by_verdict == {"compatible": 1}
+
+
+def test_a_new_tag_on_a_certified_job_queues_it_again_to_promote_the_tag(tmp_path):
+    store = Store(tmp_path / "gate.db")
+    job, _ = store.enqueue(new())
+    store.claim()
+    store.finish(job.id, "compatible", 0, "", ["certified/app:v1"], ["v1"])
+    again, _ = store.enqueue(new(tag="v2"))
+    assert again.state == QUEUED and again.verdict == "compatible"
+
+
+def test_a_tag_merged_in_while_the_job_ran_sends_it_back_to_the_queue(tmp_path):
+    store = Store(tmp_path / "gate.db")
+    job, _ = store.enqueue(new())
+    store.claim()
+    store.enqueue(new(tag="v2"))  # while it runs
+    store.finish(job.id, "compatible", 0, "", ["certified/app:v1"], ["v1"])
+    assert store.all_jobs()[0].state == QUEUED
+
+
+# -- Harbor --------------------------------------------------------------------------------------------------
+def run_with(*results: StageResult, error: str = "") -> Run:
+    image = ImageReport("img", ImageInfo("img"), "fixture", results=list(results), error=error)
+    return Run(images=[image], started="2026-11-26T06:00:00+00:00", finished="2026-11-26T06:00:05+00:00")
+
+
+def test_each_failed_stage_is_a_finding_at_the_configured_severity():
+    run = run_with(
+        StageResult("os", Status.PASS),
+        StageResult("python", Status.FAIL, expected="~=3.11", observed="3.9.2", remediation="use Python 3.11"),
+        StageResult("apt", Status.BLOCKED, reason="python failed"),
+        StageResult("gpu", Status.ERROR, reason="engine gone"),
+    )
+    report = harbor.report(run, gate_config.HarborSection(failed_severity="Critical"), "r", D1, harbor.CONSUMES[0])
+    found = {v["id"]: v for v in report["vulnerabilities"]}
+    assert set(found) == {"BASEIMAGE-PYTHON", "BASEIMAGE-GPU"}
+    assert found["BASEIMAGE-PYTHON"]["severity"] == "Critical"
+    assert found["BASEIMAGE-PYTHON"]["description"] == "3.9.2"
+    assert found["BASEIMAGE-PYTHON"]["fix_version"] == "use Python 3.11"
+    assert found["BASEIMAGE-GPU"]["severity"] == "Unknown"
+    assert report["severity"] == "Critical"
+
+
+def test_an_image_that_could_not_be_checked_is_one_unknown_finding():
+    report = harbor.report(run_with(error="pull failed"), gate_config.HarborSection(), "r", D1, harbor.CONSUMES[0])
+    assert [(v["id"], v["severity"]) for v in report["vulnerabilities"]] == [("BASEIMAGE-IMAGE", "Unknown")]
+
+
+def test_the_report_type_follows_accept():
+    assert harbor.report_type("") == harbor.REPORT_TYPES[0]
+    assert harbor.report_type(harbor.REPORT_TYPES[1].replace("; ", ";")) == harbor.REPORT_TYPES[1]
+    assert harbor.report_type("application/vnd.security.sbom.report+json; version=1.0") is None
+
+
+# -- the check's command line ------------------------------------------------------------------------------------
+def test_the_check_pins_the_digest_and_names_the_password_variable_never_the_password(tmp_path: Path):
+    store = Store(tmp_path / "gate.db")
+    job, _ = store.enqueue(NewJob("http://127.0.0.1:5000", "staging/app", D1, "azureml-current", "certified/app"))
+    argv = command(job, ("gate", Secret("s3cret-value")), tmp_path, False)
+    assert f"--base-image=127.0.0.1:5000/staging/app@{D1}" in argv
+    assert "--require-digest" in argv and f"--registry-password-env={PASSWORD_VAR}" in argv
+    assert not any("s3cret-value" in arg for arg in argv)
+
+
+def test_the_service_imports_neither_pytest_nor_docker():
+    imports = "import sys, pytest_baseimage.gate.app, pytest_baseimage.gate.cli"
+    code = f"{imports}; print('pytest' in sys.modules, 'docker' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False", "False"], proc.stderr
+
+
+def test_the_config_shown_in_the_readme_loads(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## The gate service", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "gate.toml").write_text(block)
+    loaded = gate_config.load(tmp_path / "gate.toml", {"GATE_TOKEN": "t", "REGISTRY_PASSWORD": "p"})
+    assert loaded.config.promote[0].target("staging/app") == "certified/app"
+    assert [e.docker_host for e in loaded.config.engines] == ["", "tcp://builder:2376"]
