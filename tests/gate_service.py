@@ -84,9 +84,10 @@ class GateService:
 
     def configure(
         self, registry: RegistryServer | None = None, *, registry_url: str = "", workers: int = 1,
-        max_attempts: int = 3, docker_host: str = "",
+        max_attempts: int = 3, docker_host: str = "", extra: str = "",
     ) -> Path:  # fmt: skip
-        """gate.toml for a real registry, or for an address nothing answers on (registry_url)."""
+        """gate.toml for a real registry, or for an address nothing answers on (registry_url); `extra` is more
+        TOML appended (tables such as [attest])."""
         self.registry = registry
         self.registry_password = registry.password if registry else f"Unused-{uuid.uuid4().hex}-NeverPrint"
         text = CONFIG.format(
@@ -95,7 +96,7 @@ class GateService:
             username=registry.username if registry else "gate", profile=FIXTURE_PROFILE,
         )  # fmt: skip
         path = self.root / "gate.toml"
-        path.write_text(text)
+        path.write_text(text + extra)
         return path
 
     def env(self) -> dict[str, str]:
