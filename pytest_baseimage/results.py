@@ -107,7 +107,7 @@ class Verdict(str, enum.Enum):
 
 def utc_now() -> str:
     """The current time as ISO-8601 UTC, the format every timestamp in a report uses."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # a run lasts seconds
 
 
 def verdict_of(results: list[StageResult], image_error: str = "", require_all: bool = False) -> Verdict:
