@@ -1024,8 +1024,4 @@ def skip_gpu(profile: Profile) -> StageResult | None:
     return stages.not_required(STAGE, profile) if requirements(profile) is None else None
 
 
-stages.register(
-    stages.Stage(STAGE, "GPU execution providers", ("python",), check_gpu, observe=observe_gpu, skip=skip_gpu)
-)
-
 __all__ = ["add_options", "check_gpu", "observe_gpu", "options_from_config"]

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from . import gpu, matrix, probe_options, profiles, registry, scoring
+from . import composition, gpu, hookspecs, matrix, probe_options, profiles, registry, scoring
+from .composition import BUILTIN, Composition, CompositionError
 from .engine import cleanup_all, install_signal_handlers
 from .errors import BaseImageError, ExitCode
-from .results import STAGE_ORDER, StageResult, Status
+from .results import StageResult, Status
 from .session import REPORT_ATTR, Ending, VerdictSession, check_output_path, merge_result, write_usage_verdict
 from .target import ImageCheck, Target, engine_for
 from .text import escaped, inert_lines, one_line
@@ -27,10 +28,16 @@ TARGETS_KEY = pytest.StashKey[list]()
 CHECKS_KEY = pytest.StashKey[dict]()
 SELECTED_KEY = pytest.StashKey[dict]()
 SESSION_KEY = pytest.StashKey[VerdictSession]()
+COMPOSITION_KEY = pytest.StashKey[Composition]()
 __all__ = ["REPORT_ATTR", "merge_result"]  # re-exported: tests reach the merge through this module
 
 
 # -- options -------------------------------------------------------------------------------------------
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """pytest_baseimage_stages: how another plugin adds a stage (see hookspecs.py)."""
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     config = pluginmanager.get_plugin("pytestconfig")
     if config is not None:  # argparse's errors end the run before pytest_configure: a cleanup still sees them
@@ -192,12 +199,22 @@ def _parse_error_args(config: pytest.Config) -> argparse.Namespace | None:
         return None
 
 
+def composition_of(config: pytest.Config) -> Composition:
+    """The built-in stages, then those other plugins return from pytest_baseimage_stages (usage error on a clash)."""
+    added = [stage for stages in config.hook.pytest_baseimage_stages(config=config) for stage in stages or ()]
+    try:
+        return composition.BUILTIN.with_stages(added)
+    except CompositionError as exc:
+        raise pytest.UsageError(f"pytest_baseimage_stages: {escaped(str(exc))}") from None
+
+
 def _configure(config: pytest.Config) -> None:
-    for name in STAGE_ORDER:
+    stages = config.stash[COMPOSITION_KEY] = composition_of(config)
+    for name in stages.names:
         config.addinivalue_line("markers", f"{name}: the '{name}' compliance stage (select with -m {name})")
     if getattr(config, "workerinput", {}).get(DIST_KEY) == matrix.GROUPING_MODE:
         config.option.loadgroup = True  # what xdist's worker checks before adding @group to node ids
-    session = VerdictSession(config, require_all=bool(config.getoption("require_all_stages")))
+    session = VerdictSession(config, require_all=bool(config.getoption("require_all_stages")), composition=stages)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "baseimage-verdict")
     config.stash[CHECKS_KEY] = {}
@@ -301,7 +318,7 @@ def _preflight(config: pytest.Config) -> None:
     try:
         for target in config.stash[TARGETS_KEY]:
             engine_for(*target.engine_key)
-            check = ImageCheck(target)
+            check = _new_check(config, target)
             check.prepare()
             checks[target.name] = check
     except BaseImageError as exc:
@@ -373,9 +390,48 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     from .session import _stages_of
 
     selected: dict[str, set[str]] = {}
-    for name, stage in _stages_of(session.items):
+    for name, stage in _stages_of(session.items, _composition(session.config).names):
         selected.setdefault(name, set()).add(stage)
     session.config.stash[SELECTED_KEY] = selected
+
+
+def _composition(config: pytest.Config) -> Composition:
+    return config.stash.get(COMPOSITION_KEY, BUILTIN)
+
+
+def _new_check(config: pytest.Config, target: Target) -> ImageCheck:
+    check = ImageCheck(target)
+    check.composition = _composition(config)
+    return check
+
+
+SUITE_MODULE = "test_compliance.py"
+ADDED_ATTR = "baseimage_added_stage"  # set on the suite functions made for plugin stages
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> Iterator[Any]:
+    """The bundled suite gets one test per stage a plugin added (`test_<name>`, mark `<name>`), after its own."""
+    module = yield
+    suite = Path(str(resources.files("pytest_baseimage.suites"))) / SUITE_MODULE
+    if not isinstance(module, pytest.Module) or module_path != suite:
+        return module
+    namespace = module.obj
+    for name in [name for name, value in vars(namespace).items() if getattr(value, ADDED_ATTR, False)]:
+        delattr(namespace, name)  # made for an earlier in-process session's plugins
+    for stage in _composition(parent.config).added:
+        setattr(namespace, f"test_{stage.name}", _stage_test(stage.name))
+    return module
+
+
+def _stage_test(name: str) -> Any:
+    def test(stage_check: Any) -> None:
+        stage_check(name)
+
+    test.__name__ = test.__qualname__ = f"test_{name}"
+    test.__doc__ = f"The '{name}' stage, added by a plugin (pytest_baseimage_stages)."
+    setattr(test, ADDED_ATTR, True)
+    return getattr(pytest.mark, name)(test)
 
 
 @pytest.fixture(scope="session")
@@ -385,7 +441,7 @@ def baseimage(request: pytest.FixtureRequest) -> Iterator[ImageCheck]:
     if target is None:
         pytest.skip("no --base-image given")
     checks = request.config.stash[CHECKS_KEY]
-    check = checks.get(target.name) or checks.setdefault(target.name, ImageCheck(target))
+    check = checks.get(target.name) or checks.setdefault(target.name, _new_check(request.config, target))
     check.selected = request.config.stash.get(SELECTED_KEY, {}).get(target.name, set())
     yield check
     check.close()
@@ -499,7 +555,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def _nothing_selected(config: pytest.Config) -> str:
     """Why pytest's exit 5 here: no stage of the compliance suite was selected."""
-    stages = ", ".join(STAGE_ORDER)
+    stages = ", ".join(_composition(config).names)
     if config.getoption("keyword") or config.getoption("markexpr"):
         return f"nothing selected: -k/-m left none of the stages ({stages}) to run; nothing was judged"
     return f"nothing selected: no compliance stage was collected for the images ({stages}); nothing was judged"

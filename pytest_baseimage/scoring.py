@@ -35,7 +35,7 @@ from .facts import Facts
 from .profiles import Profile
 from .results import StageResult, Status
 from .scoring_client import ANSWER_BYTES
-from .stages import Stage, not_required, register, start_fix
+from .stages import not_required, start_fix
 from .text import clip, strip_ansi
 
 # -- constants -------------------------------------------------------------------------------------------
@@ -1221,10 +1221,3 @@ def _read_log(box: Any, tail: int) -> tuple[bytes, bool]:
         with contextlib.suppress(Exception):
             stream.close()
     return bytes(kept), whole
-
-
-register(
-    Stage(
-        "scoring", "Scoring server", ("azureml",), check_scoring, observe=observe_scoring, early=True, skip=skip_result
-    )
-)

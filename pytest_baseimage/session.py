@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
+from .composition import BUILTIN, STAGE_ORDER, Composition
 from .errors import BaseImageError, ExitCode
-from .results import STAGE_ORDER, ImageInfo, ImageReport, Status, Verdict, utc_now
+from .results import ImageInfo, ImageReport, Status, Verdict, utc_now
 from .text import cut_line, one_line
 
 REPORT_ATTR = "baseimage"  # attribute on TestReport; plain JSON data, so it survives xdist
@@ -82,15 +83,16 @@ def write_usage_verdict(json_path: str | None, message: str, images: Sequence[st
     return True
 
 
-def merge_result(collected: dict[str, ImageReport], incoming: ImageReport) -> None:
-    """Fold one test report's stage results into its image's report (later results of a stage win)."""
+def merge_result(collected: dict[str, ImageReport], incoming: ImageReport, order: Sequence[str] = STAGE_ORDER) -> None:
+    """Fold one test report's stage results into its image's report (later results of a stage win), keeping
+    the results in `order` (the session's stages; one it does not know goes last)."""
     existing = collected.get(incoming.name)
     if existing is None:
         collected[incoming.name] = incoming
         return
     stages_in = {result.stage for result in incoming.results}
     existing.results = [r for r in existing.results if r.stage not in stages_in] + incoming.results
-    existing.results.sort(key=lambda r: STAGE_ORDER.index(r.stage) if r.stage in STAGE_ORDER else len(STAGE_ORDER))
+    existing.results.sort(key=lambda r: order.index(r.stage) if r.stage in order else len(order))
     existing.facts = incoming.facts or existing.facts
     existing.timings = {**existing.timings, **incoming.timings}
     existing.info = incoming.info if incoming.info.image_id else existing.info
@@ -119,6 +121,7 @@ class VerdictSession:
     secrets: Sequence[str] = ()
     written: bool = False
     final: list[ImageReport] | None = None  # the reports the verdict was written from: the terminal shows the same
+    composition: Composition = BUILTIN  # the built-in stages and those plugins added (pytest_baseimage_stages)
 
     # -- hooks (this object is registered as a plugin) -------------------------------------------------
     def pytest_runtest_logreport(self, report: Any) -> None:
@@ -127,11 +130,11 @@ class VerdictSession:
 
         data = getattr(report, REPORT_ATTR, None)
         if data:
-            plugin.merge_result(self.collected, ImageReport.from_dict(data))
+            plugin.merge_result(self.collected, ImageReport.from_dict(data), self.composition.names)
 
     def pytest_deselected(self, items: Sequence[Any]) -> None:
         """Remember which stages -k/-m left out, so the verdict says they were not judged."""
-        for name, stage in _stages_of(items):
+        for name, stage in _stages_of(items, self.composition.names):
             self.deselected.setdefault(name, set()).add(stage)
 
     # -- the verdict ----------------------------------------------------------------------------------
@@ -146,7 +149,7 @@ class VerdictSession:
                 report = ImageReport(target.name, info, target.profile.name, [], check.error if check else "")
             report.require_all_stages = self.require_all
             judged = {r.stage for r in report.results}
-            report.deselected = [s for s in STAGE_ORDER if s in self.deselected.get(target.name, set()) - judged]
+            report.deselected = self.composition.ordered(self.deselected.get(target.name, set()) - judged)
             out.append(report)
         return out
 
@@ -204,8 +207,8 @@ class VerdictSession:
         return lines
 
 
-def _stages_of(items: Sequence[Any]) -> list[tuple[str, str]]:
-    """(image name, stage) for each compliance item among `items`."""
+def _stages_of(items: Sequence[Any], names: Sequence[str] = STAGE_ORDER) -> list[tuple[str, str]]:
+    """(image name, stage) for each compliance item among `items`: its marks that name one of the stages."""
     from .target import Target
 
     found = []
@@ -213,7 +216,7 @@ def _stages_of(items: Sequence[Any]) -> list[tuple[str, str]]:
         callspec = getattr(item, "callspec", None)
         target = callspec.params.get("baseimage") if callspec else None
         if isinstance(target, Target):
-            found += [(target.name, mark.name) for mark in item.iter_markers() if mark.name in STAGE_ORDER]
+            found += [(target.name, mark.name) for mark in item.iter_markers() if mark.name in names]
     return found
 
 

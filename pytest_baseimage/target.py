@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import platforms, probe, profiles, registry, stages
+from . import composition, platforms, probe, profiles, registry
+from .composition import Composition
 from .engine import Candidate, Engine, engine_faults, one_line
 from .errors import BaseImageError, EngineError
 from .facts import Facts
@@ -94,6 +95,7 @@ class ImageCheck:
         self.selected: set[str] = set()  # the stages this session will ask for (set by the plugin)
         self._early: dict[str, _Early] = {}
         self.timings: dict[str, float] = {}  # container_start_s, probe_s (see ImageReport.timings)
+        self.composition: Composition = composition.BUILTIN  # the stages of this session (set by the plugin)
 
     # -- lazily built state -----------------------------------------------------------------------------
     @property
@@ -134,15 +136,7 @@ class ImageCheck:
         return self._facts
 
     def _gather(self) -> Facts:
-        apt = self.profile.section("apt") or {}
-        request = probe.ProbeRequest(
-            imports=[str(m) for m in (self.profile.section("azureml") or {}).get("imports", [])],
-            apt=[str(p) for p in [*apt.get("required", []), *(n for g in apt.get("any_of", []) for n in g)]],
-        )
-        for name, make in probe.EXTENSIONS.items():
-            code = make(self.profile)
-            if code:
-                request.extensions[name] = code
+        request = self.composition.probe_request(self.profile)
         candidate = self.candidate
         started = time.monotonic()
         try:
@@ -161,7 +155,7 @@ class ImageCheck:
         return self._results[stage]
 
     def _run(self, name: str) -> StageResult:
-        stage = stages.STAGES[name]
+        stage = self.composition.get(name)
         self.prepare()
         if self.error:
             return StageResult(name, Status.ERROR, reason=f"could not check the image: {self.error}")
@@ -174,7 +168,7 @@ class ImageCheck:
         self._start_early()
         for prereq in stage.prerequisites:
             self.result(prereq)
-        blocker = stages.blocked_by(name, self._results)
+        blocker = composition.blocked_by(stage, self._results)
         if blocker:
             return StageResult(name, Status.BLOCKED, reason=f"blocked by {blocker}")
         started = time.monotonic()
@@ -223,19 +217,19 @@ class ImageCheck:
 
     def _start_early(self) -> None:
         """Start the selected live observations that read no facts (the scoring server) in the background."""
-        for name in stages.ordered(sorted(self.selected)):
-            stage = stages.STAGES[name]
+        for name in self.composition.ordered(self.selected):
+            stage = self.composition.get(name)
             if stage.early and stage.observe and name not in self._early and name not in self._results:
                 self._early[name] = _Early(stage.observe, self)
 
-    def _observe(self, stage: stages.Stage) -> Any:
+    def _observe(self, stage: composition.Stage) -> Any:
         if stage.observe is None:
             return None
         early = self._early.pop(stage.name, None)
         return early.result() if early else stage.observe(self)
 
     def results(self) -> list[StageResult]:
-        return [self._results[name] for name in stages.ordered() if name in self._results]
+        return [self._results[name] for name in self.composition.ordered(self._results)]
 
     def report(self) -> ImageReport:
         facts = self._facts.observed_versions() if self._facts else {}
@@ -277,7 +271,7 @@ def _shipped(name: str) -> Profile:
 
 def _static_ok(name: str, facts: Facts, info: ImageInfo, profile: Profile) -> bool:
     """One static stage as the runner judges it (platform, profile-only skip, the pure check), minus Docker."""
-    stage = stages.STAGES[name]
+    stage = composition.BUILTIN.get(name)
     result = platforms.stage_result(name, info, profile) or (stage.skip(profile) if stage.skip else None)
     return (result or stage.check(facts, profile, None)).ok
 

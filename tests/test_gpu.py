@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from pytest_baseimage import gpu, probe, profiles, stages
+from pytest_baseimage import gpu, probe, profiles
+from pytest_baseimage.composition import BUILTIN
 from pytest_baseimage.engine import ExecResult
 from pytest_baseimage.errors import ProfileError
 from pytest_baseimage.facts import Facts, PythonInfo
@@ -173,11 +174,12 @@ def test_add_options_registers_both_flags() -> None:
 
 
 # -- profiles -------------------------------------------------------------------------------------------
-def test_the_stage_is_registered_last_and_probes_in_an_exec_of_its_own() -> None:
-    assert stages.STAGES["gpu"].prerequisites == ("python",)
-    assert stages.STAGES["gpu"].observe is gpu.observe_gpu
-    assert stages.ordered()[-1] == "gpu"
-    assert "gpu" not in probe.EXTENSIONS  # a slow ONNX Runtime import must not cost the shared probe its facts
+def test_the_stage_is_declared_last_and_asks_the_shared_probe_nothing() -> None:
+    stage = BUILTIN.get("gpu")
+    assert stage.prerequisites == ("python",)
+    assert stage.observe is gpu.observe_gpu
+    assert BUILTIN.names[-1] == "gpu"
+    assert stage.needs is None  # a slow ONNX Runtime import must not cost the shared probe its facts
 
 
 @pytest.mark.parametrize(
