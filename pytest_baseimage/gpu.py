@@ -10,8 +10,8 @@ reports each on its own:
 3. usable: an InferenceSession on a tiny model that this module writes itself runs on the provider, with
    no fallback to the CPU. NVIDIA providers need a GPU on the host; CPU-only providers run in the candidate.
 
-Layers 1 and 2 (and layer 3 when it needs no device) come from the probe's single exec, through the
-extension registered below. Only layer 3 on a GPU starts a second container, in `observe_gpu`.
+Layers 1 and 2 (and layer 3 when it needs no device) come from the gpu probe's own exec in the candidate
+(`run_probe`, with its own budget). Only layer 3 on a GPU starts a second container, in `observe_gpu`.
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ sys.stdout.write("\n" + req["marker"] + json.dumps(out) + "\n")
 sys.stdout.flush()
 """
 
-# The probe extension: runs ORT_PROGRAM, then resolves the provider libraries (layer 2) with ldd.
+# The gpu probe: runs ORT_PROGRAM, then resolves the provider libraries (layer 2) with ldd.
 EXTENSION = r"""
 import os, sys, json, subprocess
 CFG = json.loads(__CFG__)
@@ -409,7 +409,7 @@ def ort_request(req: GpuRequirements, marker: str, *, session: bool, nvidia_smi:
 
 
 def probe_source(profile: Profile) -> str | None:
-    """The probe extension's source for this profile; None when the profile has no [gpu] requirements."""
+    """The gpu probe's source for this profile; None when the profile has no [gpu] requirements."""
     req = requirements(profile)
     if req is None:
         return None
@@ -472,19 +472,19 @@ def parse_nvidia_smi(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ProbeAnswer:
-    """The probe extension's answer (facts.extra["gpu"]), with safe accessors."""
+    """The gpu probe's answer (from its own exec in the candidate, GpuObservation.probe), with safe accessors."""
 
     data: dict[str, Any]
     problem: str = ""  # why there is no usable answer
 
     @classmethod
     def from_facts(cls, facts: Facts, probed: dict[str, Any] | None = None) -> ProbeAnswer:
-        """From the gpu probe's own exec (`probed`), else from the shared probe's facts (an extension)."""
-        data = probed if probed is not None else facts.extra.get(STAGE)
+        """From the gpu probe's own exec (`probed`); the facts say why there was none (no Python)."""
         if facts.python is None or not facts.python.version:
             return cls({}, facts.notes.get("python", "no Python in the image"))
-        if not isinstance(data, dict):
-            return cls({}, "the probe did not ask ONNX Runtime (the gpu extension was not registered in time)")
+        if not isinstance(probed, dict):
+            return cls({}, "the gpu probe did not run: the probe found no Python executable to run it with")
+        data = probed
         if "error" in data and "ort" not in data:
             return cls({}, f"the gpu probe failed in the candidate: {probe.last_line(str(data['error']))}")
         return cls(data)

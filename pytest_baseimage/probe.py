@@ -19,7 +19,7 @@ import math
 import posixpath
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
@@ -63,7 +63,7 @@ import sys, os, json, traceback, platform, stat
 req = json.loads(sys.argv[1])
 out = {"version": "%d.%d.%d" % tuple(sys.version_info[:3]), "executable": sys.executable,
        "implementation": platform.python_implementation(), "uid": os.getuid(),
-       "dists": {}, "imports": {}, "extra": {}}
+       "dists": {}, "imports": {}}
 
 def meta(path):
     name = version = None
@@ -112,14 +112,6 @@ for mod in req.get("imports", []):
         out["imports"][mod] = {"ok": True}
     except BaseException:
         out["imports"][mod] = {"ok": False, "traceback": traceback.format_exc()[-6000:]}
-
-for key, code in sorted(req.get("extensions", {}).items()):
-    scope = {"__name__": "probe_" + key}
-    try:
-        exec(code, scope)
-        out["extra"][key] = scope.get("result")
-    except BaseException:
-        out["extra"][key] = {"error": traceback.format_exc()[-6000:]}
 
 data = json.dumps(out, default=repr)
 sys.stdout.write(req["marker"] + "json " + str(len(data)) + "\n" + data)
@@ -188,11 +180,6 @@ KILL_ALL_SH = ["/bin/sh", "-c", "kill -9 -1"]
 KILL_ALL_PY = "import os, signal; os.kill(-1, signal.SIGKILL)"
 
 
-# Extension probes: name -> function(profile) returning Python source that sets `result`, or None when the
-# profile does not need it. Live stages (e.g. gpu) register here so their facts come in the same exec.
-EXTENSIONS: dict[str, Callable[[Any], str | None]] = {}
-
-
 class Runner(Protocol):
     """What the probe needs of a candidate: the engine's Candidate has these."""
 
@@ -209,10 +196,9 @@ class Runner(Protocol):
 
 @dataclass
 class ProbeRequest:
-    """What the profile wants to know beyond the basics."""
+    """What the stages want to know beyond the basics (composition.Composition.probe_request gathers it)."""
 
     imports: list[str] = field(default_factory=list)
-    extensions: dict[str, str] = field(default_factory=dict)  # name -> Python source that sets `result`
     apt: list[str] = field(default_factory=list)  # packages whose files must really be there
 
 
@@ -421,7 +407,7 @@ def python_answer(section: bytes, marker: bytes) -> tuple[dict[str, Any] | None,
 
 def python_facts(
     data: dict[str, Any], exe: str
-) -> tuple[PythonInfo, dict[str, str], dict[str, ImportResult], dict[str, Any], list[str]]:
+) -> tuple[PythonInfo, dict[str, str], dict[str, ImportResult], list[str]]:
     """The Python program's answer, every field type-checked: a field of the wrong type is the image's
     defect (its interpreter answered it), named in the returned problems, never a crash here."""
     problems: list[str] = []
@@ -454,7 +440,7 @@ def python_facts(
             continue
         tb = value.get("traceback", "")
         imports[str(name)] = ImportResult(str(name), value.get("ok") is True, last_line(tb), tb)
-    return python, normalise_dists(dists), imports, dict(typed("extra", dict, {})), problems
+    return python, normalise_dists(dists), imports, problems
 
 
 # -- gathering ------------------------------------------------------------------------------------------
@@ -593,7 +579,7 @@ class Probe:
         self.packages = [name for name in dict.fromkeys(request.apt) if _PACKAGE_NAME.fullmatch(name)]
         self.lists: dict[str, str] = {}  # package -> its dpkg file list, as the shell printed it
         self.marker = f"@@{uuid.uuid4().hex}:"
-        self.payload = json.dumps({"imports": request.imports, "extensions": request.extensions, "marker": self.marker})
+        self.payload = json.dumps({"imports": request.imports, "marker": self.marker})
 
     def run(self) -> dict[str, Any]:
         """The exec's facts (Facts fields; notes go to the shared notes): through the shell when it starts,
@@ -624,7 +610,7 @@ class Probe:
             if f"list_{i}" in sections and sections[f"list_{i}"].complete:
                 self.lists[package] = sections[f"list_{i}"].text
         conda = self._conda(sections, error)
-        python, pip, imports, extra = self._python(sections, error)
+        python, pip, imports = self._python(sections, error)
         return dict(
             has_shell=True,
             running=True,
@@ -633,7 +619,6 @@ class Probe:
             python=python,
             pip=pip,
             imports=imports,
-            extra=extra,
             probe_error=error,
         )
 
@@ -662,7 +647,7 @@ class Probe:
             [exe, "-c", PY_PROGRAM, self.payload], self.timeout_s + KILL_GRACE_S, kill, exe
         )
         sections = {"python_exe": Record("python_exe", exe.encode()), "python": Record("python", raw + stderr.encode())}
-        python, pip, imports, extra = self._python(sections, py_error)
+        python, pip, imports = self._python(sections, py_error)
         return dict(
             running=True,
             user=self.uid,
@@ -670,7 +655,6 @@ class Probe:
             python=python,
             pip=pip,
             imports=imports,
-            extra=extra,
             probe_error=error or py_error,
         )
 
@@ -755,31 +739,31 @@ class Probe:
 
     def _python(
         self, sections: dict[str, Record], error: str
-    ) -> tuple[PythonInfo | None, dict[str, str], dict[str, ImportResult], dict[str, Any]]:
+    ) -> tuple[PythonInfo | None, dict[str, str], dict[str, ImportResult]]:
         exe = sections["python_exe"].text.strip() if "python_exe" in sections else ""
         if not exe:
             if "python_exe" in sections:
                 self.notes["python"] = "no `python3` or `python` on PATH"
-            return None, {}, {}, {}
+            return None, {}, {}
         section = sections["python"].data if "python" in sections else b""
         data, problem = python_answer(section, self.marker.encode())
         if data is None:
             if error:
                 self.notes["python"] = error
-                return None, {}, {}, {}
+                return None, {}, {}
             output = last_line(section.decode("utf-8", "replace"))
             if problem != "no answer":
                 self.notes["python"] = f"{exe} gave a malformed answer to the probe: {problem}"
             else:
                 self.notes["python"] = f"{exe} did not run the probe: {output[:300] or 'no output'}"
-            return PythonInfo(executable=exe), {}, {}, {}
-        python, pip, imports, extra, problems = python_facts(data, exe)
+            return PythonInfo(executable=exe), {}, {}
+        python, pip, imports, problems = python_facts(data, exe)
         if problems:
             self.notes["python"] = f"{exe} answered the probe with malformed facts: {'; '.join(problems)[:300]}"
             python = PythonInfo(executable=python.executable, implementation=python.implementation)
         uid = data.get("uid")
         self.uid = str(uid) if isinstance(uid, int) else ""
-        return python, pip, imports, extra
+        return python, pip, imports
 
 
 def _short_cmd(text: str) -> str:
