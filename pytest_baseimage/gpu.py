@@ -26,7 +26,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import probe, stages
+from . import incontainer, probe, stages
 from .engine import KEEPALIVE_COMMANDS, Engine, ExecResult, describe_host
 from .errors import EngineError
 from .facts import Facts
@@ -227,172 +227,9 @@ def tiny_model() -> bytes:
     )
 
 
-# -- code that runs in the candidate (Python 2.7 and 3.5+: no f-strings, no annotations) ----------------
-# Layer 1 (and a session, when asked) in its own process: importing a broken ONNX Runtime can crash.
-ORT_PROGRAM = r"""
-import sys, json, traceback, base64
-req = json.loads(sys.argv[1])
-out = {}
-
-def run_session(ort):
-    s = {"requested": req["providers"]}
-    try:
-        model = base64.b64decode(req["model"].encode("ascii"))
-        named = [(p, req["options"][p]) if req["options"].get(p) else p for p in req["providers"]]
-        try:
-            sess = ort.InferenceSession(model, sess_options=ort.SessionOptions(), providers=named)
-        except TypeError:
-            sess = ort.InferenceSession(model, sess_options=ort.SessionOptions(), providers=req["providers"])
-        s["providers"] = list(sess.get_providers())
-        try:
-            s["provider_options"] = sess.get_provider_options()
-        except Exception:
-            pass
-        import numpy
-        feed = dict((k, numpy.array([v], dtype=numpy.float32)) for k, v in req["inputs"].items())
-        s["output"] = [float(v) for v in sess.run(None, feed)[0].reshape(-1)]
-    except BaseException:
-        s["error"] = traceback.format_exc()[-4000:]
-    return s
-
-def smi():
-    import subprocess
-    res = {}
-    for key, cmd in (("summary", ["nvidia-smi"]), ("gpus", ["nvidia-smi", "-L"])):
-        try:
-            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            res[key] = p.communicate()[0].decode("utf-8", "replace")[-4000:]
-        except OSError as exc:
-            res[key] = "not available: %s" % exc
-    return res
-
-try:
-    import onnxruntime as ort
-    out["import_ok"] = True
-except BaseException:
-    out["import_ok"] = False
-    out["import_error"] = traceback.format_exc()[-4000:]
-if out["import_ok"]:
-    out["version"] = str(getattr(ort, "__version__", ""))
-    out["file"] = getattr(ort, "__file__", "") or ""
-    try:
-        out["available"] = list(ort.get_available_providers())
-    except BaseException:
-        out["available_error"] = traceback.format_exc()[-4000:]
-    try:
-        out["device"] = ort.get_device()
-    except BaseException:
-        pass
-    try:
-        from onnxruntime.capi import _pybind_state
-        out["openvino_devices"] = list(_pybind_state.get_available_openvino_device_ids())
-    except BaseException:
-        pass
-    if req.get("session"):
-        out["session"] = run_session(ort)
-if req.get("nvidia_smi"):
-    out["nvidia_smi"] = smi()
-sys.stdout.write("\n" + req["marker"] + json.dumps(out) + "\n")
-sys.stdout.flush()
-"""
-
-# The gpu probe: runs ORT_PROGRAM, then resolves the provider libraries (layer 2) with ldd.
-EXTENSION = r"""
-import os, sys, json, subprocess
-CFG = json.loads(__CFG__)
-ORT_PROGRAM = __ORT_PROGRAM__
-LIMIT = 200000
-LOADERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib/ld-linux-x86-64.so.2")
-DIRS = ("/lib", "/usr/lib", "/lib64", "/usr/lib64", "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
-        "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu")
-
-def _text(data):
-    try:
-        return (data or b"").decode("utf-8", "replace")
-    except AttributeError:
-        return data
-
-def _run(cmd, timeout):
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except OSError as exc:
-        return {"rc": 127, "out": "", "err": str(exc)}
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except TypeError:
-        out, err = proc.communicate()
-    except Exception:
-        proc.kill()
-        out, err = proc.communicate()
-        return {"rc": -9, "out": _text(out)[:LIMIT], "err": "timed out after %d s" % timeout}
-    return {"rc": proc.returncode, "out": _text(out)[:LIMIT], "err": _text(err)[-LIMIT:]}
-
-def _ldd(path):
-    tried = []
-    for cmd in [["ldd", path]] + [[ld, "--list", path] for ld in LOADERS if os.path.exists(ld)]:
-        res = _run(cmd, 60)
-        if res["rc"] != 127 or res["out"]:
-            res["tool"] = cmd[0]
-            return res
-        tried.append("%s: %s" % (cmd[0], res["err"][:200]))
-    return {"rc": 127, "out": "", "err": "; ".join(tried) or "no ldd", "tool": ""}
-
-def _sonames(d):
-    try:
-        return sorted(n for n in os.listdir(d) if ".so" in n)[:3000]
-    except OSError:
-        return None
-
-def _package_dir():
-    for entry in sys.path:
-        d = os.path.join(entry or os.getcwd(), "onnxruntime")
-        if os.path.isfile(os.path.join(d, "__init__.py")):
-            return os.path.abspath(d)
-    return ""
-
-result = {}
-run = _run([sys.executable, "-c", ORT_PROGRAM, json.dumps(CFG["ort"])], CFG["timeout"])
-result["ort_run"] = {"rc": run["rc"], "stderr": run["err"][-6000:]}
-result["ort"] = None
-for line in run["out"].splitlines():
-    if line.startswith(CFG["ort"]["marker"]):
-        result["ort"] = json.loads(line[len(CFG["ort"]["marker"]):])
-pkg = ((result["ort"] or {}).get("file") and os.path.dirname(result["ort"]["file"])) or _package_dir()
-capi = os.path.join(pkg, "capi") if pkg else ""
-result["package_dir"] = pkg
-result["capi_files"] = _sonames(capi) if capi else None
-libs = {}
-for provider, name in sorted(CFG["provider_libraries"].items()):
-    path = os.path.join(capi, name)
-    libs[provider] = {"file": name, "path": path, "exists": bool(capi) and os.path.isfile(path)}
-    if libs[provider]["exists"]:
-        libs[provider]["ldd"] = _ldd(path)
-result["provider_libraries"] = libs
-core = [n for n in (result["capi_files"] or []) if n.startswith("onnxruntime_pybind11_state") and n.endswith(".so")]
-result["core"] = {"file": core[0], "ldd": _ldd(os.path.join(capi, core[0]))} if core else None
-result["ldconfig"] = {"rc": 127, "out": "", "err": "no ldconfig"}
-for exe in ("ldconfig", "/sbin/ldconfig", "/usr/sbin/ldconfig"):
-    res = _run([exe, "-p"], 60)
-    if res["rc"] == 0:
-        result["ldconfig"] = res
-        break
-result["ld_library_path"] = os.environ.get("LD_LIBRARY_PATH", "")
-search = {}
-for d in [p for p in result["ld_library_path"].split(":") if p] + list(DIRS) + ([capi] if capi else []):
-    names = _sonames(d)
-    if names is not None:
-        search[d] = names
-result["search"] = search
-pip_nvidia = {}
-for entry in sys.path:
-    base = os.path.join(entry or os.getcwd(), "nvidia")
-    if os.path.isdir(base):
-        for sub in sorted(os.listdir(base)):
-            names = _sonames(os.path.join(base, sub, "lib"))
-            if names:
-                pip_nvidia[os.path.join(base, sub, "lib")] = names
-result["pip_nvidia"] = pip_nvidia
-"""
+# -- code that runs in the candidate (incontainer/: Python 2.7 and 3.5+) ----------------------------------
+ORT_PROGRAM = incontainer.source("ort_session.py")  # layer 1 (and a session), in a process of its own
+GPU_PROBE = incontainer.source("gpu_probe.py")  # runs ORT_PROGRAM, then resolves the libraries (layer 2)
 
 
 def ort_request(req: GpuRequirements, marker: str, *, session: bool, nvidia_smi: bool = False) -> dict[str, Any]:
@@ -408,17 +245,17 @@ def ort_request(req: GpuRequirements, marker: str, *, session: bool, nvidia_smi:
     }
 
 
-def probe_source(profile: Profile) -> str | None:
-    """The gpu probe's source for this profile; None when the profile has no [gpu] requirements."""
+def probe_config(profile: Profile) -> dict[str, Any] | None:
+    """GPU_PROBE's argument for this profile; None when the profile has no [gpu] requirements."""
     req = requirements(profile)
     if req is None:
         return None
-    config = {
+    return {
         "ort": ort_request(req, f"@@{uuid.uuid4().hex}:", session=req.placement == "candidate"),
+        "ort_program": ORT_PROGRAM,
         "provider_libraries": {p: req.library_of(p) for p in req.providers if req.library_of(p)},
         "timeout": max(min(ORT_TIMEOUT_S, req.timeout_s - PROBE_SLACK_S), 1.0),
     }
-    return EXTENSION.replace("__CFG__", repr(json.dumps(config))).replace("__ORT_PROGRAM__", repr(ORT_PROGRAM))
 
 
 # -- parsers (pure) -------------------------------------------------------------------------------------
@@ -936,29 +773,15 @@ def observe_gpu(check: Any) -> GpuObservation:
     return obs
 
 
-# Runs the gpu probe (EXTENSION) in an exec of its own: a slow or hanging ONNX Runtime import then costs
-# this stage its budget and nothing else (the other stages' facts come from the shared probe's exec).
-RUNNER = r"""
-import sys, json, traceback
-scope = {"__name__": "probe_gpu"}
-try:
-    exec(compile(sys.argv[1], "<gpu probe>", "exec"), scope)
-    out = scope.get("result")
-except BaseException:
-    out = {"error": traceback.format_exc()[-6000:]}
-sys.stdout.write("\n" + sys.argv[2] + json.dumps(out) + "\n")
-sys.stdout.flush()
-"""
-
-
 def run_probe(candidate: Any, python: str, profile: Profile, req: GpuRequirements) -> dict[str, Any]:
     """Layers 1 and 2 (and layer 3 when it needs no device), within [gpu] timeout_s."""
-    source = probe_source(profile)
-    if source is None:
+    config = probe_config(profile)
+    if config is None:
         return {"error": "the profile's [gpu] section could not be read"}
     marker = f"@@{uuid.uuid4().hex}:"
+    command = [python, "-c", GPU_PROBE, json.dumps(config), marker]
     try:
-        result = candidate.exec([python, "-c", RUNNER, source, marker], timeout=req.timeout_s + PROBE_SLACK_S)
+        result = candidate.exec(command, timeout=req.timeout_s + PROBE_SLACK_S)
     except EngineError:
         return {"error": f"the gpu probe did not finish within {req.timeout_s:g} s ([gpu] timeout_s)"}
     answer = probe.last_marked_json(result.stdout, marker)

@@ -26,6 +26,7 @@ from typing import IO, Any, Protocol
 
 from packaging.utils import canonicalize_name
 
+from . import incontainer
 from .engine import FileRead, PathStat, describe_size
 from .errors import EngineError, ExecTimeout
 from .facts import CondaInfo, Facts, ImportResult, OsRelease, PythonInfo
@@ -55,124 +56,11 @@ TIMEOUT_CODES = ("124", "137")
 # How much later than the probe deadline and its grace the host gives up on the exec.
 HOST_SLACK_S = 2.0
 
-# Runs in the candidate's Python: keep it compatible with Python 2.7 and 3.5 (no f-strings, no annotations).
-# It reads nothing it has not checked is a regular file (a FIFO would block), at most 64 KiB of each, and
-# writes its answer as one length-framed record, so output around it (a sitecustomize) cannot shift it.
-PY_PROGRAM = r"""
-import sys, os, json, traceback, platform, stat
-req = json.loads(sys.argv[1])
-out = {"version": "%d.%d.%d" % tuple(sys.version_info[:3]), "executable": sys.executable,
-       "implementation": platform.python_implementation(), "uid": os.getuid(),
-       "dists": {}, "imports": {}}
+# The Python program (incontainer/probe_python.py), run in the candidate's own interpreter.
+PY_PROGRAM = incontainer.source("probe_python.py")
 
-def meta(path):
-    name = version = None
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None, None
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        try:
-            data = os.read(fd, 65536)
-        finally:
-            os.close(fd)
-        for line in data.decode("utf-8", "replace").splitlines():
-            if not line.strip():
-                break
-            if line.startswith("Name:") and name is None:
-                name = line[5:].strip()
-            elif line.startswith("Version:") and version is None:
-                version = line[8:].strip()
-    except Exception:
-        pass
-    return name, version
-
-for entry in sys.path:
-    if not entry or not os.path.isdir(entry):
-        continue
-    try:
-        names = sorted(os.listdir(entry))
-    except Exception:
-        continue
-    for n in names:
-        p = os.path.join(entry, n)
-        if n.endswith(".dist-info"):
-            p = os.path.join(p, "METADATA")
-        elif n.endswith(".egg-info"):
-            if os.path.isdir(p):
-                p = os.path.join(p, "PKG-INFO")
-        else:
-            continue
-        name, version = meta(p)
-        if name and version and name not in out["dists"]:
-            out["dists"][name] = version
-
-for mod in req.get("imports", []):
-    try:
-        __import__(mod)
-        out["imports"][mod] = {"ok": True}
-    except BaseException:
-        out["imports"][mod] = {"ok": False, "traceback": traceback.format_exc()[-6000:]}
-
-data = json.dumps(out, default=repr)
-sys.stdout.write(req["marker"] + "json " + str(len(data)) + "\n" + data)
-sys.stdout.flush()
-"""
-
-# $1 marker, $2 the Python program, $3 its request, $4 the deadline of each command (s), $5 the kill grace (s),
-# $6 the byte cap of one section (+1: a longer section was cut), $7 the packages whose dpkg file lists to print
-# (which files to look for; whether they exist the host sees for itself). Every command's output is captured
-# whole (trailing newlines aside) and emitted with its byte length (LC_ALL=C: ${#v} counts bytes); its exit
-# status goes straight to stdout (fd 3) as a record of its own, before it. No pattern is ever matched against
-# a command's output: the shell's pattern operators are quadratic on a large one.
-SHELL_SCRIPT = r"""
-LC_ALL=C; export LC_ALL
-M="$1"; CAP="$6"; GRACE="$5"; BUDGET="$8"
-emit() { printf '%s%s %s\n%s' "$M" "$1" "${#2}" "$2"; }
-T=""
-if command -v timeout >/dev/null 2>&1 && timeout -k 1 5 true >/dev/null 2>&1; then T="timeout -k $5 $4"; fi
-H="cat"
-if command -v head >/dev/null 2>&1; then H="head -c $CAP"; elif ! command -v cat >/dev/null 2>&1; then H="read_all"; fi
-read_all() { while IFS= read -r line; do printf '%s\n' "$line"; done; printf '%s' "$line"; }
-exec 3>&1
-S=""
-if [ -n "$T" ] && command -v date >/dev/null 2>&1; then S=$(date +%s 2>/dev/null); fi
-run() {
-  name=$1; merge=$2; emit run "$3"; shift 3
-  TT="$T"
-  if [ -n "$S" ]; then
-    left=$(( $BUDGET - ( $(date +%s) - S ) ))
-    if [ "$left" -le 0 ]; then emit "${name}_rc" 124; emit "$name" ""; return; fi
-    TT="timeout -k $GRACE $left"
-  fi
-  if [ "$merge" = 1 ]; then out=$( { $TT "$@" 2>&1 3>&-; rc=$?; emit "${name}_rc" "$rc" >&3; } </dev/null | $H )
-  else out=$( { $TT "$@" 2>/dev/null 3>&-; rc=$?; emit "${name}_rc" "$rc" >&3; } </dev/null | $H ); fi
-  emit "$name" "$out"
-}
-emit timeout "$T"
-i=0
-for p in $7; do
-  for n in "$p" "$p:amd64"; do
-    f="/var/lib/dpkg/info/$n.list"
-    if [ -f "$f" ]; then emit "list_$i" "$($H <"$f" 2>/dev/null)"; break; fi
-  done
-  i=$((i+1))
-done
-emit user "$(id -u 2>/dev/null || echo '?')"
-CONDA=""
-if command -v conda >/dev/null 2>&1; then CONDA=$(command -v conda); else
-  for c in CONDA_CANDIDATES; do if [ -x "$c" ]; then CONDA="$c"; break; fi; done
-fi
-emit conda_exe "$CONDA"
-if [ -n "$CONDA" ]; then
-  run conda_version 1 "$CONDA --version" "$CONDA" --version
-  run conda_info 0 "$CONDA info --json" "$CONDA" info --json
-fi
-PY=""
-for c in python3 python; do if command -v "$c" >/dev/null 2>&1; then PY=$(command -v "$c"); break; fi; done
-emit python_exe "$PY"
-if [ -n "$PY" ]; then run python 1 "$PY -c <probe>" "$PY" -c "$2" "$3"; fi
-emit end ""
-""".replace("CONDA_CANDIDATES", " ".join(CONDA_CANDIDATES))
+# The shell script that runs the probe in one exec (incontainer/probe.sh, which describes its arguments).
+SHELL_SCRIPT = incontainer.source("probe.sh").replace("CONDA_CANDIDATES", " ".join(CONDA_CANDIDATES))
 
 # Ends every process of the candidate but its pid 1 (the keep-alive) after a host-side deadline: with a shell,
 # or with the image's Python when there is none. kill(-1) spares the caller and pid 1.

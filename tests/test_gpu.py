@@ -217,7 +217,7 @@ def test_variant_profiles_load_and_say_where_layer_3_runs(name: str, placement: 
 def test_profiles_without_gpu_do_not_need_the_stage() -> None:
     for name in ("azureml-2020", "azureml-current", "onnxruntime-base"):
         assert gpu.requirements(load(name)) is None
-        assert gpu.probe_source(load(name)) is None
+        assert gpu.probe_config(load(name)) is None
         assert check(Facts(), load(name)).status is Status.SKIPPED
 
 
@@ -301,12 +301,12 @@ def _old_pythons() -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("source", ["extension", "program"])
+@pytest.mark.parametrize("source", ["gpu_probe", "program"])
 def test_candidate_code_compiles_for_python_2_7_and_3_5(source: str) -> None:
     pythons = _old_pythons()
     if not pythons:
         pytest.skip("no python2.7/3.5/3.6 on this machine to compile with")
-    code = gpu.probe_source(load("onnxruntime-cuda")) if source == "extension" else gpu.ORT_PROGRAM
+    code = gpu.GPU_PROBE if source == "gpu_probe" else gpu.ORT_PROGRAM
     for exe in pythons:
         proc = subprocess.run(
             [exe, "-c", "import sys; compile(sys.stdin.read(), 'x', 'exec')"],
@@ -317,12 +317,12 @@ def test_candidate_code_compiles_for_python_2_7_and_3_5(source: str) -> None:
         assert proc.returncode == 0, (exe, proc.stderr)
 
 
-def test_extension_answers_even_without_onnxruntime() -> None:
-    """Run the extension as run_probe does, in this machine's oldest Python: a JSON-able answer."""
+def test_gpu_probe_answers_even_without_onnxruntime() -> None:
+    """Run the gpu probe as run_probe does, in this machine's oldest Python: a JSON-able answer."""
     exe = (_old_pythons() or [shutil.which("python3") or "python3"])[0]
-    code = gpu.probe_source(load("onnxruntime-cuda"))
+    config = gpu.probe_config(load("onnxruntime-cuda"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    command = [exe, "-S", "-c", gpu.RUNNER, code, "@@m:"]
+    command = [exe, "-S", "-c", gpu.GPU_PROBE, json.dumps(config), "@@m:"]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     answer = probe.last_marked_json(proc.stdout, "@@m:")
