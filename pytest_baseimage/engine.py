@@ -156,30 +156,51 @@ def _pinned(make: Any) -> Any:
     from docker.constants import MINIMUM_DOCKER_API_VERSION
     from docker.errors import DockerException
 
-    client = make(MINIMUM_DOCKER_API_VERSION)
-    pin_engine_ca(client.api)
+    probe = make(MINIMUM_DOCKER_API_VERSION)
+    pin_engine_ca(probe.api)
     try:
-        client.api._version = client.api.version(api_version=False)["ApiVersion"]
+        version = probe.api.version(api_version=False)["ApiVersion"]
     except Exception as exc:  # TLS refusals, refused connections, a non-engine answering: one line upstream
         raise DockerException(f"Error while fetching server API version: {exc}") from None
+    finally:
+        probe.close()
+    client = make(version)  # a client made with a fixed version sends nothing on construction
+    pin_engine_ca(client.api)
     return client
+
+
+def api_url(api: Any, path: str) -> str:
+    """The engine's URL for `path` at the client's API version, as the SDK builds its own (public names only:
+    the SDK's request helpers are private)."""
+    return f"{api.base_url}/v{api.api_version}{path}"
 
 
 def pin_engine_ca(session: Any) -> None:
     """Keep the engine's own CA (a TLS context, DOCKER_CERT_PATH) in force when REQUESTS_CA_BUNDLE or
     CURL_CA_BUNDLE is set: requests lets those replace a session's CA file, and the engine's certificate
     then fails to verify, though the docker CLI accepts it."""
+    from requests.adapters import BaseAdapter
+
     ca_file = getattr(session, "verify", None)
     if not isinstance(ca_file, str):
         return  # True/False: the usual bundles, or no verification, as requests does it
-    merge = session.merge_environment_settings
 
-    def merge_keeping_ca(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        settings = merge(*args, **kwargs)
-        settings["verify"] = ca_file
-        return settings
+    class KeepEngineCA(BaseAdapter):
+        """The https adapter the SDK mounted, sent every request with the engine's CA file as `verify` (through
+        requests' public adapter interface: Session.mount, BaseAdapter.send)."""
 
-    session.merge_environment_settings = merge_keeping_ca
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            kwargs["verify"] = ca_file
+            return self.inner.send(request, **kwargs)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    session.mount("https://", KeepEngineCA(session.get_adapter("https://")))
 
 
 def engine_faults() -> tuple[type[BaseException], ...]:
@@ -395,7 +416,7 @@ class Engine:
         for the client's 120 s): a failure seen after it stopped answering is not the image's."""
         api = self.client.api
         try:
-            api._raise_for_status(api._get(api._url("/_ping"), timeout=timeout))
+            api.get(f"{api.base_url}/_ping", timeout=timeout).raise_for_status()
         except Exception:
             return False
         return True
@@ -695,12 +716,12 @@ class Engine:
         of the archive API: nothing is read or copied."""
         api = container.client.api
         try:
-            url = api._url("/containers/{0}/archive", container.id)
-            res = api.head(url, params={"path": path})
+            url = api_url(api, f"/containers/{container.id}/archive")
+            res = api.head(url, params={"path": path}, timeout=api.timeout)
             if res.status_code == 404:  # a missing file, or a missing container? Asking costs no archive
                 api.inspect_container(container.id)  # raises NotFound for a container that is gone
             elif res.status_code >= 400:  # HEAD has no body: GET says why
-                res = api._get(url, params={"path": path}, stream=True)
+                res = api.get(url, params={"path": path}, stream=True, timeout=api.timeout)
             message = _error_body(res) if res.status_code >= 400 and res.status_code != 404 else ""
         except Exception as exc:
             raise _engine_error(f"cannot look at {path} in the candidate", exc) from None
@@ -729,7 +750,8 @@ class Engine:
             return FileRead(path, problem=f"too large to read: {describe_size(st.size)}", size=st.size)
         api = container.client.api
         try:
-            res = api._get(api._url("/containers/{0}/archive", container.id), params={"path": st.path}, stream=True)
+            url = api_url(api, f"/containers/{container.id}/archive")
+            res = api.get(url, params={"path": st.path}, stream=True, timeout=api.timeout)
             if res.status_code >= 400:  # changed since the look: judge the answer as a look's
                 st = _path_stat(st.path, res.status_code, res.headers, _error_body(res))
                 return FileRead(path, problem=st.problem or "changed while read", absent=st.absent)

@@ -113,10 +113,18 @@ PROFILE_ALIAS_OWNERS = ("pytest_profiling",)
 
 def profile_option_names(parser: pytest.Parser) -> tuple[str, ...]:
     """--base-image-profile always; the short --profile only when no other plugin has or will have it."""
-    taken = {name for group in [*parser._groups, parser._anonymous] for opt in group.options for name in opt.names()}
-    if PROFILE_ALIAS in taken or any(_installed(module) for module in PROFILE_ALIAS_OWNERS):
+    if _registered(parser, PROFILE_ALIAS) or any(_installed(module) for module in PROFILE_ALIAS_OWNERS):
         return ("--base-image-profile",)
     return ("--base-image-profile", PROFILE_ALIAS)
+
+
+def _registered(parser: pytest.Parser, option: str) -> bool:
+    """Whether a plugin loaded earlier added `option`: the parser then does not leave it unknown (or refuses it
+    without a value). Asked through pytest's public parse, as pytest has no public list of options."""
+    try:
+        return option not in parser.parse_known_and_unknown_args([option])[1]
+    except (pytest.UsageError, SystemExit):
+        return True
 
 
 def _installed(module: str) -> bool:
@@ -129,31 +137,29 @@ def _installed(module: str) -> bool:
 
 
 # -- configuration ---------------------------------------------------------------------------------------
-@pytest.hookimpl(wrapper=True)
-def pytest_cmdline_main(config: pytest.Config) -> Iterator[Any]:
-    """Runs before xdist's own hook turns `-n` into --dist=load: images get --dist=loadgroup instead."""
-    option = config.option
-    if not hasattr(config, "workerinput") and hasattr(option, "dist"):
-        choice = matrix.choose_dist(
-            dist=option.dist,
-            distload=bool(getattr(option, "distload", False)),
-            numprocesses=getattr(option, "numprocesses", None),
-            has_images=bool(option.base_images or option.base_image_matrix),
-        )
-        if choice.dist:
-            option.dist = choice.dist
-        if choice.warning:
-            config.issue_config_time_warning(pytest.PytestConfigWarning(choice.warning), stacklevel=2)
-    return (yield)
+DIST_WARNING_KEY = pytest.StashKey[str]()
 
 
-DIST_KEY = "baseimage_dist"  # workerinput: the controller's --dist, which workers cannot see in their args
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """-n with images: --dist=loadgroup unless the user picked a mode, added to the arguments as if typed. xdist
+    workers re-parse the same arguments and come to the same choice, so they add @group to node ids too."""
+    known = early_config.known_args_namespace
+    if not hasattr(known, "dist"):  # no pytest-xdist
+        return
+    choice = matrix.choose_dist(
+        dist=known.dist,
+        distload=bool(getattr(known, "distload", False)),
+        numprocesses=getattr(known, "numprocesses", None),
+        has_images=bool(getattr(known, "base_images", None) or getattr(known, "base_image_matrix", None)),
+    )
+    if choice.dist:
+        args.insert(0, f"--dist={choice.dist}")  # before any `--`, after which it would be a path
+    early_config.stash[DIST_WARNING_KEY] = choice.warning
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist workers re-parse the command line, so they would miss the loadgroup chosen above: pass it on."""
-    node.workerinput[DIST_KEY] = node.config.option.dist
+    """Workers start from the controller's arguments and the workerinput it gives them."""
     # The controller built --base-image-dockerfile; workers must not build again.
     node.workerinput[registry.BUILT_KEY] = registry.built(node.config)
 
@@ -168,7 +174,8 @@ def pytest_configure(config: pytest.Config) -> None:
         _configure(config)
     except pytest.UsageError as exc:
         if not hasattr(config, "workerinput"):
-            write_usage_verdict(config.getoption("compat_json"), str(exc), config.getoption("base_images") or [])
+            images = config.getoption("base_images") or []
+            write_usage_verdict(config.getoption("compat_json"), str(exc), images, config.invocation_params.args)
         raise
 
 
@@ -184,7 +191,7 @@ def _verdict_after_parse_error(config: pytest.Config) -> None:
         return
     lines = [line for line in str(error).splitlines() if line.strip()]
     message = next((line.split(" error: ", 1)[1] for line in lines if " error: " in line), lines[-1] if lines else "")
-    write_usage_verdict(known.compat_json, message, known.base_images or [])
+    write_usage_verdict(known.compat_json, message, known.base_images or [], config.invocation_params.args)
 
 
 def _parse_error_args(config: pytest.Config) -> argparse.Namespace | None:
@@ -212,8 +219,9 @@ def _configure(config: pytest.Config) -> None:
     stages = config.stash[COMPOSITION_KEY] = composition_of(config)
     for name in stages.names:
         config.addinivalue_line("markers", f"{name}: the '{name}' compliance stage (select with -m {name})")
-    if getattr(config, "workerinput", {}).get(DIST_KEY) == matrix.GROUPING_MODE:
-        config.option.loadgroup = True  # what xdist's worker checks before adding @group to node ids
+    warning = config.stash.get(DIST_WARNING_KEY, "")
+    if warning and not hasattr(config, "workerinput"):
+        config.issue_config_time_warning(pytest.PytestConfigWarning(warning), stacklevel=2)
     session = VerdictSession(config, require_all=bool(config.getoption("require_all_stages")), composition=stages)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "baseimage-verdict")

@@ -56,7 +56,7 @@ def check_output_path(option: str, path: str, *, may_create_dirs: bool = False) 
         raise OutputPathError(f"{option}={one_line(path)}: cannot write in {one_line(directory)}: {reason}") from None
 
 
-def write_usage_verdict(json_path: str | None, message: str, images: Sequence[str]) -> bool:
+def write_usage_verdict(json_path: str | None, message: str, images: Sequence[str], args: Sequence[str] = ()) -> bool:
     """Exit 4 keeps a verdict too: a minimal one (verdict "usage error", the one line, no image looked at),
     when --compat-json was given and can be written. Returns whether it was written."""
     from . import report as reporting
@@ -72,7 +72,7 @@ def write_usage_verdict(json_path: str | None, message: str, images: Sequence[st
         plugin_version=__version__,
         started=now,
         finished=now,
-        argv=_safe_argv(),
+        argv=_safe_argv(args),
         usage_error=one_line(message),
         images_given=[one_line(image) for image in images],
     )
@@ -126,11 +126,9 @@ class VerdictSession:
     # -- hooks (this object is registered as a plugin) -------------------------------------------------
     def pytest_runtest_logreport(self, report: Any) -> None:
         """Runs in the controller under xdist too: fold each stage's result into its image's report."""
-        from . import plugin  # late: plugin imports this module; tests patch plugin.merge_result
-
         data = getattr(report, REPORT_ATTR, None)
         if data:
-            plugin.merge_result(self.collected, ImageReport.from_dict(data), self.composition.names)
+            merge_result(self.collected, ImageReport.from_dict(data), self.composition.names)
 
     def pytest_deselected(self, items: Sequence[Any]) -> None:
         """Remember which stages -k/-m left out, so the verdict says they were not judged."""
@@ -162,7 +160,7 @@ class VerdictSession:
             started=self.started,
             finished=utc_now(),
             host=host,
-            argv=_safe_argv(),
+            argv=_safe_argv(self.config.invocation_params.args),
             interrupted=ending.interrupted,
             nothing_selected=ending.nothing_selected,
             notes=[ending.message] if ending.message else [],
@@ -220,11 +218,12 @@ def _stages_of(items: Sequence[Any], names: Sequence[str] = STAGE_ORDER) -> list
     return found
 
 
-def _safe_argv() -> list[str]:
-    """The command line, without anything that looks like a secret: `--x-password=V`, and V after `--x-password`."""
-    kept: list[str] = []
+def _safe_argv(args: Sequence[str]) -> list[str]:
+    """The command line (pytest's invocation arguments), without anything that looks like a secret:
+    `--x-password=V`, and V after `--x-password`."""
+    kept: list[str] = ["pytest"]
     secret_next = False
-    for arg in sys.argv:
+    for arg in map(str, args):
         if secret_next and not arg.startswith("-"):
             secret_next = False
             continue
