@@ -20,6 +20,7 @@ from pytest_baseimage.composition import BUILTIN
 from pytest_baseimage.engine import ExecResult
 from pytest_baseimage.errors import ProfileError
 from pytest_baseimage.facts import Facts, PythonInfo
+from pytest_baseimage.gpu import live, spec
 from pytest_baseimage.results import StageResult, Status
 
 FIXTURE_PROFILES = Path(__file__).resolve().parent.parent / "fixtures" / "profiles"
@@ -283,7 +284,7 @@ def test_tiny_model_is_an_add_graph_in_onnx_protobuf() -> None:
 
 
 def test_varint_encodes_multi_byte_values() -> None:
-    assert gpu._varint(300) == b"\xac\x02" and gpu._varint(0) == b"\x00"
+    assert spec._varint(300) == b"\xac\x02" and spec._varint(0) == b"\x00"
 
 
 # -- the candidate's code runs on old Pythons -------------------------------------------------------------
@@ -708,7 +709,7 @@ def test_observe_skips_the_container_when_layer_2_fails() -> None:
 
 def test_a_session_program_without_an_answer_is_recorded_as_an_error() -> None:
     seen = gpu.GpuObservation()
-    gpu._record_run(seen, ExecResult(139, "", "Segmentation fault (core dumped)\n"), "@@m:")
+    live._record_run(seen, ExecResult(139, "", "Segmentation fault (core dumped)\n"), "@@m:")
     assert seen.session == {"error": "the session program gave no answer: Segmentation fault (core dumped)"}
 
 
