@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from . import composition, gpu, hookspecs, matrix, probe_options, profiles, registry, scoring
+from . import composition, gpu, hookspecs, matrix, probe_options, profiles, scoring
 from .composition import BUILTIN, Composition, CompositionError
 from .engine import cleanup_all, install_signal_handlers
 from .errors import BaseImageError, ExitCode
+from .registry import plugin as registry_part
 from .results import StageResult, Status
 from .session import REPORT_ATTR, Ending, VerdictSession, check_output_path, merge_result, write_usage_verdict
 from .target import ImageCheck, Target, engine_for
@@ -161,7 +162,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 def pytest_configure_node(node: Any) -> None:
     """Workers start from the controller's arguments and the workerinput it gives them."""
     # The controller built --base-image-dockerfile; workers must not build again.
-    node.workerinput[registry.BUILT_KEY] = registry.built(node.config)
+    node.workerinput[registry_part.BUILT_KEY] = registry_part.built(node.config)
 
 
 USAGE_KEY = pytest.StashKey[bool]()  # pytest_configure ran (and wrote the verdict of its own usage error)
@@ -292,13 +293,13 @@ def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
 
 # The parts of a check beyond the static stages. Each exports add_options(group) and
 # options_from_config(config) (-> Target.options[name]), and registers its stage, if any, when imported.
-PARTS: dict[str, Any] = {"scoring": scoring, "gpu": gpu, "registry": registry, "probe": probe_options}
+PARTS: dict[str, Any] = {"scoring": scoring, "gpu": gpu, "registry": registry_part, "probe": probe_options}
 
 
 def _built_images(config: pytest.Config) -> list[str]:
     """--base-image-dockerfile: the controller builds (exit 2 and the log tail on failure); workers reuse its ids."""
     try:
-        return registry.build_targets(config)
+        return registry_part.build_targets(config)
     except BaseImageError as exc:
         if exc.exit_code == ExitCode.USAGE_ERROR:
             raise pytest.UsageError(escaped(str(exc))) from None
@@ -308,7 +309,7 @@ def _built_images(config: pytest.Config) -> list[str]:
 
 def _secrets(config: pytest.Config) -> list[str]:
     """Values every report must redact (the registry password)."""
-    return registry.secrets(config)
+    return registry_part.secrets(config)
 
 
 def _add_suite(config: pytest.Config) -> None:
