@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 
-from . import composition, gpu, hookspecs, matrix, probe_options, profiles, scoring
-from .composition import BUILTIN, Composition, CompositionError
+from . import gpu, hookspecs, matrix, options, probe_options, profiles, scoring
+from .composition import BUILTIN, Composition
 from .engine import cleanup_all, install_signal_handlers
 from .errors import BaseImageError, ExitCode
 from .registry import plugin as registry_part
 from .results import StageResult, Status
 from .session import REPORT_ATTR, Ending, VerdictSession, check_output_path, merge_result, write_usage_verdict
+from .suite import add_stage_tests, composition_of, is_suite
 from .target import ImageCheck, Target, engine_for
 from .text import escaped, inert_lines, one_line
 
@@ -44,97 +45,10 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     if config is not None:  # argparse's errors end the run before pytest_configure: a cleanup still sees them
         config.add_cleanup(lambda: _verdict_after_parse_error(config))
     group = parser.getgroup("baseimage", "base image compliance (pytest-baseimage)")
-    group.addoption(
-        "--base-image",
-        action="append",
-        default=[],
-        metavar="IMAGE",
-        dest="base_images",
-        help="Docker image to certify (repo:tag, repo@sha256:..., or an image id). Repeat for "
-        "several images; each gets its own container and results.",
-    )
-    group.addoption(
-        "--base-image-matrix",
-        default=None,
-        metavar="FILE.toml",
-        help="check every image listed in a matrix file ([[images]] with ref, name, profile, docker_host "
-        "or context, platform and part tables; [defaults] for common settings). With -n N (pytest-xdist) "
-        "images run in parallel, one worker per image: --dist=loadgroup is chosen unless you pick a mode.",
-    )
-    group.addoption(
-        *profile_option_names(parser),
-        default=None,
-        dest="base_image_profile",
-        metavar="NAME|PATH",
-        help=f"requirement set: a built-in name ({', '.join(profiles.builtin_names())}) or a "
-        f".toml file that may extend one. Default: {profiles.DEFAULT_PROFILE}. The short form --profile is "
-        "left out when another plugin (pytest-profiling) owns it.",
-    )
-    group.addoption(
-        "--compliance-suite",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="run the bundled compliance suite: auto = when no test paths are given (default), "
-        "always = also next to your own tests, never = only your tests (use the "
-        "`baseimage` / `baseimage_host` fixtures).",
-    )
-    group.addoption(
-        "--compat-json",
-        default=None,
-        metavar="PATH",
-        help="write the verdict and every stage result as JSON (schema_version 1).",
-    )
-    group.addoption(
-        "--compat-html", default=None, metavar="PATH", help="write a self-contained HTML compatibility report."
-    )
-    group.addoption(
-        "--compat-baseline",
-        default=None,
-        metavar="OLD.json",
-        help="compare with an earlier --compat-json run; changes are shown at the top.",
-    )
-    group.addoption(
-        "--require-all-stages",
-        action="store_true",
-        default=False,
-        help="a stage the profile asks for but that cannot be judged here (a server that cannot be "
-        "reproduced offline, no GPU on this host) makes the image 'could not be checked' (exit 2) instead "
-        "of 'compatible, <stage> not checked' (exit 0).",
-    )
+    options.add_core_options(parser, group)
     for part in PARTS.values():
         part.add_options(group)
     parser.addini("base_image_profile", "default profile for --base-image runs", default="")
-
-
-PROFILE_ALIAS = "--profile"
-# Plugins known to own PROFILE_ALIAS. A plugin registered before this one is seen in the parser; one registered
-# after it would make argparse fail at start-up ("conflicting option string"), so it is looked for up front.
-PROFILE_ALIAS_OWNERS = ("pytest_profiling",)
-
-
-def profile_option_names(parser: pytest.Parser) -> tuple[str, ...]:
-    """--base-image-profile always; the short --profile only when no other plugin has or will have it."""
-    if _registered(parser, PROFILE_ALIAS) or any(_installed(module) for module in PROFILE_ALIAS_OWNERS):
-        return ("--base-image-profile",)
-    return ("--base-image-profile", PROFILE_ALIAS)
-
-
-def _registered(parser: pytest.Parser, option: str) -> bool:
-    """Whether a plugin loaded earlier added `option`: the parser then does not leave it unknown (or refuses it
-    without a value). Asked through pytest's public parse, as pytest has no public list of options."""
-    try:
-        return option not in parser.parse_known_and_unknown_args([option])[1]
-    except (pytest.UsageError, SystemExit):
-        return True
-
-
-def _installed(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 # -- configuration ---------------------------------------------------------------------------------------
@@ -205,15 +119,6 @@ def _parse_error_args(config: pytest.Config) -> argparse.Namespace | None:
         return parser.parse_known_args([str(arg) for arg in args])[0]
     except (SystemExit, ValueError):  # argparse exits on a missing value; shlex on an unclosed quote
         return None
-
-
-def composition_of(config: pytest.Config) -> Composition:
-    """The built-in stages, then those other plugins return from pytest_baseimage_stages (usage error on a clash)."""
-    added = [stage for stages in config.hook.pytest_baseimage_stages(config=config) for stage in stages or ()]
-    try:
-        return composition.BUILTIN.with_stages(added)
-    except CompositionError as exc:
-        raise pytest.UsageError(f"pytest_baseimage_stages: {escaped(str(exc))}") from None
 
 
 def _configure(config: pytest.Config) -> None:
@@ -414,33 +319,13 @@ def _new_check(config: pytest.Config, target: Target) -> ImageCheck:
     return check
 
 
-SUITE_MODULE = "test_compliance.py"
-ADDED_ATTR = "baseimage_added_stage"  # set on the suite functions made for plugin stages
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> Iterator[Any]:
     """The bundled suite gets one test per stage a plugin added (`test_<name>`, mark `<name>`), after its own."""
     module = yield
-    suite = Path(str(resources.files("pytest_baseimage.suites"))) / SUITE_MODULE
-    if not isinstance(module, pytest.Module) or module_path != suite:
-        return module
-    namespace = module.obj
-    for name in [name for name, value in vars(namespace).items() if getattr(value, ADDED_ATTR, False)]:
-        delattr(namespace, name)  # made for an earlier in-process session's plugins
-    for stage in _composition(parent.config).added:
-        setattr(namespace, f"test_{stage.name}", _stage_test(stage.name))
+    if isinstance(module, pytest.Module) and is_suite(module_path):
+        add_stage_tests(module.obj, _composition(parent.config))
     return module
-
-
-def _stage_test(name: str) -> Any:
-    def test(stage_check: Any) -> None:
-        stage_check(name)
-
-    test.__name__ = test.__qualname__ = f"test_{name}"
-    test.__doc__ = f"The '{name}' stage, added by a plugin (pytest_baseimage_stages)."
-    setattr(test, ADDED_ATTR, True)
-    return getattr(pytest.mark, name)(test)
 
 
 @pytest.fixture(scope="session")
