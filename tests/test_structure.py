@@ -165,3 +165,18 @@ def test_there_is_no_import_cycle_among_the_packages_modules():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_core_imports_no_pytest():
+    """engine, probe, stages, target, the composition root and the registry core work without pytest."""
+    import subprocess
+    import sys
+
+    core = ["engine", "probe", "stages", "target", "composition", "registry", "gpu", "scoring"]
+    code = (
+        "import sys\n"
+        + "".join(f"import pytest_baseimage.{name}\n" for name in core)
+        + "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pytest', '_pytest')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
