@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import probe, scoring_client
+from . import incontainer, probe, scoring_client
 from .engine import Engine, image_start_fault
 from .errors import BaseImageError, EngineError, ExitCode, ProfileError
 from .facts import Facts
@@ -95,29 +95,9 @@ SCHEMA_TYPES: dict[str, tuple[type, ...]] = {
     "null": (type(None),),
 }
 
-# The built-in sample: used when neither the profile nor --score-script names an entry script. It is
-# written for Python 2.7/3.5+ (no f-strings) so that it runs in any image the profiles accept.
-SAMPLE_SCRIPT = b'''"""pytest-baseimage sample entry script: a linear model read from AZUREML_MODEL_DIR."""
-import contextlib
-import ipaddress
-import json
-import os
-
-model = None
-
-
-def init():
-    global model
-    path = os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.json")
-    with open(path) as handle:
-        model = json.load(handle)
-
-
-def run(raw_data):
-    rows = json.loads(raw_data)["data"]
-    weights, bias = model["weights"], model["bias"]
-    return {"result": [sum(w * x for w, x in zip(weights, row)) + bias for row in rows]}
-'''
+# The built-in sample: used when neither the profile nor --score-script names an entry script
+# (incontainer/sample_score.py, for Python 2.7/3.5+ so that it runs in any image the profiles accept).
+SAMPLE_SCRIPT = incontainer.source("sample_score.py").encode("utf-8")
 SAMPLE_NAME = "built-in sample (linear model)"
 # The sample's model and payload are drawn per run, so that only a server that really runs the entry script
 # with that model gives the right answer (a constant answer could be served by anything). Weights are

@@ -25,7 +25,14 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def test_every_program_is_a_file_the_host_loads_as_it_is_shipped():
     shipped = {path.name for path in PACKAGE.iterdir() if path.suffix in (".py", ".sh")} - {"__init__.py"}
-    assert shipped == {"probe_python.py", "probe.sh", "scoring_client.py", "ort_session.py", "gpu_probe.py"}
+    assert shipped == {
+        "probe_python.py",
+        "probe.sh",
+        "scoring_client.py",
+        "sample_score.py",
+        "ort_session.py",
+        "gpu_probe.py",
+    }
     assert (PACKAGE / "probe_python.py").read_text() == probe.PY_PROGRAM
     assert (PACKAGE / "scoring_client.py").read_text() == scoring_client.PROGRAM
     assert (PACKAGE / "ort_session.py").read_text() == gpu.ORT_PROGRAM
@@ -75,3 +82,17 @@ def test_the_gpu_probe_turns_its_own_crash_into_an_error_answer():
     assert proc.returncode == 0, proc.stderr
     answer = probe.last_marked_json(proc.stdout.decode(), MARK)
     assert "KeyError" in answer["error"]
+
+
+def test_the_sample_entry_script_answers_as_the_host_computes(tmp_path, monkeypatch):
+    """The built-in sample (incontainer/sample_score.py), run here as azmlinfsrv runs it: init(), then run()."""
+    from pytest_baseimage import scoring
+
+    sample = scoring.Sample.draw(seed=7)
+    for name, data in sample.model().items():
+        (tmp_path / name).write_bytes(data)
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path))
+    namespace: dict = {}
+    exec(compile(scoring.SAMPLE_SCRIPT, "score.py", "exec"), namespace)
+    namespace["init"]()
+    assert namespace["run"](sample.payload().decode()) == sample.answer()
