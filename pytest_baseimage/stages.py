@@ -49,7 +49,7 @@ def _missing(facts: Facts, key: str) -> str:
     return facts.notes.get(key) or facts.probe_error or f"no {key}"
 
 
-# Why a candidate could not start any process, as the engine's start faults say it (engine._IMAGE_START_FAULTS),
+# Why a candidate could not start any process, as the engine's start faults say it (engine_reap._IMAGE_START_FAULTS),
 # and what fixes that: installing conda or Python into an image that cannot run a program helps nothing.
 START_FIXES: tuple[tuple[re.Pattern[str], str], ...] = (
     (
