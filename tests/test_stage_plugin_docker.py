@@ -63,3 +63,20 @@ def test_without_the_plugin_there_is_no_such_stage(tmp_path, images, no_leaks):
     assert proc.returncode == 0, proc.stdout
     assert "test_ca_certificates" not in cases
     assert [r["stage"] for r in json.loads(verdict.read_text())["images"][0]["results"]] == ["os"]
+
+
+def test_under_xdist_every_worker_has_the_plugin_stage_and_images_keep_their_group(
+    tmp_path, images, no_leaks, plugin_path
+):
+    """-n 2: each worker calls pytest_baseimage_stages too, and --dist=loadgroup (added to the arguments, so the
+    workers choose it as well) keeps each image's stages together: its node ids carry the @baseimage group."""
+    verdict = tmp_path / "v.json"
+    good, broken = images("good"), images("no-conda")
+    proc, _ = certify(tmp_path, good, f"--base-image={broken}", *PLUGIN, "-n", "2", f"--compat-json={verdict}", "-rf")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"test_conda[{broken}]@baseimage:{broken}" in proc.stdout  # xdist's loadgroup renamed the node
+    reports = {image["name"]: image for image in json.loads(verdict.read_text())["images"]}
+    for name in (good, broken):
+        assert [r["stage"] for r in reports[name]["results"]] == [*STAGE_ORDER, "ca_certificates"]
+        assert reports[name]["results"][-1]["status"] == "pass"
+    assert (reports[good]["verdict"], reports[broken]["verdict"]) == ("compatible", "not compatible")
