@@ -68,6 +68,8 @@ class Composition:
     def __post_init__(self) -> None:
         seen: set[str] = set()
         for stage in self.stages:
+            if not isinstance(stage, Stage):
+                raise CompositionError(f"{stage!r} is not a pytest_baseimage.stages.Stage")
             if not stage.name.isidentifier():
                 raise CompositionError(f"stage name {stage.name!r} is not an identifier (it names a pytest mark)")
             if stage.name in seen:

@@ -34,6 +34,7 @@ def test_an_added_stage_comes_after_the_builtin_ones():
         (Stage("os", "Again", (), _check), "stage 'os' is declared twice"),
         (Stage("extra", "Extra", ("later",), _check), "stage 'extra' needs later, which no earlier stage is"),
         (Stage("bad name", "Extra", (), _check), "is not an identifier"),
+        ("extra", "'extra' is not a pytest_baseimage.stages.Stage"),
     ],
 )
 def test_a_stage_set_that_cannot_run_is_refused(stage, message):
