@@ -9,57 +9,81 @@ provably the image's counts against it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import io
-import json
 import logging
 import os
-import re
 import signal
 import socket
-import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from .errors import BaseImageError, EngineError, ExecTimeout, ImageNotFound
-from .results import ImageInfo
+from .engine_background import BackgroundWork
+from .engine_client import (
+    ContextEndpoint,
+    EngineQueries,
+    api_url,
+    client_from_context,
+    client_from_environment,
+    describe_host,
+    engine_faults,
+    pin_engine_ca,
+    pinned_client,
+    read_context,
+    short_error,
+    unreachable_message,
+)
+from .engine_io import (
+    MAX_EXEC_OUTPUT,
+    ContainerIO,
+    ExecResult,
+    FileRead,
+    PathStat,
+    describe_size,
+    engine_error,
+    one_line,
+)
+from .engine_reap import (
+    LABEL,
+    LABEL_EXPIRES,
+    LABEL_HOST,
+    LABEL_MANAGED,
+    LABEL_PID,
+    LABEL_PIDNS,
+    LABEL_ROLE,
+    LABEL_SESSION,
+    LEASE_PREFIX,
+    LEASE_RENEW_S,
+    LEASE_ROLE,
+    LEASE_STALE_S,
+    MAX_AGE_S,
+    EngineStarts,
+    Owner,
+    StartFault,
+    containers_to_reap,
+    exit_fault,
+    image_start_fault,
+    label_number,
+    lease_name,
+    lease_renewed_at,
+    log_tail,
+    pid_alive,
+    pid_namespace,
+)
+from .errors import BaseImageError, EngineError, ImageNotFound
 
 log = logging.getLogger("pytest_baseimage")
-
-LABEL = "org.pytest-baseimage"
-LABEL_MANAGED = f"{LABEL}.managed"
-LABEL_PID = f"{LABEL}.pid"
-LABEL_HOST = f"{LABEL}.host"
-LABEL_SESSION = f"{LABEL}.session"
-LABEL_EXPIRES = f"{LABEL}.expires"
-LABEL_ROLE = f"{LABEL}.role"
-LABEL_PIDNS = f"{LABEL}.pidns"  # the owner's PID namespace: a pid is only meaningful inside its own
-
-# A container older than this is stale even when its owner cannot be checked (another host's engine).
-MAX_AGE_S = 12 * 3600
 
 
 def new_session_id() -> str:
     """The label of one session's containers (see `Engines`): random, so that two runs never share one."""
     return uuid.uuid4().hex[:12]
 
-
-# The session lease: a created (never started) container per session and engine, renamed every
-# LEASE_RENEW_S to `LEASE_PREFIX<session>-<unix time>`. Labels are immutable, a name is not, and a rename
-# is one cheap call any engine supports. A lease not renewed for LEASE_STALE_S marks its session stale.
-LEASE_ROLE = "lease"
-LEASE_PREFIX = "pytest-baseimage-lease-"
-LEASE_RENEW_S = 20.0
-LEASE_STALE_S = 120.0
 
 # Resource limits for untrusted candidates: enough to import a framework and boot a server, not more.
 DEFAULT_MEM_LIMIT = "2g"
@@ -79,285 +103,6 @@ KEEPALIVE_COMMANDS: tuple[list[str], ...] = (
 
 
 @dataclass
-class ExecResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-    truncated: bool = False  # the output passed max_output: the rest was not read
-    raw_stdout: bytes = b""  # stdout as the candidate wrote it (the probe's framing counts bytes)
-
-
-# What one exec may print before the rest is left unread: the candidate is untrusted, its output is held in memory.
-MAX_EXEC_OUTPUT = 32 << 20
-
-
-@dataclass(frozen=True)
-class ContextEndpoint:
-    """A docker context's engine: its URL, and its TLS settings (a docker.tls.TLSConfig) when it has any."""
-
-    host: str
-    tls: Any = None
-
-
-def read_context(name: str) -> ContextEndpoint | None:
-    """A named context, read from the store where the docker CLI keeps it: $DOCKER_CONFIG (or ~/.docker)
-    /contexts/{meta,tls}/<sha256 of the name>/. The SDK's own reader only looks there when a config.json
-    sits beside it, which `docker context create` does not write. None when there is no such context."""
-    from docker.context.config import get_context_host
-    from docker.errors import DockerException
-    from docker.tls import TLSConfig
-
-    store = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "contexts"
-    context_id = hashlib.sha256(name.encode("utf-8")).hexdigest()
-    tls_dir = store / "tls" / context_id / "docker"
-    try:
-        meta = json.loads((store / "meta" / context_id / "meta.json").read_text(encoding="utf-8"))
-        endpoint = dict((meta.get("Endpoints") or {}).get("docker") or {})
-        pem = {p.name[:2]: str(p) for p in tls_dir.iterdir()} if tls_dir.is_dir() else {}
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, AttributeError, TypeError) as exc:
-        raise EngineError(f"cannot read Docker context '{name}': {type(exc).__name__}: {exc}") from None
-    tls = None
-    skip_verify = bool(endpoint.get("SkipTLSVerify"))
-    if pem or skip_verify:  # ca*, cert*, key*: the file names the CLI writes; any of them (or skip) means TLS
-        if ("ce" in pem) != ("ke" in pem):
-            raise EngineError(f"Docker context '{name}' has a client certificate without its key, or a key alone")
-        client_cert = (pem["ce"], pem["ke"]) if "ce" in pem else None
-        try:
-            tls = TLSConfig(client_cert=client_cert, ca_cert=pem.get("ca"), verify=not skip_verify)
-        except DockerException as exc:  # e.g. a certificate file that is gone
-            raise EngineError(f"cannot use Docker context '{name}': {_short(exc)}") from None
-    host = str(endpoint.get("Host") or "")
-    return ContextEndpoint(get_context_host(host, tls is not None) if host else "", tls)
-
-
-def _client_from_environment() -> Any:
-    """A Docker client configured as the docker CLI would be: DOCKER_HOST, else DOCKER_CONTEXT, else the
-    config's current context (the SDK alone ignores DOCKER_CONTEXT)."""
-    import docker
-    from docker.context.config import get_current_context_name
-
-    name = "" if os.environ.get("DOCKER_HOST") else os.environ.get("DOCKER_CONTEXT") or get_current_context_name()
-    if not name or name == "default":
-        return _pinned(lambda version: docker.from_env(timeout=120, version=version))
-    return _client_from_context(name)
-
-
-def _client_from_context(name: str) -> Any:
-    """A client for a named docker context, with its TLS certificates when it has them."""
-    import docker
-
-    ctx = read_context(name)
-    if ctx is None or not ctx.host:
-        raise EngineError(f"Docker context '{name}' does not exist (see `docker context ls`)")
-    return _pinned(
-        lambda version: docker.DockerClient(base_url=ctx.host, tls=ctx.tls or False, timeout=120, version=version)
-    )
-
-
-def _pinned(make: Any) -> Any:
-    """A client made with a fixed API version (so that its constructor sends no request), its engine CA pinned
-    (see pin_engine_ca), and then the engine's own API version, as version="auto" would have chosen."""
-    from docker.constants import MINIMUM_DOCKER_API_VERSION
-    from docker.errors import DockerException
-
-    client = make(MINIMUM_DOCKER_API_VERSION)
-    pin_engine_ca(client.api)
-    try:
-        client.api._version = client.api.version(api_version=False)["ApiVersion"]
-    except Exception as exc:  # TLS refusals, refused connections, a non-engine answering: one line upstream
-        raise DockerException(f"Error while fetching server API version: {exc}") from None
-    return client
-
-
-def pin_engine_ca(session: Any) -> None:
-    """Keep the engine's own CA (a TLS context, DOCKER_CERT_PATH) in force when REQUESTS_CA_BUNDLE or
-    CURL_CA_BUNDLE is set: requests lets those replace a session's CA file, and the engine's certificate
-    then fails to verify, though the docker CLI accepts it."""
-    ca_file = getattr(session, "verify", None)
-    if not isinstance(ca_file, str):
-        return  # True/False: the usual bundles, or no verification, as requests does it
-    merge = session.merge_environment_settings
-
-    def merge_keeping_ca(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        settings = merge(*args, **kwargs)
-        settings["verify"] = ca_file
-        return settings
-
-    session.merge_environment_settings = merge_keeping_ca
-
-
-def engine_faults() -> tuple[type[BaseException], ...]:
-    """The exceptions that mean the engine (not the image) failed: the SDK's own, and the HTTP layer's
-    (a daemon that died mid-request raises requests' ConnectionError, not a DockerException)."""
-    import docker
-    import requests
-
-    return (docker.errors.DockerException, requests.exceptions.RequestException, ConnectionError)
-
-
-def unreachable_message(where: str, error: str) -> str:
-    """Why the engine cannot be used, with the fix that fits: a socket we may not open is not a missing daemon."""
-    if "permission denied" in error.lower():
-        socket_path = where.removeprefix("unix://") if where.startswith("unix://") else where
-        return (
-            f"permission denied on {socket_path}: add your user to the docker group "
-            "(`sudo usermod -aG docker $USER`, then log in again) or run as root"
-        )
-    return (
-        f"cannot reach the Docker engine at {where} ({error}); "
-        "start it (e.g. `dockerd`, or `.ci/docker-up`) or set DOCKER_HOST"
-    )
-
-
-# The start errors that are provably the image's own: (pattern in the engine's error, what to tell the user,
-# whether every command fails alike). Anything else a start can fail with (a daemon restarting, a runtime
-# error, a full disk) is the engine's.
-_IMAGE_START_FAULTS: tuple[tuple[re.Pattern[str], str, bool], ...] = (
-    (
-        re.compile(r"unable to find user ([^:\s]+): no matching entries in passwd file"),
-        "the image's USER {0} does not exist in /etc/passwd",
-        True,
-    ),
-    (
-        re.compile(r"unable to find group ([^:\s]+): no matching entries in group file"),
-        "the image's USER names group {0}, which does not exist in /etc/group",
-        True,
-    ),
-    (
-        re.compile(r"exec format error"),
-        "the image's programs are built for another CPU (exec format error): rebuild it for linux/amd64",
-        True,
-    ),
-    (
-        re.compile(r'exec: "([^"]*)": (?:executable file not found|stat [^:]*: no such file or directory)'),
-        "`{0}` is not in the image",
-        False,
-    ),
-    (re.compile(r'exec: "([^"]*)": permission denied'), "`{0}` in the image is not executable", False),
-)
-
-
-@dataclass(frozen=True)
-class StartFault:
-    """Why the image cannot run a command: said for a user, and whether any other command would fail alike."""
-
-    reason: str
-    every_command: bool = False  # a missing USER or a foreign CPU: no other keep-alive command can help
-
-
-def exit_fault(container: Any) -> StartFault:
-    """Why a container's command ended (its state's error and its log's tail: newer runc logs exec errors and
-    exits 1), as the image's fault when it provably is one, else as what was seen."""
-    state = container.attrs.get("State") or {}
-    command = " ".join((container.attrs.get("Config") or {}).get("Entrypoint") or [])
-    said = f"{state.get('Error') or ''}\n{_log_tail(container)}"
-    return image_start_fault(said) or StartFault(f"its command `{command}` ended (exit code {state.get('ExitCode')})")
-
-
-def image_start_fault(error: str) -> StartFault | None:
-    """What the image did wrong, when a start error is provably its own; None when the engine is to blame."""
-    for pattern, message, every in _IMAGE_START_FAULTS:
-        match = pattern.search(error)
-        if match:
-            return StartFault(message.format(*match.groups()), every)
-    return None
-
-
-def _pid_namespace() -> str:
-    """This process's PID namespace ("pid:[4026531836]"), '' where /proc does not say."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-def _number(value: Any) -> float | None:
-    """A label's number, or None when it is missing or malformed (labels are anyone's to write)."""
-    try:
-        number = float(str(value))
-    except (TypeError, ValueError):
-        return None
-    return number if number == number and abs(number) != float("inf") else None
-
-
-def lease_name(session: str, renewed: int) -> str:
-    return f"{LEASE_PREFIX}{session}-{renewed}"
-
-
-def lease_renewed_at(name: str) -> float | None:
-    """When a lease container (by its name) was last renewed; None for a name that is not a lease's."""
-    name = name.lstrip("/")
-    if not name.startswith(LEASE_PREFIX):
-        return None
-    return _number(name.rsplit("-", 1)[-1])
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Where the reaper runs: a pid is checked only on the same host and in the same PID namespace."""
-
-    host: str
-    pidns: str
-    session: str
-    now: float
-
-
-def containers_to_reap(entries: list[dict[str, Any]], owner: Owner, keep: frozenset[str] = frozenset()) -> list[str]:
-    """Ids of labelled containers (entries of the engine's container list) that belong to stale sessions.
-
-    A session with a lease is stale when the lease was not renewed for LEASE_STALE_S, or when its owner runs
-    on this host, in this PID namespace, and is gone. A container without a lease (an older run) is stale
-    only when it is older than MAX_AGE_S, or when its owner is provably gone in the same way."""
-    leases: dict[str, float] = {}
-    dead: set[str] = set()
-    for entry in entries:
-        labels = entry.get("Labels") or {}
-        if labels.get(LABEL_ROLE) != LEASE_ROLE:
-            continue
-        session = str(labels.get(LABEL_SESSION) or "")
-        renewed = max((lease_renewed_at(n) or 0.0 for n in entry.get("Names") or []), default=0.0)
-        leases[session] = max(leases.get(session, 0.0), renewed)
-        if _owner_gone(labels, owner):
-            dead.add(session)
-    stale = {s for s, renewed in leases.items() if owner.now - renewed > LEASE_STALE_S} | dead
-    out = []
-    for entry in entries:
-        labels = entry.get("Labels") or {}
-        session = str(labels.get(LABEL_SESSION) or "")
-        if entry.get("Id") in keep or (session and session == owner.session):
-            continue
-        if session in leases:
-            if session in stale:
-                out.append(entry["Id"])
-            continue
-        expires = _number(labels.get(LABEL_EXPIRES))
-        created = _number(entry.get("Created"))
-        too_old = (expires is not None and owner.now > expires) or (
-            created is not None and owner.now - created > MAX_AGE_S
-        )
-        if too_old or _owner_gone(labels, owner):
-            out.append(entry["Id"])
-    return out
-
-
-def _owner_gone(labels: dict[str, str], owner: Owner) -> bool:
-    """The owning process is provably gone: same host, same PID namespace (both known), and no such pid."""
-    pid = _number(labels.get(LABEL_PID))
-    same_place = labels.get(LABEL_HOST) == owner.host and owner.pidns and labels.get(LABEL_PIDNS) == owner.pidns
-    return bool(same_place) and pid is not None and pid == int(pid) and not _pid_alive(int(pid))
-
-
-def describe_host(client: Any) -> str:
-    """Where the engine is, as a user would write it (the SDK says http+docker://localhost for a socket)."""
-    url = str(getattr(client.api, "base_url", ""))
-    if url.startswith("http+docker://"):
-        return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    return url or "docker"
-
-
-@dataclass
 class _Lease:
     """This session's lease on one engine: its container (once created), and the signal that ends renewal."""
 
@@ -365,7 +110,7 @@ class _Lease:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-class Engine:
+class Engine(EngineQueries, EngineStarts, ContainerIO, BackgroundWork):
     """A connection to one Docker engine, and the containers this session started on it."""
 
     def __init__(
@@ -378,22 +123,21 @@ class Engine:
         import docker
 
         self.session_id = session_id or new_session_id()  # the label of this session's containers
-
         try:
             if client is not None:
                 self.client = client
                 self.client.ping()  # a client made below has already proved the engine answers (its version)
             elif docker_context:
-                self.client = _client_from_context(docker_context)
+                self.client = client_from_context(docker_context)
             elif docker_host:
-                self.client = _pinned(lambda v: docker.DockerClient(base_url=docker_host, timeout=120, version=v))
+                self.client = pinned_client(lambda v: docker.DockerClient(base_url=docker_host, timeout=120, version=v))
             else:
-                self.client = _client_from_environment()
+                self.client = client_from_environment()
         except docker.errors.DockerException as exc:
             context = docker_context or os.environ.get("DOCKER_CONTEXT")
             named = f"{docker_host} (context {docker_context})" if docker_context else docker_host
             where = named or os.environ.get("DOCKER_HOST") or (f"context {context}" if context else "")
-            raise EngineError(unreachable_message(where or "unix:///var/run/docker.sock", _short(exc))) from None
+            raise EngineError(unreachable_message(where or "unix:///var/run/docker.sock", short_error(exc))) from None
         self.host = describe_host(self.client)
         self._live: dict[str, Any] = {}
         self._creating = 0  # create requests under way: one cut off by a signal may still make a container
@@ -405,40 +149,7 @@ class Engine:
         self._teardowns: list[threading.Thread] = []  # removals run beside the rest of the run (see `defer`)
         self._network: Future[Any] | None = None  # the internal network, once asked for (see `internal_network`)
 
-    def answers(self, timeout: float = 10.0) -> bool:
-        """Whether the engine still answers, within `timeout` (a hung daemon must not hold every failing stage
-        for the client's 120 s): a failure seen after it stopped answering is not the image's."""
-        api = self.client.api
-        try:
-            api._raise_for_status(api._get(api._url("/_ping"), timeout=timeout))
-        except Exception:
-            return False
-        return True
-
     # -- images ---------------------------------------------------------------------------------------
-    def image_info(self, reference: str) -> ImageInfo:
-        """Inspect a local image; ImageNotFound with a one-line reason when it is not there."""
-        import docker
-
-        try:
-            image = self.client.images.get(reference)
-        except docker.errors.ImageNotFound:
-            raise ImageNotFound(f"image '{reference}' is not on the Docker engine at {self.host}") from None
-        except engine_faults() as exc:
-            raise EngineError(f"cannot inspect image '{reference}': {_short(exc)}") from None
-        attrs = image.attrs
-        digests = attrs.get("RepoDigests") or []
-        return ImageInfo(
-            reference=reference,
-            image_id=image.id,
-            digest=_matching_digest(reference, digests),
-            size_bytes=int(attrs.get("Size") or 0),
-            created=str(attrs.get("Created") or ""),
-            architecture=str(attrs.get("Architecture") or ""),
-            os=str(attrs.get("Os") or ""),
-            variant=str(attrs.get("Variant") or ""),
-            user=str((attrs.get("Config") or {}).get("User") or ""),
-        )
 
     # -- containers -----------------------------------------------------------------------------------
     def labels(self, role: str) -> dict[str, str]:
@@ -446,7 +157,7 @@ class Engine:
             LABEL_MANAGED: "1",
             LABEL_PID: str(os.getpid()),
             LABEL_HOST: socket.gethostname(),
-            LABEL_PIDNS: _pid_namespace(),
+            LABEL_PIDNS: pid_namespace(),
             LABEL_SESSION: self.session_id,
             LABEL_EXPIRES: str(int(time.time()) + MAX_AGE_S),
             LABEL_ROLE: role,
@@ -485,7 +196,7 @@ class Engine:
         except docker.errors.ImageNotFound:
             raise ImageNotFound(f"image '{image}' is not on the Docker engine at {self.host}") from None
         except engine_faults() as exc:
-            raise EngineError(f"cannot create a container from '{image}': {_short(exc)}") from None
+            raise EngineError(f"cannot create a container from '{image}': {short_error(exc)}") from None
         finally:
             with self._lock:
                 self._creating -= 1
@@ -513,38 +224,6 @@ class Engine:
                 self._storage_opt = False
         return self.client.containers.create(image, **settings)
 
-    def start(self, container: Any) -> bool:
-        """Start a created container; False when the image cannot run its command (see `start_failure`).
-        An engine that fails (not the image) raises EngineError."""
-        try:
-            container.start()
-        except engine_faults() as exc:
-            self._start_faults[container.id] = self._start_fault(exc)
-            return False
-        try:
-            container.reload()
-        except engine_faults() as exc:
-            raise EngineError(f"the Docker engine failed after starting a container: {_short(exc)}") from None
-        if container.status == "running":
-            return True
-        self._start_faults[container.id] = exit_fault(container)
-        return False
-
-    def _start_fault(self, exc: BaseException) -> StartFault:
-        """The image's fault in a start error, or EngineError: a GPU the host cannot give is left to the caller
-        (the gpu stage says so), everything else that is not provably the image's is the engine's."""
-        text = str(getattr(exc, "explanation", None) or exc)
-        fault = image_start_fault(text)
-        if fault:
-            return fault
-        if "device driver" in text or "nvidia" in text.lower():
-            return StartFault(text[:300])
-        raise EngineError(f"the Docker engine could not start a container: {_short(exc)}") from None
-
-    def start_failure(self, container: Any) -> StartFault | None:
-        """Why `start` returned False for this container (None when it did not)."""
-        return self._start_faults.get(container.id)
-
     def remove(self, container: Any) -> bool:
         """Remove a container; never raises. False when the engine could not be asked (reaping catches it).
         Removing the session's last container on this engine ends its lease too."""
@@ -555,7 +234,7 @@ class Engine:
             container.remove(force=True, v=True)
         except engine_faults() as exc:
             if not _gone(exc):
-                log.debug("could not remove container %s: %s", container.id[:12], _short(exc))
+                log.debug("could not remove container %s: %s", container.id[:12], short_error(exc))
                 return False
         finally:
             if lease is not None:
@@ -605,7 +284,7 @@ class Engine:
             networks = self.client.api.networks(filters=managed)
         except Exception:
             return []
-        owner = Owner(socket.gethostname(), _pid_namespace(), self.session_id, time.time())
+        owner = Owner(socket.gethostname(), pid_namespace(), self.session_id, time.time())
         with self._lock:
             keep = frozenset(self._live)
         network_ids = {str(n.get("Id")) for n in networks}
@@ -658,7 +337,7 @@ class Engine:
         entries = self.client.api.containers(filters={"label": f"{LABEL_SESSION}={self.session_id}"}, size=True)
         stopped = []
         for entry in entries:
-            written = _number(entry.get("SizeRw")) or 0
+            written = label_number(entry.get("SizeRw")) or 0
             if written > DEFAULT_DISK_LIMIT_BYTES:
                 self.stopped_for[entry["Id"]] = (
                     f"it wrote {int(written) >> 20} MiB to its filesystem, over the limit of "
@@ -667,180 +346,6 @@ class Engine:
                 self.client.api.kill(entry["Id"])
                 stopped.append(entry["Id"])
         return stopped
-
-    # -- inside a container -------------------------------------------------------------------------
-    def exec(
-        self, container: Any, cmd: list[str], *, timeout: float = 120, user: str = "", max_output: int = MAX_EXEC_OUTPUT
-    ) -> ExecResult:
-        """Run a command in a running container with a deadline. The output is streamed and read up to
-        `max_output` bytes (stdout and stderr together). A program that cannot start gives the runtime's
-        exit code (126/127) with its message; an engine that fails raises EngineError, and a deadline passed
-        raises ExecTimeout (the process is left to the caller to kill: only it knows what to kill it with)."""
-        deadline = time.monotonic() + timeout
-        for attempt in range(2):
-            box: dict[str, Any] = {}
-            streams: tuple[list[bytes], list[bytes]] = ([], [])
-
-            def run(box: dict[str, Any] = box, streams: tuple[list[bytes], list[bytes]] = streams) -> None:
-                try:
-                    box["result"] = _exec_capped(container.client.api, container.id, cmd, user, max_output, streams)
-                except Exception as exc:  # judged in the caller's thread, below
-                    box["error"] = exc
-
-            worker = threading.Thread(target=run, daemon=True)
-            worker.start()
-            worker.join(max(deadline - time.monotonic(), 0.0))
-            if worker.is_alive():
-                raise ExecTimeout(
-                    f"`{cmd[0]}` in the candidate did not finish within {timeout:.0f} s", partial=b"".join(streams[0])
-                )
-            if "error" not in box:
-                return box["result"]
-            if not _lost_framing(box["error"]):
-                raise _engine_error(f"cannot run `{cmd[0]}` in the candidate", box["error"])
-            if attempt:  # twice in a row: give up, as the engine's (client's) fault, never the image's
-                raise EngineError(
-                    f"cannot run `{cmd[0]}` in the candidate: the Docker SDK lost the exec stream's framing twice "
-                    f"({_short(box['error'])}; docker-py issue 3160)"
-                )
-        raise AssertionError("unreachable")
-
-    def stat(self, container: Any, path: str) -> PathStat:
-        """What is at `path` (symlinks followed, by the engine, within the container), from one HEAD request
-        of the archive API: nothing is read or copied."""
-        api = container.client.api
-        try:
-            url = api._url("/containers/{0}/archive", container.id)
-            res = api.head(url, params={"path": path})
-            if res.status_code == 404:  # a missing file, or a missing container? Asking costs no archive
-                api.inspect_container(container.id)  # raises NotFound for a container that is gone
-            elif res.status_code >= 400:  # HEAD has no body: GET says why
-                res = api._get(url, params={"path": path}, stream=True)
-            message = _error_body(res) if res.status_code >= 400 and res.status_code != 404 else ""
-        except Exception as exc:
-            raise _engine_error(f"cannot look at {path} in the candidate", exc) from None
-        return _path_stat(path, res.status_code, res.headers, message)
-
-    def read_file(
-        self,
-        container: Any,
-        path: str,
-        *,
-        max_bytes: int = 64 << 20,
-        parse: Callable[[IO[bytes]], Any] | None = None,
-    ) -> FileRead:
-        """Read a regular file through the archive API (no shell, no exec), following symlinks. Its size is
-        known from the archive's stat header before anything is read, so a file over `max_bytes` is not read
-        at all; the tar is streamed, never buffered whole. With `parse`, the file's stream is handed to it
-        (bounded by `max_bytes`) and its return value is kept in `FileRead.value` instead of the bytes."""
-        st = self.stat(container, path)  # a HEAD: ~1 ms, where a GET makes the engine start an archiver
-        if st.link_target:  # the engine resolved the whole chain: its end is what to read
-            st = self.stat(container, st.link_target)
-        if st.problem:
-            return FileRead(path, problem=st.problem, absent=st.absent)
-        if st.kind != "file":
-            return FileRead(path, problem=f"not a regular file ({st.kind})", size=st.size)
-        if st.size > max_bytes:
-            return FileRead(path, problem=f"too large to read: {describe_size(st.size)}", size=st.size)
-        api = container.client.api
-        try:
-            res = api._get(api._url("/containers/{0}/archive", container.id), params={"path": st.path}, stream=True)
-            if res.status_code >= 400:  # changed since the look: judge the answer as a look's
-                st = _path_stat(st.path, res.status_code, res.headers, _error_body(res))
-                return FileRead(path, problem=st.problem or "changed while read", absent=st.absent)
-            return _read_archive(res, st, max_bytes, parse)
-        except EngineError:
-            raise
-        except Exception as exc:
-            raise _engine_error(f"cannot read {path} in the candidate", exc) from None
-
-    def put_files(self, container: Any, directory: str, files: dict[str, bytes], mode: int = 0o644) -> None:
-        """Copy files into a container (no host mounts): `files` maps relative names to content."""
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for name, data in files.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mode = mode
-                info.mtime = int(time.time())
-                tar.addfile(info, io.BytesIO(data))
-        try:
-            copied = container.put_archive(directory, buf.getvalue())
-        except engine_faults() as exc:
-            raise EngineError(f"could not copy files into the container at {directory}: {_short(exc)}") from None
-        if not copied:
-            raise EngineError(f"could not copy files into the container at {directory}")
-
-    # -- the internal network -------------------------------------------------------------------------
-    def warm_internal_network(self) -> None:
-        """Begin making the internal network in the background, so that it is there when a server needs it."""
-        with self._lock:
-            if self._network is not None:
-                return
-            future: Future[Any] = Future()
-            self._network = future
-
-        def make() -> None:
-            try:
-                name = f"pytest-baseimage-{self.session_id[:12]}-{uuid.uuid4().hex[:8]}"
-                labels = self.labels("network")
-                future.set_result(self.client.networks.create(name, driver="bridge", internal=True, labels=labels))
-            except BaseException as exc:  # handed to the caller of internal_network()
-                future.set_exception(exc)
-
-        threading.Thread(target=make, name="pytest-baseimage-network", daemon=True).start()
-
-    def internal_network(self) -> Any:
-        """This session's internal bridge network on this engine (no egress), made once and removed by
-        `release_network`: the servers of a matrix take turns on it instead of each making one (0.1-0.2 s to
-        create and as much to remove). Raises what the engine said when it could not be made."""
-        self.warm_internal_network()
-        future = self._network
-        assert future is not None
-        while True:  # in slices: a plain wait would hold Ctrl-C and SIGTERM
-            with contextlib.suppress(TimeoutError):
-                return future.result(timeout=0.1)
-
-    def release_network(self, only: Any = None) -> None:
-        """Remove the internal network (after the containers on it are gone), or forget it when it is not `only`
-        (another caller already made a new one); never raises. The next `internal_network` makes a new one."""
-        with self._lock:
-            future = self._network
-            if only is not None and (
-                future is None or not future.done() or future.exception() or future.result() is not only
-            ):
-                return
-            self._network = None
-        if future is None:
-            return
-        with contextlib.suppress(Exception):
-            future.result(timeout=130).remove()
-
-    # -- removals beside the run ------------------------------------------------------------------------
-    def defer(self, teardown: Callable[[], Any]) -> None:
-        """Run a removal in the background: an observation that has its answer need not wait for its container
-        and network to go (0.2-0.3 s on the critical path). `settle` waits for them; the session's label sweep
-        at exit removes whatever a killed run leaves."""
-
-        def run() -> None:
-            with contextlib.suppress(Exception):
-                teardown()
-
-        thread = threading.Thread(target=run, name="pytest-baseimage-teardown", daemon=True)
-        with self._lock:
-            self._teardowns = [t for t in self._teardowns if t.is_alive()]
-            self._teardowns.append(thread)
-        thread.start()
-
-    def settle(self, timeout_s: float = 130.0) -> None:
-        """Wait for the deferred removals, in short slices (a plain join() would block Ctrl-C and SIGTERM);
-        at most `timeout_s` (past the client's own 120 s): the label sweep then removes what is left."""
-        deadline = time.monotonic() + timeout_s
-        with self._lock:
-            pending = list(self._teardowns)
-        for thread in pending:
-            while thread.is_alive() and time.monotonic() < deadline:
-                thread.join(0.1)
 
     @contextmanager
     def container(self, image: str, *, role: str, **options: Any) -> Iterator[Any]:
@@ -937,15 +442,6 @@ def install_signal_handlers() -> None:
         signal.signal(signal.SIGTERM, on_term)
 
 
-def _log_tail(container: Any, max_bytes: int = 4096) -> str:
-    """The end of a container's log (its last lines, then bytes), for why it ended; '' when it cannot be read."""
-    try:
-        data = container.logs(stdout=True, stderr=True, tail=5)
-    except Exception:
-        return ""
-    return bytes(data or b"")[-max_bytes:].decode("utf-8", "replace")
-
-
 def _gone(exc: BaseException) -> bool:
     """A removal error that means the container is (being) removed already."""
     import docker
@@ -953,208 +449,49 @@ def _gone(exc: BaseException) -> bool:
     return isinstance(exc, docker.errors.NotFound) or "already in progress" in str(exc)
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _matching_digest(reference: str, digests: list[str]) -> str:
-    """The repo@sha256 digest that belongs to the reference's repository, else the first one."""
-    repo = reference.split("@")[0]
-    last = repo.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo = repo[: repo.rfind(":")]
-    for digest in digests:
-        if digest.split("@")[0] == repo:
-            return digest
-    return digests[0] if digests else ""
-
-
-def _exec_capped(
-    api: Any, container_id: str, cmd: list[str], user: str, max_output: int, streams: tuple[list[bytes], list[bytes]]
-) -> ExecResult:
-    """One exec, its output read as it streams into `streams` (so a caller that gave up can see what came)
-    and left unread past max_output bytes."""
-    exec_id = api.exec_create(container_id, cmd, stdout=True, stderr=True, user=user)["Id"]
-    size, truncated = 0, False
-    for frame in api.exec_start(exec_id, stream=True, demux=True):
-        for part, sink in zip(frame, streams):
-            if part:
-                sink.append(part[: max(max_output - size, 0)])
-                size += len(part)
-        if size > max_output:
-            truncated = True
-            break
-    code = api.exec_inspect(exec_id).get("ExitCode")
-    raw = b"".join(streams[0])
-    err = _decode(b"".join(streams[1]))
-    return ExecResult(int(code) if code is not None else 127, _decode(raw), err, truncated, raw)
-
-
-def _lost_framing(exc: BaseException) -> bool:
-    """docker-py reads a payload byte as a frame header when the engine's first output arrives with the
-    upgraded connection's headers (docker-py issue 3160): the command ran, only the client lost its output.
-    Running it again is the known way out; it is the client's glitch, not the image's doing."""
-    return isinstance(exc, ValueError) and str(exc).endswith("is not a valid stream")
-
-
-def _decode(data: bytes | None) -> str:
-    return (data or b"").decode("utf-8", errors="replace")
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an exception, without the SDK's long HTTP preamble."""
-    return _short(exc)
-
-
-def _engine_error(what: str, exc: BaseException) -> BaseException:
-    """An engine or transport failure as one line (EngineError); anything else is a bug and stays itself."""
-    import docker
-    import requests
-    import urllib3
-
-    if isinstance(exc, EngineError):
-        return exc
-    transport = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError)
-    if isinstance(exc, (docker.errors.DockerException, *transport)):
-        return EngineError(f"{what}: the Docker engine failed: {_short(exc)}")
-    return exc
-
-
-def describe_size(size: int) -> str:
-    """A byte count as people read it: MiB from 1 MiB up, else KiB, else bytes."""
-    if size >= 1 << 20:
-        return f"{size / (1 << 20):.0f} MiB"
-    if size >= 1 << 10:
-        return f"{size / (1 << 10):.0f} KiB"
-    return f"{size} bytes"
-
-
-# Go's os.FileMode type bits, as the archive API's stat header carries them.
-_GO_MODE_KINDS = (
-    (1 << 31, "a directory"),
-    (1 << 27, "a symlink"),
-    (1 << 25, "a named pipe"),
-    (1 << 24, "a socket"),
-    (1 << 21, "a character device"),
-    (1 << 26, "a block device"),
-    (1 << 19, "an irregular file"),
-)
-
-
-@dataclass(frozen=True)
-class PathStat:
-    """One path as the archive API sees it: `kind` is "file" for a regular file, else what it is; `problem`
-    says why it could not be looked at (absent, a symlink loop); `link_target` is where a symlink leads."""
-
-    path: str
-    kind: str = ""
-    size: int = 0
-    link_target: str = ""
-    problem: str = ""
-    absent: bool = False
-
-    @property
-    def exists(self) -> bool:
-        return not self.problem
-
-
-@dataclass(frozen=True)
-class FileRead:
-    """A file read from a container: `data` (or `value`, when a parser read it) when it could be read,
-    else `problem` says why not ("absent", "too large to read: 70 MiB", "not a regular file (…)")."""
-
-    path: str
-    data: bytes | None = None
-    value: Any = None
-    problem: str = ""
-    absent: bool = False
-    size: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problem
-
-
-def _path_stat(path: str, status: int, headers: Any, message: str) -> PathStat:
-    if status == 404 and "no such container" not in message.lower():  # the path is absent, not the container
-        return PathStat(path, problem="absent", absent=True)
-    if status >= 400:
-        if "too many links" in message:  # the engine resolves symlinks itself and gives up on a loop
-            return PathStat(path, problem="a symlink loop")
-        raise EngineError(f"cannot look at {path} in the candidate: the Docker engine answered {message}")
-    raw = headers.get("X-Docker-Container-Path-Stat") or ""
-    try:
-        info = json.loads(base64.b64decode(raw))
-        mode, size = int(info.get("mode") or 0), int(info.get("size") or 0)
-        target = str(info.get("linkTarget") or "")
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise EngineError(f"cannot look at {path} in the candidate: unreadable stat header ({exc})") from None
-    kind = next((name for bit, name in _GO_MODE_KINDS if mode & bit), "file")
-    return PathStat(path, kind, size, target if kind == "a symlink" else "")
-
-
-def _error_body(res: Any) -> str:
-    """The engine's one-line reason for an error answer (a few KiB at most are read)."""
-    try:
-        body = res.raw.read(4096)
-    finally:
-        res.close()
-    text = body.decode("utf-8", "replace")
-    with contextlib.suppress(ValueError, AttributeError):
-        text = str(json.loads(text).get("message") or text)
-    first = text.strip().splitlines()[:1]
-    return f"{res.status_code} {first[0][:300] if first else res.reason}"
-
-
-class _ChunkReader(io.RawIOBase):
-    """A file-like view of an iterator of byte chunks, for tarfile's stream mode."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._rest = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._rest:
-            self._rest = next(self._chunks, b"")
-            if not self._rest:
-                return 0
-        n = min(len(buffer), len(self._rest))
-        buffer[:n] = self._rest[:n]
-        self._rest = self._rest[n:]
-        return n
-
-
-def _read_archive(res: Any, st: PathStat, max_bytes: int, parse: Callable[[IO[bytes]], Any] | None) -> FileRead:
-    """Stream one regular file's archive (an open GET answer) and read its single member."""
-    try:
-        reader = io.BufferedReader(_ChunkReader(res.iter_content(1 << 16, False)), 1 << 16)
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
-            member = tar.next()
-            if member is None or not member.isfile():
-                return FileRead(st.path, problem="not a regular file", size=st.size)
-            if member.size > max_bytes:  # grew since the stat
-                return FileRead(st.path, problem=f"too large to read: {describe_size(member.size)}", size=member.size)
-            handle = tar.extractfile(member)
-            assert handle is not None  # a regular file always has one
-            if parse is not None:
-                return FileRead(st.path, value=parse(handle), size=member.size)
-            return FileRead(st.path, data=handle.read(max_bytes), size=member.size)
-    finally:
-        res.close()
-
-
-def _short(exc: BaseException) -> str:
-    """The first line of an exception, without the SDK's long HTTP preamble."""
-    text = str(getattr(exc, "explanation", None) or exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+# Re-exported: the public names that moved to engine_client, engine_io and engine_reap stay importable here.
+__all__ = [
+    "LABEL",
+    "LABEL_EXPIRES",
+    "LABEL_HOST",
+    "LABEL_MANAGED",
+    "LABEL_PID",
+    "LABEL_PIDNS",
+    "LABEL_ROLE",
+    "LABEL_SESSION",
+    "LEASE_PREFIX",
+    "LEASE_RENEW_S",
+    "LEASE_ROLE",
+    "LEASE_STALE_S",
+    "MAX_AGE_S",
+    "MAX_EXEC_OUTPUT",
+    "ContainerIO",
+    "ContextEndpoint",
+    "ExecResult",
+    "FileRead",
+    "Owner",
+    "PathStat",
+    "StartFault",
+    "api_url",
+    "client_from_context",
+    "client_from_environment",
+    "containers_to_reap",
+    "describe_host",
+    "describe_size",
+    "engine_error",
+    "engine_faults",
+    "exit_fault",
+    "image_start_fault",
+    "label_number",
+    "lease_name",
+    "lease_renewed_at",
+    "log_tail",
+    "one_line",
+    "pid_alive",
+    "pid_namespace",
+    "pin_engine_ca",
+    "pinned_client",
+    "read_context",
+    "short_error",
+    "unreachable_message",
+]

@@ -12,7 +12,9 @@ from typing import Any
 
 from . import waivers
 from .errors import BaseImageError, ExitCode
-from .registry import _ENV_NAME, Secret, _read_stdin
+from .registry.options import ENV_NAME
+from .registry.plugin import read_stdin
+from .secret import Secret
 from .text import one_line
 
 MATRIX_OPTIONS = waivers.MATRIX_OPTIONS  # [defaults.waivers] / [images.waivers]: file = "waivers.yml"
@@ -151,7 +153,7 @@ def _read_key(config: Any, found: AttestOptions) -> None:
             raise EvidenceUsageError(f"--attest-key={one_line(path)}: cannot read it ({reason})") from None
     elif option("attest_key_env"):
         name = option("attest_key_env")
-        if not _ENV_NAME.fullmatch(name):  # never echo it: it may be the key itself, pasted by mistake
+        if not ENV_NAME.fullmatch(name):  # never echo it: it may be the key itself, pasted by mistake
             raise EvidenceUsageError("--attest-key-env takes the NAME of an environment variable, not its value")
         if not os.environ.get(name):
             raise EvidenceUsageError(f"--attest-key-env={name}: the environment variable {name} is not set or empty")
@@ -159,7 +161,7 @@ def _read_key(config: Any, found: AttestOptions) -> None:
     elif option("attest_key_stdin"):
         if option("registry_password_stdin"):
             raise EvidenceUsageError("stdin can carry the registry password or the attestation key, not both")
-        text = _read_stdin(config)
+        text = read_stdin(config)
         if not text.strip():
             raise EvidenceUsageError("--attest-key-stdin: standard input was empty")
         found.key, found.key_source = Secret(text), "stdin"

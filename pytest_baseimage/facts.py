@@ -56,7 +56,6 @@ class Facts:
     dpkg: dict[str, str] | None = None  # installed package -> version; None when there is no dpkg database
     pip: dict[str, str] = field(default_factory=dict)  # normalised distribution name -> version
     imports: dict[str, ImportResult] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)  # answers to extension probes (e.g. gpu)
     notes: dict[str, str] = field(default_factory=dict)  # why a fact is missing: "python" -> "no python on PATH"
     # Why the probe's exec gave no (complete) answer, e.g. "timed out after 30 s running `python3 …`": the
     # image's fault, read by every stage that needs exec; the archive facts (os, dpkg) stand apart from it.

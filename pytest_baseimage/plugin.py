@@ -3,11 +3,8 @@ come back together at the end for the verdict, the exit code and the reports."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
-import shlex
-import sys
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -15,20 +12,22 @@ from typing import Any
 
 import pytest
 
-from . import evidence, gpu, matrix, probe_options, profiles, registry, scoring
+from . import evidence, gpu, hookspecs, matrix, options, probe_options, profiles, scoring, usage
+from .composition import BUILTIN, Composition
 from .engine import Engine, install_signal_handlers
 from .engines import EngineFactory, Engines
 from .errors import BaseImageError, ExitCode
-from .results import STAGE_ORDER, StageResult, Status
+from .registry import plugin as registry_part
+from .results import StageResult, Status
 from .session import (
     PLUGIN_NAME,
     REPORT_ATTR,
     Ending,
     VerdictSession,
-    check_output_path,
     merge_result,
     write_usage_verdict,
 )
+from .suite import add_stage_tests, composition_of, is_suite
 from .target import ImageCheck, Target, drop_unneeded
 from .text import escaped, inert_lines, one_line
 
@@ -39,185 +38,84 @@ SESSION_KEY = pytest.StashKey[VerdictSession]()
 # How this run reaches an engine: Engine (the Docker SDK) unless a plugin put another factory here before
 # pytest_configure (the in-process tests put a fake engine's, see tests/fake_engine.py).
 ENGINE_FACTORY_KEY = pytest.StashKey[EngineFactory]()
+COMPOSITION_KEY = pytest.StashKey[Composition]()
 __all__ = ["REPORT_ATTR", "merge_result"]  # re-exported: tests reach the merge through this module
 
 
 # -- options -------------------------------------------------------------------------------------------
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """pytest_baseimage_stages: how another plugin adds a stage (see hookspecs.py)."""
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     config = pluginmanager.get_plugin("pytestconfig")
     if config is not None:  # argparse's errors end the run before pytest_configure: a cleanup still sees them
-        config.add_cleanup(lambda: _verdict_after_parse_error(config))
+        config.add_cleanup(lambda: usage.verdict_after_parse_error(config))
     group = parser.getgroup("baseimage", "base image compliance (pytest-baseimage)")
-    group.addoption(
-        "--base-image",
-        action="append",
-        default=[],
-        metavar="IMAGE",
-        dest="base_images",
-        help="Docker image to certify (repo:tag, repo@sha256:..., or an image id). Repeat for "
-        "several images; each gets its own container and results.",
-    )
-    group.addoption(
-        "--base-image-matrix",
-        default=None,
-        metavar="FILE.toml",
-        help="check every image listed in a matrix file ([[images]] with ref, name, profile, docker_host "
-        "or context, platform and part tables; [defaults] for common settings). With -n N (pytest-xdist) "
-        "images run in parallel, one worker per image: --dist=loadgroup is chosen unless you pick a mode.",
-    )
-    group.addoption(
-        *profile_option_names(parser),
-        default=None,
-        dest="base_image_profile",
-        metavar="NAME|PATH",
-        help=f"requirement set: a built-in name ({', '.join(profiles.builtin_names())}) or a "
-        f".toml file that may extend one. Default: {profiles.DEFAULT_PROFILE}. The short form --profile is "
-        "left out when another plugin (pytest-profiling) owns it.",
-    )
-    group.addoption(
-        "--compliance-suite",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="run the bundled compliance suite: auto = when no test paths are given (default), "
-        "always = also next to your own tests, never = only your tests (use the "
-        "`baseimage` / `baseimage_host` fixtures).",
-    )
-    group.addoption(
-        "--compat-json",
-        default=None,
-        metavar="PATH",
-        help="write the verdict and every stage result as JSON (schema_version 1).",
-    )
-    group.addoption(
-        "--compat-html", default=None, metavar="PATH", help="write a self-contained HTML compatibility report."
-    )
-    group.addoption(
-        "--compat-baseline",
-        default=None,
-        metavar="OLD.json",
-        help="compare with an earlier --compat-json run; changes are shown at the top.",
-    )
-    group.addoption(
-        "--require-all-stages",
-        action="store_true",
-        default=False,
-        help="a stage the profile asks for but that cannot be judged here (a server that cannot be "
-        "reproduced offline, no GPU on this host) makes the image 'could not be checked' (exit 2) instead "
-        "of 'compatible, <stage> not checked' (exit 0).",
-    )
+    options.add_core_options(parser, group)
     for part in PARTS.values():
         part.add_options(group)
     parser.addini("base_image_profile", "default profile for --base-image runs", default="")
 
 
-PROFILE_ALIAS = "--profile"
-# Plugins known to own PROFILE_ALIAS. A plugin registered before this one is seen in the parser; one registered
-# after it would make argparse fail at start-up ("conflicting option string"), so it is looked for up front.
-PROFILE_ALIAS_OWNERS = ("pytest_profiling",)
-
-
-def profile_option_names(parser: pytest.Parser) -> tuple[str, ...]:
-    """--base-image-profile always; the short --profile only when no other plugin has or will have it."""
-    taken = {name for group in [*parser._groups, parser._anonymous] for opt in group.options for name in opt.names()}
-    if PROFILE_ALIAS in taken or any(_installed(module) for module in PROFILE_ALIAS_OWNERS):
-        return ("--base-image-profile",)
-    return ("--base-image-profile", PROFILE_ALIAS)
-
-
-def _installed(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 # -- configuration ---------------------------------------------------------------------------------------
-@pytest.hookimpl(wrapper=True)
-def pytest_cmdline_main(config: pytest.Config) -> Iterator[Any]:
-    """Runs before xdist's own hook turns `-n` into --dist=load: images get --dist=loadgroup instead."""
-    option = config.option
-    if not hasattr(config, "workerinput") and hasattr(option, "dist"):
-        choice = matrix.choose_dist(
-            dist=option.dist,
-            distload=bool(getattr(option, "distload", False)),
-            numprocesses=getattr(option, "numprocesses", None),
-            has_images=bool(option.base_images or option.base_image_matrix),
-        )
-        if choice.dist:
-            option.dist = choice.dist
-        if choice.warning:
-            config.issue_config_time_warning(pytest.PytestConfigWarning(choice.warning), stacklevel=2)
-    return (yield)
+DIST_WARNING_KEY = pytest.StashKey[str]()
 
 
-DIST_KEY = "baseimage_dist"  # workerinput: the controller's --dist, which workers cannot see in their args
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """-n with images: --dist=loadgroup unless the user picked a mode, added to the arguments as if typed. xdist
+    workers re-parse the same arguments and come to the same choice, so they add @group to node ids too."""
+    known = early_config.known_args_namespace
+    if not hasattr(known, "dist"):  # no pytest-xdist
+        return
+    choice = matrix.choose_dist(
+        dist=known.dist,
+        distload=bool(getattr(known, "distload", False)),
+        numprocesses=getattr(known, "numprocesses", None),
+        has_images=bool(getattr(known, "base_images", None) or getattr(known, "base_image_matrix", None)),
+    )
+    if choice.dist:
+        args.insert(0, f"--dist={choice.dist}")  # before any `--`, after which it would be a path
+    early_config.stash[DIST_WARNING_KEY] = choice.warning
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist workers re-parse the command line, so they would miss the loadgroup chosen above: pass it on."""
-    node.workerinput[DIST_KEY] = node.config.option.dist
+    """Workers start from the controller's arguments and the workerinput it gives them."""
     # The controller built --base-image-dockerfile; workers must not build again.
-    node.workerinput[registry.BUILT_KEY] = registry.built(node.config)
-
-
-USAGE_KEY = pytest.StashKey[bool]()  # pytest_configure ran (and wrote the verdict of its own usage error)
+    node.workerinput[registry_part.BUILT_KEY] = registry_part.built(node.config)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[USAGE_KEY] = True
+    config.stash[usage.USAGE_KEY] = True
     try:
         _configure(config)
     except pytest.UsageError as exc:
         if not hasattr(config, "workerinput"):
-            write_usage_verdict(config.getoption("compat_json"), str(exc), config.getoption("base_images") or [])
+            images = config.getoption("base_images") or []
+            write_usage_verdict(config.getoption("compat_json"), str(exc), images, config.invocation_params.args)
         raise
 
 
-def _verdict_after_parse_error(config: pytest.Config) -> None:
-    """A value argparse refused (`--probe-timeout=0`, a bad `--pull` choice, an unknown option) stops pytest
-    before pytest_configure; this runs in the config's cleanup while that UsageError unwinds. The options were
-    not parsed, so --compat-json and --base-image are read from the command line as given."""
-    error = sys.exc_info()[1]
-    if not isinstance(error, pytest.UsageError) or config.stash.get(USAGE_KEY, False):
-        return
-    known = _parse_error_args(config)
-    if known is None:
-        return
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    message = next((line.split(" error: ", 1)[1] for line in lines if " error: " in line), lines[-1] if lines else "")
-    write_usage_verdict(known.compat_json, message, known.base_images or [])
-
-
-def _parse_error_args(config: pytest.Config) -> argparse.Namespace | None:
-    """--compat-json and --base-image from the invocation's arguments and PYTEST_ADDOPTS (not the ini's addopts)."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--compat-json", default=None)
-    parser.add_argument("--base-image", action="append", dest="base_images", default=[])
-    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *config.invocation_params.args]
-    try:
-        return parser.parse_known_args([str(arg) for arg in args])[0]
-    except (SystemExit, ValueError):  # argparse exits on a missing value; shlex on an unclosed quote
-        return None
-
-
 def _configure(config: pytest.Config) -> None:
-    for name in STAGE_ORDER:
+    stages = config.stash[COMPOSITION_KEY] = composition_of(config)
+    for name in stages.names:
         config.addinivalue_line("markers", f"{name}: the '{name}' compliance stage (select with -m {name})")
-    if getattr(config, "workerinput", {}).get(DIST_KEY) == matrix.GROUPING_MODE:
-        config.option.loadgroup = True  # what xdist's worker checks before adding @group to node ids
+    warning = config.stash.get(DIST_WARNING_KEY, "")
+    if warning and not hasattr(config, "workerinput"):
+        config.issue_config_time_warning(pytest.PytestConfigWarning(warning), stacklevel=2)
     engines = Engines(config.stash.get(ENGINE_FACTORY_KEY, Engine))
-    session = VerdictSession(config, require_all=bool(config.getoption("require_all_stages")), engines=engines)
+    require_all = bool(config.getoption("require_all_stages"))
+    session = VerdictSession(config, require_all=require_all, engines=engines, composition=stages)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, PLUGIN_NAME)
     config.stash[CHECKS_KEY] = {}
     config.stash[TARGETS_KEY] = []
     controller = not hasattr(config, "workerinput")
     if controller and _asked_for_images(config):
-        _check_output_paths(config)
+        usage.check_output_paths(config)
     collect_only = bool(config.getoption("collectonly"))  # lists the stages; never touches the engine
     images = [*(config.getoption("base_images") or []), *([] if collect_only else _built_images(config))]
     if not images and not config.getoption("base_image_matrix"):
@@ -233,33 +131,6 @@ def _configure(config: pytest.Config) -> None:
 def _asked_for_images(config: pytest.Config) -> bool:
     option = config.option
     return bool(option.base_images or option.base_image_matrix or getattr(option, "base_image_dockerfile", None))
-
-
-def _check_output_paths(config: pytest.Config) -> None:
-    """Every report path is writable, and a baseline readable, before anything starts: else a usage error."""
-    paths = [("--compat-json", config.getoption("compat_json")), ("--compat-html", config.getoption("compat_html"))]
-    try:
-        for option, path in paths:
-            if path:
-                check_output_path(option, path)
-        if getattr(config.option, "xmlpath", None):  # pytest creates a missing directory for this one
-            check_output_path("--junitxml", config.option.xmlpath, may_create_dirs=True)
-        _check_baseline(config.getoption("compat_baseline"))
-    except BaseImageError as exc:
-        raise pytest.UsageError(escaped(str(exc))) from None
-
-
-def _check_baseline(path: str | None) -> None:
-    """The earlier verdict to compare with must be there and readable: a gate that asked for a comparison
-    must not get a run without one."""
-    if not path:
-        return
-    from .report import ReportError, load_json
-
-    try:
-        load_json(path)
-    except ReportError as exc:
-        raise ReportError(f"--compat-baseline={one_line(str(exc))}") from None
 
 
 def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
@@ -283,7 +154,7 @@ def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
 PARTS: dict[str, Any] = {
     "scoring": scoring,
     "gpu": gpu,
-    "registry": registry,
+    "registry": registry_part,
     "probe": probe_options,
     "waivers": evidence,  # waivers and attestations: the gate's evidence
 }
@@ -292,7 +163,7 @@ PARTS: dict[str, Any] = {
 def _built_images(config: pytest.Config) -> list[str]:
     """--base-image-dockerfile: the controller builds (exit 2 and the log tail on failure); workers reuse its ids."""
     try:
-        return registry.build_targets(config)
+        return registry_part.build_targets(config)
     except BaseImageError as exc:
         if exc.exit_code == ExitCode.USAGE_ERROR:
             raise pytest.UsageError(escaped(str(exc))) from None
@@ -302,7 +173,7 @@ def _built_images(config: pytest.Config) -> list[str]:
 
 def _secrets(config: pytest.Config) -> list[str]:
     """Values every report must redact (the registry password)."""
-    return registry.secrets(config)
+    return registry_part.secrets(config)
 
 
 def _add_suite(config: pytest.Config) -> None:
@@ -322,7 +193,7 @@ def _preflight(config: pytest.Config) -> None:
     try:
         for target in config.stash[TARGETS_KEY]:
             engines.get(*target.engine_key)
-            check = ImageCheck(target, engines)
+            check = _new_check(config, target)
             check.prepare(warm=not distributed)  # xdist's workers run the stages, on checks of their own
             checks[target.name] = check
     except BaseImageError as exc:
@@ -396,13 +267,32 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     from .session import _stages_of
 
     selected: dict[str, set[str]] = {}
-    for name, stage in _stages_of(session.items):
+    for name, stage in _stages_of(session.items, _composition(session.config).names):
         selected.setdefault(name, set()).add(stage)
     session.config.stash[SELECTED_KEY] = selected
     checks = session.config.stash.get(CHECKS_KEY, {})
     for name, check in checks.items():  # made by the preflight (serial runs): before anything was selected
         check.selected = selected.get(name, set())
     drop_unneeded(list(checks.values()))
+
+
+def _composition(config: pytest.Config) -> Composition:
+    return config.stash.get(COMPOSITION_KEY, BUILTIN)
+
+
+def _new_check(config: pytest.Config, target: Target) -> ImageCheck:
+    check = ImageCheck(target, config.stash[SESSION_KEY].engines)
+    check.composition = _composition(config)
+    return check
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> Iterator[Any]:
+    """The bundled suite gets one test per stage a plugin added (`test_<name>`, mark `<name>`), after its own."""
+    module = yield
+    if isinstance(module, pytest.Module) and is_suite(module_path):
+        add_stage_tests(module.obj, _composition(parent.config))
+    return module
 
 
 @pytest.fixture(scope="session")
@@ -412,8 +302,7 @@ def baseimage(request: pytest.FixtureRequest) -> Iterator[ImageCheck]:
     if target is None:
         pytest.skip("no --base-image given")
     checks = request.config.stash[CHECKS_KEY]
-    engines = request.config.stash[SESSION_KEY].engines
-    check = checks.get(target.name) or checks.setdefault(target.name, ImageCheck(target, engines))
+    check = checks.get(target.name) or checks.setdefault(target.name, _new_check(request.config, target))
     check.selected = request.config.stash.get(SELECTED_KEY, {}).get(target.name, set())
     yield check
     check.close()
@@ -530,7 +419,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def _nothing_selected(config: pytest.Config) -> str:
     """Why pytest's exit 5 here: no stage of the compliance suite was selected."""
-    stages = ", ".join(STAGE_ORDER)
+    stages = ", ".join(_composition(config).names)
     if config.getoption("keyword") or config.getoption("markexpr"):
         return f"nothing selected: -k/-m left none of the stages ({stages}) to run; nothing was judged"
     return f"nothing selected: no compliance stage was collected for the images ({stages}); nothing was judged"

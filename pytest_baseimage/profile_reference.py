@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import profile_schema, profiles
+from . import profile_schema, profile_words, profiles
 from .profile_schema import SECTIONS, SWITCHABLE, ExpectedSchema, OsRule, ProfileModel
 
 SHIPPED = "../pytest_baseimage/profiles"  # relative to docs/
@@ -144,7 +144,7 @@ def _model_section(title: str, model: type[BaseModel], where: str | None, level:
             kind = "table or false" if key in SWITCHABLE else "table"
             lines.append(f"| `{key}` | {kind} | absent | see [{key}](#{key}) |")
             continue
-        kind = profile_schema.type_text(profile_schema.declared(field))
+        kind = profile_words.type_text(profile_words.declared(field))
         lines.append(f"| `{key}` | {_cell(kind)} | {_default(field)} | {_cell(field.description or '')} |")
     return "\n".join(lines) + "\n"
 

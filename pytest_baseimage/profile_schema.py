@@ -19,7 +19,7 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import (
@@ -28,12 +28,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     ValidationInfo,
     model_validator,
 )
 from pydantic.fields import FieldInfo
+
+from .profile_words import declared, element, inner_model, is_tag, key_path, short, type_text
 
 NETWORKS = ("none", "bridge")  # the scoring server's network: loopback only (default), or egress via bridge
 JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")  # scoring.SCHEMA_TYPES' keys
@@ -410,7 +411,7 @@ def _raw_at(data: Any, loc: tuple[Any, ...]) -> Any:
 def explain(error: dict[str, Any]) -> str:
     """One pydantic error as 'key.path: what was wrong' in the words of a TOML file."""
     loc, kind, ctx = error["loc"], error["type"], error.get("ctx") or {}
-    path, got = key_path(loc), _short(error.get("input"))
+    path, got = key_path(loc), short(error.get("input"))
     if kind == "extra_forbidden":
         known = known_keys(loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
@@ -440,24 +441,9 @@ TYPE_ERRORS = {"int_type", "float_type", "bool_type", "string_type", "list_type"
 BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 
 
-def key_path(loc: tuple[Any, ...]) -> str:
-    """('os', 'accept', 0, 'verison') -> os.accept[0].verison; pydantic's union member tags are dropped."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not _is_tag(str(part)):
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _is_tag(part: str) -> bool:
-    return part.startswith(("list[", "literal[", "function-")) or part in ("str", "int", "bool", "float", "none")
-
-
 def known_keys(loc: tuple[Any, ...]) -> list[str]:
     """The keys a table at this location may have."""
-    model = _inner_model(annotation_at(loc))
+    model = inner_model(annotation_at(loc))
     return list(model.model_fields) if model else []
 
 
@@ -465,103 +451,17 @@ def annotation_at(loc: tuple[Any, ...]) -> Any:
     """The declared type of the value at `loc` (list indexes and table keys follow the annotations)."""
     current: Any = ProfileModel
     for part in loc:
-        if _is_tag(str(part)):
+        if is_tag(str(part)):
             continue
-        model = _inner_model(current)
+        model = inner_model(current)
         if model is None:
-            current = _element(current)
+            current = element(current)
             continue
         field = model.model_fields.get(str(part))
         if field is None:
             return None
         current = declared(field)
     return current
-
-
-def declared(field: FieldInfo) -> Any:
-    """A field's annotation with its validators and constraints (pydantic keeps them apart)."""
-    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-
-
-def _strip(annotation: Any) -> Any:
-    """Annotated[...] and Optional[...] -> the type inside."""
-    while True:
-        origin = get_origin(annotation)
-        if origin is Annotated:
-            annotation = get_args(annotation)[0]
-        elif origin is Union:
-            inner = [a for a in get_args(annotation) if a is not type(None)]
-            models = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
-            annotation = models[0] if models else inner[0]
-        else:
-            return annotation
-
-
-def _inner_model(annotation: Any) -> type[BaseModel] | None:
-    stripped = _strip(annotation)
-    return stripped if isinstance(stripped, type) and issubclass(stripped, BaseModel) else None
-
-
-def _element(annotation: Any) -> Any:
-    """list[X] -> X, dict[str, X] -> X (X keeps its validators)."""
-    args = get_args(_strip(annotation))
-    return args[-1] if args else None
-
-
-# -- types in words: for error messages and the generated reference ---------------------------------------
-def type_text(annotation: Any) -> str:
-    """'list of strings', 'integer 1 to 65535', 'one of "none", "bridge"' ... from the JSON schema."""
-    schema = TypeAdapter(annotation).json_schema(mode="validation")
-    return _words(schema, plural=False)
-
-
-PLURALS = {"string": "strings", "integer": "integers", "number": "numbers", "table": "tables", "boolean": "booleans"}
-
-
-def _words(schema: dict[str, Any], plural: bool) -> str:
-    if "$ref" in schema or (schema.get("type") == "object" and "properties" in schema):
-        return "tables" if plural else "table"
-    if "anyOf" in schema:
-        options = [s for s in schema["anyOf"] if s.get("type") != "null"]
-        if len(options) == 2 and options[1] == {"type": "array", "items": options[0]}:  # one, or a list of them
-            return f"{_words(options[0], plural)}, or a list of them"
-        return " or ".join(dict.fromkeys(_words(s, plural) for s in options))
-    if "enum" in schema or "const" in schema:
-        values = schema.get("enum", [schema.get("const")])
-        return json.dumps(values[0]) if len(values) == 1 else "one of " + ", ".join(json.dumps(v) for v in values)
-    kind = schema.get("type")
-    if kind == "array":
-        items = schema.get("items", {})
-        if "anyOf" in items:
-            each = " or ".join(_words(option, plural=False) for option in items["anyOf"])
-            return f"list{'s' if plural else ''} of entries, each a {each}"
-        return f"list{'s' if plural else ''} of {_words(items, plural=True)}"
-    if kind == "object":
-        inner = _words(schema.get("additionalProperties", {}), plural=False)
-        return f"table{'s' if plural else ''} of name = {inner}"
-    if kind in ("integer", "number"):
-        word = PLURALS[kind] if plural else kind
-        return word + _range(schema)
-    if kind in ("string", "boolean"):
-        word = kind if kind != "boolean" else "true/false"
-        return PLURALS.get(word, word) if plural else word
-    return "any TOML value"
-
-
-def _range(schema: dict[str, Any]) -> str:
-    low, high = schema.get("minimum"), schema.get("maximum")
-    if low is not None and high is not None:
-        return f" {low:g} to {high:g}"
-    if schema.get("exclusiveMinimum") is not None:
-        return f" > {schema['exclusiveMinimum']:g}"
-    if low is not None:
-        return f" >= {low:g}"
-    return ""
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def field_info(section: str, key: str) -> FieldInfo:

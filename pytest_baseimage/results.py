@@ -9,9 +9,6 @@ from typing import Any
 
 from .text import one_line, untrusted
 
-# The order in which stages run for each image; a stage's prerequisites always come before it.
-STAGE_ORDER: tuple[str, ...] = ("os", "conda", "python", "apt", "azureml", "scoring", "gpu")
-
 
 class Status(str, enum.Enum):
     PASS = "pass"

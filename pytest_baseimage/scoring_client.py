@@ -19,6 +19,8 @@ import math
 import struct
 from typing import Any
 
+from . import incontainer
+
 # Inside the server container, copied in through the archive API. At the root, which is a directory in every
 # image, and not in /tmp: an image may have no /tmp, or a file there, and the client needs no temporary files.
 DIRECTORY = "/.pytest-baseimage-client"
@@ -26,163 +28,8 @@ PYTHONS = ("python3", "python")  # tried in this order on the image's PATH
 ANSWER_BYTES = 16 << 20  # the client's output is read up to here (engine.exec caps it while streaming)
 SIDE_BODY_CHARS = 2000  # liveness and swagger bodies: only their status is judged, a little text helps a reader
 
-# Python 2.7/3.5+ (no f-strings, time.time): it runs on whatever python the image has. It prints one answer
-# line (marker + JSON) after each phase, flushed, so that a client killed with its server (a crash or OOM in
-# run()) still leaves what it saw; the host reads the last complete one.
-PROGRAM = r"""
-import base64, errno, json, socket, sys, threading, time
-try:
-    import http.client as httplib
-except ImportError:
-    import httplib
-
-PY2 = sys.version_info[0] == 2
-CLOSED = (errno.ECONNREFUSED, errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
-STARTED = time.time()
-
-
-def native(value):
-    # json gives unicode on Python 2, where httplib wants byte strings for the request line and headers.
-    if PY2 and not isinstance(value, str):
-        return value.encode("utf-8")
-    return value
-
-
-def text(value):
-    # Header values arrive as bytes on Python 2; latin-1 maps every byte, as Python 3's http.client does.
-    if isinstance(value, bytes) and not isinstance(value, type(u"")):
-        return value.decode("latin-1")
-    return value
-
-
-def request(req, method, path, body, headers, timeout, body_chars):
-    # `timeout` bounds the whole exchange, not each read: a server that drips one byte at a time must not
-    # hold the client past it. A timer shuts the socket down at the deadline; the reads then end.
-    started = time.time()
-    out = {"method": method, "path": path, "status": None, "body": "", "headers": {}, "error": ""}
-    conn = httplib.HTTPConnection(req.get("host", "127.0.0.1"), req["port"], timeout=max(timeout, 0.05))
-    expired = []
-    timer = None
-    try:
-        conn.connect()
-        sock = conn.sock
-
-        def expire():
-            expired.append(True)
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except (socket.error, OSError):
-                pass
-
-        timer = threading.Timer(max(started + timeout - time.time(), 0.0), expire)
-        timer.daemon = True
-        timer.start()
-        sent = {"Connection": "close"}
-        sent.update(headers)
-        sent = dict((native(k), native(v)) for k, v in sent.items())
-        conn.request(native(method), native(path), body=body, headers=sent)
-        resp = conn.getresponse()
-        data = resp.read(req["max_body"])
-        if expired:
-            raise socket.timeout()
-        out["status"] = resp.status
-        out["headers"] = dict((text(k).lower(), text(v)) for k, v in resp.getheaders())
-        out["body"] = data.decode("utf-8", "replace")[:body_chars]
-    except socket.timeout:
-        out["error"] = "timeout"
-    except (socket.error, httplib.HTTPException) as exc:
-        closed = isinstance(exc, (httplib.BadStatusLine, httplib.IncompleteRead))
-        if expired:
-            out["error"] = "timeout"
-        elif closed or getattr(exc, "errno", None) in CLOSED:
-            out["error"] = "closed"
-        else:
-            out["error"] = text(("%s: %s" % (type(exc).__name__, exc))[:300])
-    finally:
-        if timer is not None:
-            timer.cancel()
-        conn.close()
-        out["elapsed_s"] = time.time() - started
-    return out
-
-
-def listening(req):
-    # The sockets listening on the port, from the server's network namespace: its own /proc/net/tcp when
-    # the client runs inside, /proc/<server pid>/net/tcp when it runs on the engine's host.
-    found = []
-    port = req["port"]
-    for name in req.get("listen_files", ["/proc/net/tcp", "/proc/net/tcp6"]):
-        try:
-            with open(name) as handle:
-                lines = handle.read().splitlines()[1:]
-        except (IOError, OSError):
-            continue
-        for line in lines:
-            parts = line.split()
-            if len(parts) > 3 and parts[3] == "0A" and ":" in parts[1]:
-                address, hexport = parts[1].split(":", 1)
-                if int(hexport, 16) == port:
-                    found.append(address)
-    return found
-
-
-def loopback(address):
-    # 127.0.0.0/8 (hex, host order: the last byte is the first octet), ::1, ::ffff:127.x.y.z
-    if len(address) == 8:
-        return address.upper().endswith("7F")
-    upper = address.upper()
-    return upper == "0" * 24 + "01000000" or (upper.startswith("0" * 16 + "FFFF0000") and upper.endswith("7F"))
-
-
-def emit(req, out):
-    out["ran_s"] = time.time() - STARTED
-    sys.stdout.write("\n" + req["marker"] + json.dumps(out) + "\n")
-    sys.stdout.flush()
-
-
-def main(req, out):
-    payload = base64.b64decode(req["payload_b64"])
-    deadline = STARTED + req["boot_timeout_s"]
-    side = req["side_body_chars"]
-    while time.time() < deadline:
-        out["polls"] += 1
-        remaining = deadline - time.time()
-        last = request(req, "GET", req["liveness_path"], None, {}, min(req["request_timeout_s"], remaining), side)
-        out["liveness"] = last
-        if last["status"] is not None and 200 <= last["status"] < 300:
-            out["healthy_after_s"] = time.time() - STARTED
-            break
-        if last["error"] == "closed" and req.get("stop_on_loopback"):
-            found = listening(req)
-            if found and all(loopback(a) for a in found):  # bound, but where the client cannot reach it
-                break
-        time.sleep(max(min(req["poll_interval_s"], deadline - time.time()), 0))
-    out["listen"] = listening(req)
-    emit(req, out)
-    if out["healthy_after_s"] is None:
-        return
-    headers = {"Content-Type": req["content_type"]}
-    body_chars = req["max_body"]
-    out["score"] = request(req, "POST", req["score_path"], payload, headers, req["request_timeout_s"], body_chars)
-    if out["score"]["status"] is not None:
-        out["score_done_s"] = time.time() - STARTED
-    emit(req, out)
-    if req["swagger"]:
-        out["swagger"] = request(req, "GET", req["swagger_path"], None, {}, req["request_timeout_s"], side)
-        emit(req, out)
-
-
-with open(sys.argv[1]) as handle:
-    REQ = json.load(handle)
-ANSWER = {"polls": 0, "healthy_after_s": None, "score_done_s": None, "liveness": None, "score": None,
-          "swagger": None, "listen": []}
-try:
-    main(REQ, ANSWER)
-except Exception as exc:  # a bug here must read as the client's failure, not as the server's
-    ANSWER["client_error"] = text(("%s: %s" % (type(exc).__name__, exc))[:300])
-ANSWER["done"] = True
-emit(REQ, ANSWER)
-"""
+# The client (incontainer/scoring_client.py), copied into the server's container and run there.
+PROGRAM = incontainer.source("scoring_client.py")
 
 
 def files(request: dict[str, Any], payload: bytes, marker: str) -> dict[str, bytes]:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
+from .composition import BUILTIN, STAGE_ORDER, Composition
 from .engines import Engines
 from .errors import BaseImageError, ExitCode
-from .results import STAGE_ORDER, ImageInfo, ImageReport, Status, Verdict, utc_now
+from .results import ImageInfo, ImageReport, Status, Verdict, utc_now
 from .text import cut_line, one_line
 
 PLUGIN_NAME = "baseimage-verdict"  # the name the session is registered under with pytest's plugin manager
@@ -57,7 +58,7 @@ def check_output_path(option: str, path: str, *, may_create_dirs: bool = False) 
         raise OutputPathError(f"{option}={one_line(path)}: cannot write in {one_line(directory)}: {reason}") from None
 
 
-def write_usage_verdict(json_path: str | None, message: str, images: Sequence[str]) -> bool:
+def write_usage_verdict(json_path: str | None, message: str, images: Sequence[str], args: Sequence[str] = ()) -> bool:
     """Exit 4 keeps a verdict too: a minimal one (verdict "usage error", the one line, no image looked at),
     when --compat-json was given and can be written. Returns whether it was written."""
     from . import report as reporting
@@ -73,7 +74,7 @@ def write_usage_verdict(json_path: str | None, message: str, images: Sequence[st
         plugin_version=__version__,
         started=now,
         finished=now,
-        argv=_safe_argv(),
+        argv=_safe_argv(args),
         usage_error=one_line(message),
         images_given=[one_line(image) for image in images],
     )
@@ -84,15 +85,16 @@ def write_usage_verdict(json_path: str | None, message: str, images: Sequence[st
     return True
 
 
-def merge_result(collected: dict[str, ImageReport], incoming: ImageReport) -> None:
-    """Fold one test report's stage results into its image's report (later results of a stage win)."""
+def merge_result(collected: dict[str, ImageReport], incoming: ImageReport, order: Sequence[str] = STAGE_ORDER) -> None:
+    """Fold one test report's stage results into its image's report (later results of a stage win), keeping
+    the results in `order` (the session's stages; one it does not know goes last)."""
     existing = collected.get(incoming.name)
     if existing is None:
         collected[incoming.name] = incoming
         return
     stages_in = {result.stage for result in incoming.results}
     existing.results = [r for r in existing.results if r.stage not in stages_in] + incoming.results
-    existing.results.sort(key=lambda r: STAGE_ORDER.index(r.stage) if r.stage in STAGE_ORDER else len(STAGE_ORDER))
+    existing.results.sort(key=lambda r: order.index(r.stage) if r.stage in order else len(order))
     existing.facts = incoming.facts or existing.facts
     existing.timings = {**existing.timings, **incoming.timings}
     existing.info = incoming.info if incoming.info.image_id else existing.info
@@ -123,19 +125,18 @@ class VerdictSession:
     written: bool = False
     final: list[ImageReport] | None = None  # the reports the verdict was written from: the terminal shows the same
     engines: Engines = field(default_factory=Engines)  # one per Docker host, labelled with this session's id
+    composition: Composition = BUILTIN  # the built-in stages and those plugins added (pytest_baseimage_stages)
 
     # -- hooks (this object is registered as a plugin) -------------------------------------------------
     def pytest_runtest_logreport(self, report: Any) -> None:
         """Runs in the controller under xdist too: fold each stage's result into its image's report."""
-        from . import plugin  # late: plugin imports this module; tests patch plugin.merge_result
-
         data = getattr(report, REPORT_ATTR, None)
         if data:
-            plugin.merge_result(self.collected, ImageReport.from_dict(data))
+            merge_result(self.collected, ImageReport.from_dict(data), self.composition.names)
 
     def pytest_deselected(self, items: Sequence[Any]) -> None:
         """Remember which stages -k/-m left out, so the verdict says they were not judged."""
-        for name, stage in _stages_of(items):
+        for name, stage in _stages_of(items, self.composition.names):
             self.deselected.setdefault(name, set()).add(stage)
 
     # -- the verdict ----------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ class VerdictSession:
                 report = ImageReport(target.name, info, target.profile.name, [], check.error if check else "")
             report.require_all_stages = self.require_all
             judged = {r.stage for r in report.results}
-            report.deselected = [s for s in STAGE_ORDER if s in self.deselected.get(target.name, set()) - judged]
+            report.deselected = self.composition.ordered(self.deselected.get(target.name, set()) - judged)
             out.append(report)
         return out
 
@@ -163,7 +164,7 @@ class VerdictSession:
             started=self.started,
             finished=utc_now(),
             host=host,
-            argv=_safe_argv(),
+            argv=_safe_argv(self.config.invocation_params.args),
             interrupted=ending.interrupted,
             nothing_selected=ending.nothing_selected,
             notes=[ending.message] if ending.message else [],
@@ -213,8 +214,8 @@ def session_of(config: Any) -> VerdictSession | None:
     return config.pluginmanager.get_plugin(PLUGIN_NAME)
 
 
-def _stages_of(items: Sequence[Any]) -> list[tuple[str, str]]:
-    """(image name, stage) for each compliance item among `items`."""
+def _stages_of(items: Sequence[Any], names: Sequence[str] = STAGE_ORDER) -> list[tuple[str, str]]:
+    """(image name, stage) for each compliance item among `items`: its marks that name one of the stages."""
     from .target import Target
 
     found = []
@@ -222,15 +223,16 @@ def _stages_of(items: Sequence[Any]) -> list[tuple[str, str]]:
         callspec = getattr(item, "callspec", None)
         target = callspec.params.get("baseimage") if callspec else None
         if isinstance(target, Target):
-            found += [(target.name, mark.name) for mark in item.iter_markers() if mark.name in STAGE_ORDER]
+            found += [(target.name, mark.name) for mark in item.iter_markers() if mark.name in names]
     return found
 
 
-def _safe_argv() -> list[str]:
-    """The command line, without anything that looks like a secret: `--x-password=V`, and V after `--x-password`."""
-    kept: list[str] = []
+def _safe_argv(args: Sequence[str]) -> list[str]:
+    """The command line (pytest's invocation arguments), without anything that looks like a secret:
+    `--x-password=V`, and V after `--x-password`."""
+    kept: list[str] = ["pytest"]
     secret_next = False
-    for arg in sys.argv:
+    for arg in map(str, args):
         if secret_next and not arg.startswith("-"):
             secret_next = False
             continue

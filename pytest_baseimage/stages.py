@@ -1,7 +1,7 @@
 """The stages: one pure function each, Facts + Profile (+ an observation for live stages) -> StageResult.
 
-Stages never talk to Docker. The order and the prerequisites live here too, so the runner and the report
-agree on them.
+Stages never talk to Docker. Which stages exist, their order and their prerequisites are declared in one
+place, composition.py; this module holds the static stages' checks and the `Stage` record.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from packaging.utils import canonicalize_name
 
 from .facts import Facts
 from .profiles import Profile, describe_specs, version_matches
-from .results import NOT_REQUIRED, STAGE_ORDER, StageResult, Status
+from .results import NOT_REQUIRED, StageResult, Status
 
 Check = Callable[[Facts, Profile, Any], StageResult]
 
@@ -34,6 +34,9 @@ class Stage:
     # What the profile alone decides (not required, not reproducible): the runner asks before looking at
     # prerequisites, so a stage the profile does not ask for reads "skipped", never "blocked".
     skip: Callable[[Profile], StageResult | None] | None = None
+    # What the stage needs the probe to ask for this profile (imports to try, apt packages whose files to
+    # list): a probe.ProbeRequest. The probe runs once, with what every stage of the composition needs.
+    needs: Callable[[Profile], Any] | None = None
     # What the stage can begin once the image is resolved, before anything asks for it (the scoring server's
     # network, made while pytest collects): given the image's check, it must not raise.
     warm: Callable[[Any], None] | None = None
@@ -49,7 +52,7 @@ def _missing(facts: Facts, key: str) -> str:
     return facts.notes.get(key) or facts.probe_error or f"no {key}"
 
 
-# Why a candidate could not start any process, as the engine's start faults say it (engine._IMAGE_START_FAULTS),
+# Why a candidate could not start any process, as the engine's start faults say it (engine_reap._IMAGE_START_FAULTS),
 # and what fixes that: installing conda or Python into an image that cannot run a program helps nothing.
 START_FIXES: tuple[tuple[re.Pattern[str], str], ...] = (
     (
@@ -218,34 +221,3 @@ def check_azureml(facts: Facts, profile: Profile, _: Any = None) -> StageResult:
     if problems:
         return StageResult("azureml", Status.FAIL, expected, "; ".join(problems), fix, details=details)
     return StageResult("azureml", Status.PASS, expected, ", ".join(seen), details=details)
-
-
-STAGES: dict[str, Stage] = {
-    "os": Stage("os", "Operating system", (), check_os),
-    "conda": Stage("conda", "Conda", (), check_conda),
-    "python": Stage("python", "Python", (), check_python),
-    "apt": Stage("apt", "Inferencing-stack apt packages", ("os",), check_apt, skip=skip_apt),
-    "azureml": Stage("azureml", "Azure ML server package", ("python",), check_azureml, skip=skip_azureml),
-}
-
-
-def register(stage: Stage) -> None:
-    """Live stages (scoring, gpu) register themselves from their own modules."""
-    if stage.name not in STAGE_ORDER:
-        raise ValueError(f"unknown stage {stage.name}")
-    STAGES[stage.name] = stage
-
-
-def blocked_by(stage: str, results: dict[str, StageResult]) -> str | None:
-    """The first prerequisite that did not pass (skipped counts as passed: it was not required; waived too:
-    the waiver accepts that failure, and the stages after it are judged on their own)."""
-    for prereq in STAGES[stage].prerequisites:
-        result = results.get(prereq)
-        if result is not None and result.status not in (Status.PASS, Status.SKIPPED, Status.WAIVED):
-            return prereq
-    return None
-
-
-def ordered(names: list[str] | None = None) -> list[str]:
-    wanted = set(names or STAGE_ORDER)
-    return [name for name in STAGE_ORDER if name in wanted and name in STAGES]

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import platforms, probe, profiles, registry, stages, waivers
+from . import composition, platforms, probe, profiles, registry, waivers
+from .composition import Composition
 from .engine import Candidate, Engine, engine_faults, one_line
 from .engines import Engines
 from .errors import BaseImageError, EngineError
@@ -83,6 +84,7 @@ class ImageCheck:
         self._early: dict[str, _Early] = {}
         self._warm: _Early | None = None  # the candidate, starting in the background (see `_warm_up`)
         self.timings: dict[str, float] = {}  # container_start_s, probe_s (see ImageReport.timings)
+        self.composition: Composition = composition.BUILTIN  # the stages of this session (set by the plugin)
 
     # -- lazily built state -----------------------------------------------------------------------------
     @property
@@ -122,16 +124,25 @@ class ImageCheck:
         """Once the image is resolved, begin what the stages will need while pytest collects: the candidate
         (unless its platform is refused: then no container may start) and each stage's own (`Stage.warm`)."""
         if platforms.check(self.info, self.profile) is None:
-            self._warm = _Early(lambda check: check._start_candidate(), self)
+            self._warm = _Early(lambda _check: self._start_candidate(), self)
         for stage in self._warming():
             stage.warm(self)
 
-    def _warming(self) -> list[stages.Stage]:
+    @property
+    def engine_in_use(self) -> Engine | None:
+        """The engine, once something asked for it (None before: asking would connect)."""
+        return self._engine
+
+    @property
+    def warms_anything(self) -> bool:
+        return bool(self._warming())
+
+    def _warming(self) -> list[composition.Stage]:
         """The stages with something to begin early: not skipped by the profile, nor left out by -m/-k (before
         the collection, when nothing is selected yet, each may be: `drop_unneeded` ends what is not)."""
         return [
             stage
-            for stage in stages.STAGES.values()
+            for stage in self.composition.stages
             if stage.warm
             and not (self.selected and stage.name not in self.selected)
             and not (stage.skip and stage.skip(self.profile))
@@ -151,15 +162,7 @@ class ImageCheck:
         return self._facts
 
     def _gather(self) -> Facts:
-        apt = self.profile.section("apt") or {}
-        request = probe.ProbeRequest(
-            imports=[str(m) for m in (self.profile.section("azureml") or {}).get("imports", [])],
-            apt=[str(p) for p in [*apt.get("required", []), *(n for g in apt.get("any_of", []) for n in g)]],
-        )
-        for name, make in probe.EXTENSIONS.items():
-            code = make(self.profile)
-            if code:
-                request.extensions[name] = code
+        request = self.composition.probe_request(self.profile)
         candidate = self.candidate
         started = time.monotonic()
         try:
@@ -181,7 +184,7 @@ class ImageCheck:
         return self._results[stage]
 
     def _run(self, name: str) -> StageResult:
-        stage = stages.STAGES[name]
+        stage = self.composition.get(name)
         self.prepare()
         if self.error:
             return StageResult(name, Status.ERROR, reason=f"could not check the image: {self.error}")
@@ -194,7 +197,7 @@ class ImageCheck:
         self._start_early()
         for prereq in stage.prerequisites:
             self.result(prereq)
-        blocker = stages.blocked_by(name, self._results)
+        blocker = composition.blocked_by(stage, self._results)
         if blocker:
             return StageResult(name, Status.BLOCKED, reason=f"blocked by {blocker}")
         started = time.monotonic()
@@ -243,20 +246,20 @@ class ImageCheck:
 
     def _start_early(self) -> None:
         """Start the selected live observations that read no facts (the scoring server) in the background."""
-        for name in stages.ordered(sorted(self.selected)):
-            stage = stages.STAGES[name]
+        for name in self.composition.ordered(self.selected):
+            stage = self.composition.get(name)
             ready = stage.early and stage.observe and name not in self._early and name not in self._results
             if ready and not waivers.stops(self, name):  # `run: false`: its server must not start either
                 self._early[name] = _Early(stage.observe, self)
 
-    def _observe(self, stage: stages.Stage) -> Any:
+    def _observe(self, stage: composition.Stage) -> Any:
         if stage.observe is None:
             return None
         early = self._early.pop(stage.name, None)
         return early.result() if early else stage.observe(self)
 
     def results(self) -> list[StageResult]:
-        return [self._results[name] for name in stages.ordered() if name in self._results]
+        return [self._results[name] for name in self.composition.ordered(self._results)]
 
     def report(self) -> ImageReport:
         facts = self._facts.observed_versions() if self._facts else {}
@@ -290,13 +293,14 @@ def drop_unneeded(checks: list[ImageCheck]) -> None:
     """Once -m/-k chose the stages (`ImageCheck.selected`): an engine none of whose images will run a stage that
     warmed something (the scoring server's network) removes it now, in the background."""
     needed: dict[int, bool] = {}
+    engines: dict[int, Engine] = {}
     for check in checks:
-        if check._engine is not None:
-            needed[id(check._engine)] = needed.get(id(check._engine), False) or bool(check._warming())
-    for check in checks:
-        engine = check._engine
-        if engine is not None and not needed.get(id(engine), True):
-            needed[id(engine)] = True  # once per engine
+        engine = check.engine_in_use
+        if engine is not None:
+            engines[id(engine)] = engine
+            needed[id(engine)] = needed.get(id(engine), False) or check.warms_anything
+    for key, engine in engines.items():
+        if not needed[key]:
             engine.defer(engine.release_network)
 
 
@@ -318,7 +322,7 @@ def _shipped(name: str) -> Profile:
 
 def _static_ok(name: str, facts: Facts, info: ImageInfo, profile: Profile) -> bool:
     """One static stage as the runner judges it (platform, profile-only skip, the pure check), minus Docker."""
-    stage = stages.STAGES[name]
+    stage = composition.BUILTIN.get(name)
     result = platforms.stage_result(name, info, profile) or (stage.skip(profile) if stage.skip else None)
     return (result or stage.check(facts, profile, None)).ok
 

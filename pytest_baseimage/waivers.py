@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+from .composition import STAGE_ORDER
 from .errors import BaseImageError, ExitCode
-from .results import STAGE_ORDER, StageResult, Status
+from .results import StageResult, Status
 from .text import one_line
 
 EXPIRING_DAYS = 14  # a waiver that ends sooner than this is reported as a warning

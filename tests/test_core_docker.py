@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from conftest import FIXTURE_PROFILE, certify, managed_containers, plugin_argv, run_pytest, wait_for_container
 
-from pytest_baseimage.results import STAGE_ORDER
+from pytest_baseimage.composition import STAGE_ORDER
 
 pytestmark = pytest.mark.docker
 
@@ -288,10 +288,11 @@ def test_docker_contexts_work_as_in_the_cli(tmp_path, images, no_leaks, config_j
 def test_a_crashing_check_is_unchecked_never_a_pass_and_keeps_its_traceback(tmp_path, images, no_leaks):
     (tmp_path / "conftest.py").write_text(
         "from dataclasses import replace\n"
-        "from pytest_baseimage import stages\n"
+        "from pytest_baseimage import composition\n"
         "def boom(*args):\n"
         "    raise RuntimeError('simulated bug')\n"
-        "stages.STAGES['conda'] = replace(stages.STAGES['conda'], check=boom)\n"
+        "stages = tuple(replace(s, check=boom) if s.name == 'conda' else s for s in composition.BUILTIN.stages)\n"
+        "composition.BUILTIN = composition.Composition(stages)\n"
     )
     verdict = tmp_path / "verdict.json"
     proc, cases = certify(tmp_path, images("good"), f"--compat-json={verdict}")

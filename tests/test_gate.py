@@ -172,10 +172,10 @@ def test_2_when_interrupted(tmp_path, images, docker_client):
 def test_3_internal_error(tmp_path, images, no_leaks):
     """A bug in the plugin (simulated: a hook's helper raises) is pytest's INTERNALERROR, exit 3, never 0/1."""
     (tmp_path / "conftest.py").write_text(
-        "import pytest_baseimage.plugin as plugin\n"
+        "import pytest_baseimage.session as session\n"
         "def _bug(*args, **kwargs):\n"
         "    raise RuntimeError('simulated bug in pytest-baseimage')\n"
-        "plugin.merge_result = _bug\n"
+        "session.merge_result = _bug\n"
     )
     out = run_plugin(f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", "-q", cwd=tmp_path)
     assert out.returncode == 3, out.output

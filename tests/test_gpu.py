@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import os
@@ -14,11 +15,13 @@ from typing import Any
 
 import pytest
 
-from pytest_baseimage import gpu, probe, profiles, stages
+from pytest_baseimage import gpu, probe, profiles
+from pytest_baseimage.composition import BUILTIN
 from pytest_baseimage.engine import ExecResult
 from pytest_baseimage.errors import ProfileError
 from pytest_baseimage.facts import Facts, PythonInfo
-from pytest_baseimage.results import Status
+from pytest_baseimage.gpu import live, spec
+from pytest_baseimage.results import StageResult, Status
 
 FIXTURE_PROFILES = Path(__file__).resolve().parent.parent / "fixtures" / "profiles"
 CAPI = "/opt/conda/lib/python3.11/site-packages/onnxruntime/capi"
@@ -109,13 +112,28 @@ def make_facts(
         "search": {},
         "pip_nvidia": pip_nvidia or {},
     }
-    return Facts(
+    return ProbedFacts(
         running=True,
         has_shell=True,
         python=PythonInfo("/opt/conda/bin/python3", "3.11.2"),
         pip=pip if pip is not None else {"onnxruntime-gpu": "1.31.1"},
-        extra={"gpu": answer},
+        gpu_answer=answer,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbedFacts(Facts):
+    """Facts with the answer the gpu probe's own exec would give for them (observe_gpu's GpuObservation.probe)."""
+
+    gpu_answer: dict[str, Any] | None = None
+
+
+def check(facts: Facts, profile: profiles.Profile, observation: gpu.GpuObservation | None = None) -> StageResult:
+    """check_gpu as the runner calls it: the observation carries the gpu probe's answer for these facts."""
+    seen = observation if observation is not None else gpu.GpuObservation()
+    if seen.probe is None:
+        seen = dataclasses.replace(seen, probe=getattr(facts, "gpu_answer", None))
+    return gpu.check_gpu(facts, profile, seen)
 
 
 def obs(host: gpu.HostGpu | None = NO_GPU, require: bool = False, gpus: str = "all", **kw: Any) -> gpu.GpuObservation:
@@ -173,11 +191,12 @@ def test_add_options_registers_both_flags() -> None:
 
 
 # -- profiles -------------------------------------------------------------------------------------------
-def test_the_stage_is_registered_last_and_probes_in_an_exec_of_its_own() -> None:
-    assert stages.STAGES["gpu"].prerequisites == ("python",)
-    assert stages.STAGES["gpu"].observe is gpu.observe_gpu
-    assert stages.ordered()[-1] == "gpu"
-    assert "gpu" not in probe.EXTENSIONS  # a slow ONNX Runtime import must not cost the shared probe its facts
+def test_the_stage_is_declared_last_and_asks_the_shared_probe_nothing() -> None:
+    stage = BUILTIN.get("gpu")
+    assert stage.prerequisites == ("python",)
+    assert stage.observe is gpu.observe_gpu
+    assert BUILTIN.names[-1] == "gpu"
+    assert stage.needs is None  # a slow ONNX Runtime import must not cost the shared probe its facts
 
 
 @pytest.mark.parametrize(
@@ -199,8 +218,8 @@ def test_variant_profiles_load_and_say_where_layer_3_runs(name: str, placement: 
 def test_profiles_without_gpu_do_not_need_the_stage() -> None:
     for name in ("azureml-2020", "azureml-current", "onnxruntime-base"):
         assert gpu.requirements(load(name)) is None
-        assert gpu.probe_source(load(name)) is None
-        assert gpu.check_gpu(Facts(), load(name)).status is Status.SKIPPED
+        assert gpu.probe_config(load(name)) is None
+        assert check(Facts(), load(name)).status is Status.SKIPPED
 
 
 def test_fixture_profiles_accept_debian(tmp_path: Path) -> None:
@@ -265,7 +284,7 @@ def test_tiny_model_is_an_add_graph_in_onnx_protobuf() -> None:
 
 
 def test_varint_encodes_multi_byte_values() -> None:
-    assert gpu._varint(300) == b"\xac\x02" and gpu._varint(0) == b"\x00"
+    assert spec._varint(300) == b"\xac\x02" and spec._varint(0) == b"\x00"
 
 
 # -- the candidate's code runs on old Pythons -------------------------------------------------------------
@@ -283,12 +302,12 @@ def _old_pythons() -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("source", ["extension", "program"])
+@pytest.mark.parametrize("source", ["gpu_probe", "program"])
 def test_candidate_code_compiles_for_python_2_7_and_3_5(source: str) -> None:
     pythons = _old_pythons()
     if not pythons:
         pytest.skip("no python2.7/3.5/3.6 on this machine to compile with")
-    code = gpu.probe_source(load("onnxruntime-cuda")) if source == "extension" else gpu.ORT_PROGRAM
+    code = gpu.GPU_PROBE if source == "gpu_probe" else gpu.ORT_PROGRAM
     for exe in pythons:
         proc = subprocess.run(
             [exe, "-c", "import sys; compile(sys.stdin.read(), 'x', 'exec')"],
@@ -299,12 +318,12 @@ def test_candidate_code_compiles_for_python_2_7_and_3_5(source: str) -> None:
         assert proc.returncode == 0, (exe, proc.stderr)
 
 
-def test_extension_answers_even_without_onnxruntime() -> None:
-    """Run the extension as run_probe does, in this machine's oldest Python: a JSON-able answer."""
+def test_gpu_probe_answers_even_without_onnxruntime() -> None:
+    """Run the gpu probe as run_probe does, in this machine's oldest Python: a JSON-able answer."""
     exe = (_old_pythons() or [shutil.which("python3") or "python3"])[0]
-    code = gpu.probe_source(load("onnxruntime-cuda"))
+    config = gpu.probe_config(load("onnxruntime-cuda"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    command = [exe, "-S", "-c", gpu.RUNNER, code, "@@m:"]
+    command = [exe, "-S", "-c", gpu.GPU_PROBE, json.dumps(config), "@@m:"]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     answer = probe.last_marked_json(proc.stdout, "@@m:")
@@ -355,7 +374,7 @@ def test_cpu_build_under_the_cuda_profile_fails_layer_1_with_the_swap_fix() -> N
         libraries={"CUDAExecutionProvider": None},
         pip={"onnxruntime": "1.32.0"},
     )
-    result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
+    result = check(facts, load("onnxruntime-cuda"), obs())
     assert result.status is Status.FAIL
     assert layers(result)["compiled"] == "fail"
     assert "missing: CUDAExecutionProvider" in result.observed
@@ -365,13 +384,13 @@ def test_cpu_build_under_the_cuda_profile_fails_layer_1_with_the_swap_fix() -> N
 
 def test_an_import_failure_fails_layer_1_and_blocks_the_cpu_session() -> None:
     facts = make_facts(import_ok=False)
-    result = gpu.check_gpu(facts, load("onnxruntime-cpu"), obs())
+    result = check(facts, load("onnxruntime-cpu"), obs())
     assert layers(result)["compiled"] == "fail" and layers(result)["usable"] == "blocked"
     assert "cannot open shared object file" in result.observed
 
 
 def test_no_python_answer_is_an_error() -> None:
-    result = gpu.check_gpu(Facts(notes={"python": "no `python3` on PATH"}), load("onnxruntime-cpu"), obs())
+    result = check(Facts(notes={"python": "no `python3` on PATH"}), load("onnxruntime-cpu"), obs())
     assert result.status is Status.ERROR and "no `python3` on PATH" in result.reason
 
 
@@ -381,7 +400,7 @@ def test_missing_cuda_libraries_fail_layer_2_by_name_and_spare_the_driver() -> N
         available=("CUDAExecutionProvider", "CPUExecutionProvider"),
         libraries={"CUDAExecutionProvider": LDD_CUDA_MISSING},
     )
-    result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
+    result = check(facts, load("onnxruntime-cuda"), obs())
     loadable = result.details["layers"]["loadable"]
     assert result.status is Status.FAIL
     assert layers(result) == {"compiled": "pass", "loadable": "fail", "usable": "skipped"}
@@ -394,7 +413,7 @@ def test_missing_cuda_libraries_fail_layer_2_by_name_and_spare_the_driver() -> N
 
 def test_require_gpu_fails_layer_3_when_the_host_has_none() -> None:
     facts = make_facts(available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": LDD_CUDA_MISSING})
-    result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs(require=True))
+    result = check(facts, load("onnxruntime-cuda"), obs(require=True))
     assert layers(result)["usable"] == "fail"
     assert "no GPU on this host" in result.details["layers"]["usable"]["observed"]
 
@@ -407,7 +426,7 @@ def test_profile_libraries_are_checked_beyond_what_ldd_lists() -> None:
         libraries={"TensorrtExecutionProvider": LDD_CUDA_OK, "CUDAExecutionProvider": LDD_CUDA_OK},
         ldconfig=loaded,
     )
-    result = gpu.check_gpu(facts, load("onnxruntime-tensorrt"), obs())
+    result = check(facts, load("onnxruntime-tensorrt"), obs())
     assert result.details["layers"]["loadable"]["details"]["missing"] == ["libnvinfer_plugin.so.10"]
 
 
@@ -416,9 +435,9 @@ def test_any_alternative_satisfies_a_profile_library() -> None:
     facts = make_facts(
         available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": LDD_CORE}, ldconfig=cuda12
     )
-    result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
+    result = check(facts, load("onnxruntime-cuda"), obs())
     assert layers(result)["loadable"] == "pass"
-    missing = gpu.check_gpu(
+    missing = check(
         make_facts(available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": LDD_CORE}),
         load("onnxruntime-cuda"),
     )
@@ -431,14 +450,14 @@ def test_libraries_in_pip_packages_get_a_hint() -> None:
         libraries={"CUDAExecutionProvider": LDD_CUDA_MISSING},
         pip_nvidia={"/opt/conda/lib/python3.11/site-packages/nvidia/cu13/lib": ["libcudart.so.13"]},
     )
-    result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
+    result = check(facts, load("onnxruntime-cuda"), obs())
     assert "libcudart.so.13 is in /opt/conda/lib/python3.11/site-packages/nvidia/cu13/lib" in result.observed
     assert "LD_LIBRARY_PATH" in result.remediation
 
 
 def test_a_provider_linked_into_the_core_module_is_explained_not_failed() -> None:
     facts = make_facts(available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": None}, ldconfig=CUDA13)
-    result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
+    result = check(facts, load("onnxruntime-cuda"), obs())
     loadable = result.details["layers"]["loadable"]
     assert loadable["status"] == "pass" and "linked into the core module" in loadable["observed"]
 
@@ -450,33 +469,33 @@ def test_no_ldd_in_the_image_is_an_error() -> None:
         ldd_tool="",
         ldconfig=CUDA13,
     )
-    result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
+    result = check(facts, load("onnxruntime-cuda"), obs())
     assert result.status is Status.ERROR and "could not resolve libonnxruntime_providers_cuda.so" in result.reason
 
 
 # -- layer 3: usable -----------------------------------------------------------------------------------------
 def test_cpu_profile_passes_with_a_real_session_in_the_candidate() -> None:
-    result = gpu.check_gpu(make_facts(session=CPU_SESSION, pip={"onnxruntime": "1.32.0"}), load("onnxruntime-cpu"))
+    result = check(make_facts(session=CPU_SESSION, pip={"onnxruntime": "1.32.0"}), load("onnxruntime-cpu"))
     assert result.status is Status.PASS, result.summary()
     assert layers(result) == {"compiled": "pass", "loadable": "pass", "usable": "pass"}
     assert "ran on CPUExecutionProvider" in result.observed
 
 
 def test_cpu_profile_ignores_require_gpu_with_a_note() -> None:
-    result = gpu.check_gpu(make_facts(session=CPU_SESSION), load("onnxruntime-cpu"), obs(require=True))
+    result = check(make_facts(session=CPU_SESSION), load("onnxruntime-cpu"), obs(require=True))
     assert result.status is Status.PASS
     assert result.details["layers"]["usable"]["details"]["notes"] == ["needs no GPU: run in the candidate"]
 
 
 def test_a_wrong_answer_from_the_session_fails() -> None:
     session = {**CPU_SESSION, "output": [0.0] * 4}
-    result = gpu.check_gpu(make_facts(session=session), load("onnxruntime-cpu"))
+    result = check(make_facts(session=session), load("onnxruntime-cpu"))
     assert result.status is Status.FAIL and "not [11.0" in result.observed
 
 
 def test_a_session_error_fails_layer_3() -> None:
     session = {"requested": ["CPUExecutionProvider"], "error": "Traceback\nInvalidProtobuf: [ONNXRuntimeError]"}
-    result = gpu.check_gpu(make_facts(session=session), load("onnxruntime-cpu"))
+    result = check(make_facts(session=session), load("onnxruntime-cpu"))
     assert layers(result)["usable"] == "fail" and "InvalidProtobuf" in result.observed
 
 
@@ -489,24 +508,22 @@ def _cuda_ready(**kw: Any) -> Facts:
 
 
 def test_no_gpu_on_the_host_skips_the_stage_when_layers_1_and_2_pass() -> None:
-    result = gpu.check_gpu(_cuda_ready(), load("onnxruntime-cuda"), obs())
+    result = check(_cuda_ready(), load("onnxruntime-cuda"), obs())
     assert result.status is Status.SKIPPED
     assert result.reason.startswith("no GPU on this host (Docker runtimes:")
     assert layers(result) == {"compiled": "pass", "loadable": "pass", "usable": "skipped"}
 
 
 def test_gpus_none_skips_and_require_gpu_turns_it_into_a_failure() -> None:
-    assert gpu.check_gpu(_cuda_ready(), load("onnxruntime-cuda"), obs(None, gpus="none")).reason.startswith(
-        "--gpus none"
-    )
-    result = gpu.check_gpu(_cuda_ready(), load("onnxruntime-cuda"), obs(None, gpus="none", require=True))
+    assert check(_cuda_ready(), load("onnxruntime-cuda"), obs(None, gpus="none")).reason.startswith("--gpus none")
+    result = check(_cuda_ready(), load("onnxruntime-cuda"), obs(None, gpus="none", require=True))
     assert result.status is Status.FAIL
 
 
 def test_profile_require_gpu_is_a_gate_too(tmp_path: Path) -> None:
     path = tmp_path / "gate.toml"
     path.write_text('extends = "onnxruntime-cuda"\n[gpu]\nrequire_gpu = true\n')
-    assert gpu.check_gpu(_cuda_ready(), load(str(path)), obs()).status is Status.FAIL
+    assert check(_cuda_ready(), load(str(path)), obs()).status is Status.FAIL
 
 
 def test_gpu_host_session_on_cuda_passes_and_records_nvidia_smi() -> None:
@@ -516,7 +533,7 @@ def test_gpu_host_session_on_cuda_passes_and_records_nvidia_smi() -> None:
         "output": gpu.MODEL_OUTPUT,
         "nvidia_smi": {"summary": NVIDIA_SMI, "gpus": "GPU 0: NVIDIA L4 (UUID: x)"},
     }
-    result = gpu.check_gpu(_cuda_ready(), load("onnxruntime-cuda"), obs(A_GPU, session=session))
+    result = check(_cuda_ready(), load("onnxruntime-cuda"), obs(A_GPU, session=session))
     usable = result.details["layers"]["usable"]
     assert result.status is Status.PASS, result.summary()
     assert usable["details"]["driver version"] == "580.65.06" and usable["details"]["cuda version"] == "13.0"
@@ -534,7 +551,7 @@ def test_gpu_host_silent_cpu_fallback_is_a_failure() -> None:
         "2026-05-01 [E:onnxruntime:Default, provider_bridge_ort.cc:2251] Failed to load library "
         "libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file\n"
     )
-    result = gpu.check_gpu(_cuda_ready(), load("onnxruntime-cuda"), obs(A_GPU, session=session, log=log))
+    result = check(_cuda_ready(), load("onnxruntime-cuda"), obs(A_GPU, session=session, log=log))
     assert result.status is Status.FAIL and layers(result)["usable"] == "fail"
     assert "fell back to the CPU" in result.observed and "libcublasLt.so.13: cannot open" in result.observed
 
@@ -546,21 +563,21 @@ def test_tensorrt_needs_both_providers_in_the_session() -> None:
         ldconfig=TENSORRT10,
     )
     session = {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"], "output": gpu.MODEL_OUTPUT}
-    result = gpu.check_gpu(facts, load("onnxruntime-tensorrt"), obs(A_GPU, session=session))
+    result = check(facts, load("onnxruntime-tensorrt"), obs(A_GPU, session=session))
     assert layers(result) == {"compiled": "pass", "loadable": "pass", "usable": "fail"}
 
 
 def test_gpu_host_with_failing_layer_2_blocks_layer_3() -> None:
     facts = make_facts(available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": LDD_CUDA_MISSING})
-    result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs(A_GPU))
+    result = check(facts, load("onnxruntime-cuda"), obs(A_GPU))
     assert result.status is Status.FAIL and layers(result)["usable"] == "blocked"
 
 
 def test_engine_refusing_gpus_skips_or_fails_under_require() -> None:
     error = 'could not select device driver "" with capabilities: [[gpu]]'
-    skipped = gpu.check_gpu(_cuda_ready(), load("onnxruntime-cuda"), obs(A_GPU, error=error))
+    skipped = check(_cuda_ready(), load("onnxruntime-cuda"), obs(A_GPU, error=error))
     assert skipped.status is Status.SKIPPED and "could not select device driver" in skipped.reason
-    failed = gpu.check_gpu(_cuda_ready(), load("onnxruntime-cuda"), obs(A_GPU, error=error, require=True))
+    failed = check(_cuda_ready(), load("onnxruntime-cuda"), obs(A_GPU, error=error, require=True))
     assert failed.status is Status.FAIL and "nvidia-ctk runtime configure" in failed.remediation
 
 
@@ -571,15 +588,15 @@ def test_intel_vpu_profiles_skip_layer_3_with_the_device_named() -> None:
         libraries={"OpenVINOExecutionProvider": ov_ldd},
         ldconfig=["libmyriadPlugin.so"],
     )
-    result = gpu.check_gpu(facts, load("onnxruntime-openvino-myriad"), obs(A_GPU))
+    result = check(facts, load("onnxruntime-openvino-myriad"), obs(A_GPU))
     assert result.status is Status.SKIPPED and "Intel MYRIAD_FP16 device" in result.reason
-    gate = gpu.check_gpu(facts, load("onnxruntime-openvino-myriad"), obs(A_GPU, require=True))
+    gate = check(facts, load("onnxruntime-openvino-myriad"), obs(A_GPU, require=True))
     assert gate.status is Status.FAIL
 
 
 def test_stage_result_stays_json_able_and_bounded() -> None:
     facts = make_facts(available=("CUDAExecutionProvider",), libraries={"CUDAExecutionProvider": LDD_CUDA_MISSING})
-    result = gpu.check_gpu(facts, load("onnxruntime-cuda"), obs())
+    result = check(facts, load("onnxruntime-cuda"), obs())
     json.dumps(result.to_dict())
     assert result.expected.startswith("CUDAExecutionProvider: compiled in, loadable")
     assert result.observed.startswith("loadable fail: missing: libcublasLt.so.13")
@@ -646,7 +663,7 @@ def fake_check(profile: str, facts: Facts, engine: FakeEngine, options: dict[str
         facts=facts,
         engine=engine,
         info=SimpleNamespace(image_id="sha256:abc"),
-        candidate=FakeCandidate(facts.extra.get("gpu")),
+        candidate=FakeCandidate(getattr(facts, "gpu_answer", None)),
     )
 
 
@@ -672,7 +689,7 @@ def test_observe_runs_the_session_in_a_gpu_container_and_removes_it() -> None:
     assert created["device_requests"][0]["Count"] == 2 and "volumes" not in created
     assert engine.commands[0][0] == "/opt/conda/bin/python3" and engine.removed == 1
     assert seen.session["providers"][0] == "CUDAExecutionProvider" and seen.log == "ort log line\n"
-    result = gpu.check_gpu(_cuda_ready(), load("onnxruntime-cuda"), seen)
+    result = check(_cuda_ready(), load("onnxruntime-cuda"), seen)
     assert result.status is Status.PASS, result.summary()
 
 
@@ -692,5 +709,13 @@ def test_observe_skips_the_container_when_layer_2_fails() -> None:
 
 def test_a_session_program_without_an_answer_is_recorded_as_an_error() -> None:
     seen = gpu.GpuObservation()
-    gpu._record_run(seen, ExecResult(139, "", "Segmentation fault (core dumped)\n"), "@@m:")
+    live._record_run(seen, ExecResult(139, "", "Segmentation fault (core dumped)\n"), "@@m:")
     assert seen.session == {"error": "the session program gave no answer: Segmentation fault (core dumped)"}
+
+
+def test_without_the_gpu_probes_answer_the_stage_never_passes_and_says_why() -> None:
+    """python found but no executable to run the gpu probe with: no answer, so layer 1 cannot pass."""
+    facts = Facts(running=True, has_shell=True, python=PythonInfo("", "3.11.2"), pip={"onnxruntime": "1.32.0"})
+    result = gpu.check_gpu(facts, load("onnxruntime-cpu"), gpu.GpuObservation())
+    assert result.status is not Status.PASS
+    assert "the gpu probe did not run" in result.observed + result.reason

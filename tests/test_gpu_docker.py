@@ -135,7 +135,7 @@ def test_an_engine_without_gpu_support_skips_or_fails_layer_3(
         f'extends = "{PROFILES / "onnx-cuda-fixture.toml"}"\n[gpu]\nlibraries = []\n'
         '[gpu.provider_libraries]\nCUDAExecutionProvider = "libonnxruntime_providers_shared.so"\n'
     )
-    monkeypatch.setattr(gpu, "detect_host_gpu", lambda engine: gpu.HostGpu(True, "pretend"))
+    monkeypatch.setattr(gpu.live, "detect_host_gpu", lambda engine: gpu.HostGpu(True, "pretend"))
     skipped, _ = stage(images("onnx-cuda"), profile)
     assert skipped.status is Status.SKIPPED, skipped.summary()
     assert "the engine could not give the container a GPU" in skipped.reason

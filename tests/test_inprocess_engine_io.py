@@ -12,6 +12,7 @@ import pytest
 from fake_docker import GO_DIR, GO_SYMLINK, FakeDocker, Response
 
 from pytest_baseimage import engine as eng
+from pytest_baseimage import engine_io
 from pytest_baseimage.engine import Engine
 from pytest_baseimage.engines import Engines
 from pytest_baseimage.errors import EngineError, ExecTimeout
@@ -116,15 +117,13 @@ def test_read_file_never_reads_what_is_too_large_or_not_a_regular_file(engine, c
 def test_a_file_that_went_away_between_look_and_read_is_judged_as_a_look(engine, client, monkeypatch):
     box = engine.create("img", role="candidate")
     client.api.files = {"/f": (0o644, b"data", "")}
-    real_get = client.api._get
-    monkeypatch.setattr(client.api, "_get", lambda url, **kw: Response(404, body=b'{"message": "gone"}'))
+    monkeypatch.setattr(client.api, "get", lambda url, **kw: Response(404, body=b'{"message": "gone"}'))
     assert engine.read_file(box, "/f").absent
-    monkeypatch.setattr(client.api, "_get", real_get)
 
 
 def test_the_path_stat_header_is_decoded_from_base64_json():
     raw = base64.b64encode(json.dumps({"mode": GO_DIR, "size": 0}).encode()).decode()
-    assert eng._path_stat("/d", 200, {"X-Docker-Container-Path-Stat": raw}, "").kind == "a directory"
+    assert engine_io._path_stat("/d", 200, {"X-Docker-Container-Path-Stat": raw}, "").kind == "a directory"
 
 
 # -- the session's registry of engines ------------------------------------------------------------------------
@@ -239,12 +238,23 @@ def test_an_unknown_context_is_one_line(tmp_path, monkeypatch):
 
 
 def test_the_engines_ca_is_kept_when_a_ca_bundle_variable_would_replace_it():
-    class Session:
-        verify = "/engine/ca.pem"
+    """requests lets REQUESTS_CA_BUNDLE replace a session's CA file; the mounted adapter sends the engine's."""
+    import requests
 
-        def merge_environment_settings(self, *args, **kwargs):
-            return {"verify": "/etc/ssl/REQUESTS_CA_BUNDLE.pem"}
+    session = requests.Session()
+    session.verify = "/engine/ca.pem"
+    sent = {}
 
-    session = Session()
+    class Inner(requests.adapters.BaseAdapter):
+        def send(self, request, **kwargs):
+            sent.update(kwargs)
+            return requests.Response()
+
+        def close(self):
+            pass
+
+    session.mount("https://", Inner())
     eng.pin_engine_ca(session)
-    assert session.merge_environment_settings("url", {}, None, None, None)["verify"] == "/engine/ca.pem"
+    session.get_adapter("https://engine:2376/").send(requests.Request("GET", "https://engine:2376/_ping").prepare(),
+                                                     verify="/etc/ssl/REQUESTS_CA_BUNDLE.pem")  # fmt: skip
+    assert sent["verify"] == "/engine/ca.pem"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import run_pytest
 
-from pytest_baseimage.plugin import _installed
+from pytest_baseimage.options import installed as _installed
 
 STAND_IN = '''"""Stand-in for pytest-profiling 1.8.1's option registration (test use only)."""
 

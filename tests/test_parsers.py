@@ -156,19 +156,18 @@ def test_python_answer_nested_too_deep_is_a_problem_not_a_crash():
 
 
 def test_python_facts_type_check_every_field():
-    data = {"version": 3, "executable": ["x"], "dists": [], "imports": {"m": 5, "n": {"ok": True}}, "extra": "no"}
-    python, pip, imports, extra, problems = probe.python_facts(data, "/usr/bin/python3")
+    data = {"version": 3, "executable": ["x"], "dists": [], "imports": {"m": 5, "n": {"ok": True}}}
+    python, pip, imports, problems = probe.python_facts(data, "/usr/bin/python3")
     assert python.version == "" and python.executable == "/usr/bin/python3"
-    assert pip == {} and extra == {}
+    assert pip == {}
     assert imports["m"].ok is False and "malformed" in imports["m"].error
     assert imports["n"].ok is True
     assert problems == [
         "`version` is a int, not a str",
         "`executable` is a list, not a str",
         "`dists` is a list, not a dict",
-        "`extra` is a str, not a dict",
     ]
-    problems = probe.python_facts({"version": "3.11; rm -rf"}, "py")[4]
+    problems = probe.python_facts({"version": "3.11; rm -rf"}, "py")[3]
     assert problems == ["`version` is '3.11; rm -rf', not a Python version"]
 
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from pytest_baseimage import profiles, stages
+from pytest_baseimage.composition import BUILTIN
 from pytest_baseimage.facts import CondaInfo, Facts, OsRelease, PythonInfo
 from pytest_baseimage.results import Status
 
@@ -34,7 +35,7 @@ def facts():
 def test_a_failed_probe_is_the_reason_of_every_stage_that_needed_it(facts, profile, stage):
     error = "timed out after 30 s running `/opt/conda/bin/python3 -c <probe>`"
     broken = replace(facts, conda=None, python=None, probe_error=error)
-    result = stages.STAGES[stage].check(broken, profile, None)
+    result = BUILTIN.get(stage).check(broken, profile, None)
     assert result.status is Status.FAIL
     assert error in result.observed
 

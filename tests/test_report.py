@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_baseimage.composition import STAGE_ORDER
 from pytest_baseimage.errors import ExitCode
 from pytest_baseimage.report import (
     ReportError,
@@ -30,7 +31,7 @@ from pytest_baseimage.report import (
 from pytest_baseimage.report.cli import main
 from pytest_baseimage.report.diff import diff_facts
 from pytest_baseimage.report.html import human_size
-from pytest_baseimage.results import STAGE_ORDER, ImageInfo, ImageReport, StageResult, Status, Verdict
+from pytest_baseimage.results import ImageInfo, ImageReport, StageResult, Status, Verdict
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "pytest_baseimage" / "report" / "schema.json"

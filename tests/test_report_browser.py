@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from pytest_baseimage.composition import STAGE_ORDER
 from pytest_baseimage.report import Run, write_html
 from pytest_baseimage.report.browser import dump_dom, find_chromium, screenshot
-from pytest_baseimage.results import STAGE_ORDER, ImageInfo, ImageReport, StageResult, Status
+from pytest_baseimage.results import ImageInfo, ImageReport, StageResult, Status
 
 HOSTILE = "<script>alert(1)</script>"
 

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_baseimage import profiles, scoring, stages
+from pytest_baseimage import profiles, scoring
+from pytest_baseimage.composition import BUILTIN
 from pytest_baseimage.errors import ProfileError
 from pytest_baseimage.facts import Facts
 from pytest_baseimage.results import Status
@@ -73,8 +74,8 @@ def check(profile, obs):
 
 
 # -- registration and options ------------------------------------------------------------------------------
-def test_registers_after_azureml():
-    stage = stages.STAGES["scoring"]
+def test_is_declared_after_azureml():
+    stage = BUILTIN.get("scoring")
     assert stage.prerequisites == ("azureml",)
     assert stage.observe is scoring.observe_scoring
     assert stage.check is scoring.check_scoring

@@ -13,7 +13,7 @@ import docker
 import pytest
 from conftest import FIXTURE_PROFILE, ROOT, certify, managed_containers, plugin_argv, run_pytest, wait_for_container
 
-from pytest_baseimage import profiles, scoring
+from pytest_baseimage import profiles, scoring, scoring_route
 from pytest_baseimage.engine import LABEL_PID, LABEL_ROLE, LABEL_SESSION, Engine
 from pytest_baseimage.results import StageResult, Status
 from pytest_baseimage.target import ImageCheck, Target
@@ -116,7 +116,7 @@ def test_where_requests_are_relayed_an_image_without_python_is_unchecked_not_fai
     from pytest_baseimage import scoring_client
 
     monkeypatch.setattr(scoring_client, "PYTHONS", ("no-such-python",))
-    monkeypatch.setattr(scoring, "_not_local", lambda engine: "a remote engine")  # relayed: the image's python
+    monkeypatch.setattr(scoring_route, "not_local", lambda engine: "a remote engine")  # relayed: the image's python
     result = stage("good")
     assert result.status is Status.ERROR, result.summary()
     assert "no no-such-python on the image's PATH" in result.reason
@@ -258,7 +258,9 @@ def test_a_forged_python_cannot_answer_for_a_server_that_is_not_there(stage):
 def test_where_the_tool_cannot_reach_the_server_the_answer_says_it_was_relayed(stage, monkeypatch):
     """The limit, stated: on an engine the tool cannot share a network with, the candidate's python relays
     the answer, and the result says so (details and observed text), so a gate can refuse to rely on it."""
-    monkeypatch.setattr(scoring, "_not_local", lambda engine: "the engine at tcp://far.example is not on this machine")
+    monkeypatch.setattr(
+        scoring_route, "not_local", lambda engine: "the engine at tcp://far.example is not on this machine"
+    )
     result = stage("scoring-forged-python", top={"azureml": False}, boot_timeout_s=SHORT_BOOT_S)
     assert result.status is Status.PASS, result.summary()  # forged: exactly why it must be flagged
     assert result.details["relayed_by_candidate"] is True
@@ -333,7 +335,7 @@ def test_interrupt_while_booting_removes_the_server_container(tmp_path, images, 
 # -- the image's filesystem: /tmp a regular file (fixture probe-odd-files) ---------------------------------------
 def test_where_requests_are_relayed_a_file_at_tmp_does_not_stop_the_client(stage, monkeypatch):
     """The relayed client is copied to the root, not into /tmp, which an image may have made a file."""
-    monkeypatch.setattr(scoring, "_not_local", lambda engine: "a remote engine")
+    monkeypatch.setattr(scoring_route, "not_local", lambda engine: "a remote engine")
     result = stage("probe-odd-files")
     assert result.status is Status.PASS, result.summary()
     assert result.details["relayed_by_candidate"] is True

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from pytest_baseimage import profiles, stages
+from pytest_baseimage.composition import BUILTIN, blocked_by
 from pytest_baseimage.facts import CondaInfo, Facts, ImportResult, OsRelease, PythonInfo
 from pytest_baseimage.results import Status
 
@@ -36,7 +37,7 @@ def good_2020() -> Facts:
 
 def test_all_static_stages_pass_on_a_2020_image(good_2020, p2020):
     for name in ("os", "conda", "python", "apt", "azureml"):
-        result = stages.STAGES[name].check(good_2020, p2020, None)
+        result = BUILTIN.get(name).check(good_2020, p2020, None)
         assert result.status is Status.PASS, result.summary()
 
 
@@ -114,12 +115,10 @@ def test_stage_not_in_profile_is_skipped(good_2020, tmp_path):
 
 @pytest.mark.parametrize("stage", ["apt", "azureml", "scoring", "gpu"])
 def test_every_stage_with_prerequisites_knows_from_the_profile_alone_when_it_is_not_required(stage, tmp_path):
-    from pytest_baseimage import gpu, scoring  # noqa: F401  (they register their stages)
-
     path = tmp_path / "p.toml"
     path.write_text(f'name = "bare"\nextends = "azureml-current"\n{stage} = false\n')
     bare, full = profiles.load(str(path)), profiles.load("onnxruntime-cpu")
-    skip = stages.STAGES[stage].skip
+    skip = BUILTIN.get(stage).skip
     assert skip is not None
     assert skip(bare).status is Status.SKIPPED and skip(bare).reason == "not required by profile bare"
     assert skip(full) is None
@@ -129,10 +128,10 @@ def test_blocked_by_the_first_failed_prerequisite():
     from pytest_baseimage.results import StageResult
 
     results = {"os": StageResult("os", Status.FAIL), "python": StageResult("python", Status.PASS)}
-    assert stages.blocked_by("apt", results) == "os"
-    assert stages.blocked_by("azureml", results) is None
+    assert blocked_by(BUILTIN.get("apt"), results) == "os"
+    assert blocked_by(BUILTIN.get("azureml"), results) is None
     results["python"] = StageResult("python", Status.SKIPPED)
-    assert stages.blocked_by("azureml", results) is None
+    assert blocked_by(BUILTIN.get("azureml"), results) is None
 
 
 def test_observed_text_is_inert_and_bounded():
@@ -162,7 +161,7 @@ def test_a_start_failure_gets_its_own_fix_not_the_profiles(good_2020, p2020, rea
         notes={"conda": f"cannot run anything in the image: {reason}", "python": f"cannot run: {reason}"},
     )
     for name in ("conda", "python", "azureml"):
-        result = stages.STAGES[name].check(facts, p2020, None)
+        result = BUILTIN.get(name).check(facts, p2020, None)
         assert result.status is Status.FAIL
         assert result.remediation.startswith(fix), result.summary()
 

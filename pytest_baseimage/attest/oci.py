@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BaseImageError, ExitCode
-from ..registry import DOCKER_HUB, Credentials, RegistryOptions, has_registry_host, registry_of, scrub, split_reference
+from ..registry.base import DOCKER_HUB, scrub
+from ..registry.options import Credentials, RegistryOptions
+from ..registry.reference import has_registry_host, registry_of, split_reference
 from ..text import one_line
 from .statement import PREDICATE_TYPE, REGISTRY_DIGEST, profile_of, subject_of
 
@@ -227,7 +229,7 @@ def _media_type_of(body: bytes) -> str:
 def _docker_config_credentials(registry: str) -> Credentials | None:
     """The `auths` entry `docker login` wrote for this host ($DOCKER_CONFIG or ~/.docker/config.json), if any;
     credential helpers are not run."""
-    from ..registry import Secret
+    from ..secret import Secret
 
     path = os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
     try:

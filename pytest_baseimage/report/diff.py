@@ -6,8 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_baseimage.composition import STAGE_ORDER
 from pytest_baseimage.report.model import Run
-from pytest_baseimage.results import STAGE_ORDER, ImageReport
+from pytest_baseimage.results import ImageReport
 
 ABSENT = "—"  # shown for a stage or version that one side does not have
 

@@ -17,11 +17,12 @@ from typing import Any
 import jinja2
 import markupsafe
 
+from pytest_baseimage.composition import STAGE_ORDER
 from pytest_baseimage.report.diff import ImageDiff, diff_runs
 from pytest_baseimage.report.model import PathLike, Run, sanitized
 from pytest_baseimage.report.safety import short as _short
 from pytest_baseimage.report.safety import tail
-from pytest_baseimage.results import STAGE_ORDER, ImageReport, StageResult, Verdict
+from pytest_baseimage.results import ImageReport, StageResult, Verdict
 from pytest_baseimage.text import MAX_OBSERVED_CHARS, inert_lines, one_line
 
 GLYPHS = {"pass": "✔", "fail": "✘", "blocked": "⊘", "skipped": "↷", "error": "⚠", "waived": "⚑"}

@@ -1,0 +1,88 @@
+"""Where the scoring requests come from: a route from the tool's own process to the server, on an internal
+network made for it (local engines), or none (the client then runs inside the server's container)."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .engine import Engine
+from .scoring_data import ScoringSpec
+
+
+@dataclass(frozen=True)
+class Route:
+    """How the requests reach the server: the container's network, and who sends them."""
+
+    network: str  # the container's network_mode
+    from_host: bool  # this process sends the requests; False: the candidate's python relays them
+    why: str = ""  # why this process cannot, when it cannot
+
+
+@contextmanager
+def server_route(engine: Engine, spec: ScoringSpec) -> Iterator[Route]:
+    """The route for one server: the engine's internal network where this process can reach it."""
+    why = not_local(engine)
+    if why:
+        yield Route(spec.network, False, why)
+        return
+    if spec.network == "bridge":  # the profile wants egress: the default bridge, asked from here
+        reachable = _reachable(_gateway(engine, "bridge"))
+        yield Route("bridge", reachable, "" if reachable else UNREACHABLE)
+        return
+    try:
+        network = engine.internal_network()
+        gateway = _gateway(engine, network.id)
+        if not gateway:  # removed under us (a sweep of this session's objects): made anew, once
+            engine.release_network(only=network)
+            network = engine.internal_network()
+            gateway = _gateway(engine, network.id)
+    except Exception as exc:  # e.g. the engine's address pools are exhausted: the relayed client still works
+        yield Route("none", False, f"could not create an internal network for the server ({type(exc).__name__})")
+        return
+    yield Route(network.name, True) if _reachable(gateway) else Route("none", False, UNREACHABLE)
+
+
+UNREACHABLE = (
+    "the engine's container networks are not on this machine's network (a rootless engine, or this runs in a container)"
+)
+
+
+def not_local(engine: Engine) -> str:
+    """Why this process cannot share a network with the engine's containers; "" when it may."""
+    if not sys.platform.startswith("linux"):
+        return f"the engine runs in a virtual machine on {sys.platform}"
+    if not engine.host.startswith("unix://"):
+        return f"the engine at {engine.host} is not on this machine"
+    return ""
+
+
+def _gateway(engine: Engine, network: str) -> str:
+    """The network's gateway (the bridge's address on the engine's host); from the subnet when not listed."""
+    try:
+        configs = (engine.client.api.inspect_network(network).get("IPAM") or {}).get("Config") or []
+    except Exception:
+        return ""
+    for config in configs:
+        if config.get("Gateway"):
+            return str(config["Gateway"]).split("/")[0]
+        with contextlib.suppress(ValueError, KeyError, IndexError):
+            return str(ipaddress.ip_network(config["Subnet"])[1])
+    return ""
+
+
+def _reachable(address: str) -> bool:
+    """True when `address` is one of this machine's own: the bridge is here, so its containers are reachable."""
+    if not address:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe_socket:
+            probe_socket.bind((address, 0))
+    except OSError:
+        return False
+    return True
