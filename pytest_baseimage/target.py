@@ -70,6 +70,7 @@ class ImageCheck:
     def __init__(self, target: Target, engines: Engines | None = None) -> None:
         self.target = target
         self.engines = engines or Engines()  # the session's; a check made alone gets a registry of its own
+        self._owns_engines = engines is None  # ...and cleans it up when it closes (the session does its own)
         self.profile = target.profile
         self.info = ImageInfo(reference=target.reference)
         self.error = ""
@@ -123,7 +124,7 @@ class ImageCheck:
     def _warm_up(self) -> None:
         """Once the image is resolved, begin what the stages will need while pytest collects: the candidate
         (unless its platform is refused: then no container may start) and each stage's own (`Stage.warm`)."""
-        if platforms.check(self.info, self.profile) is None:
+        if self._candidate is None and platforms.check(self.info, self.profile) is None:
             self._warm = _Early(lambda _check: self._start_candidate(), self)
         for stage in self._warming():
             stage.warm(self)
@@ -281,11 +282,13 @@ class ImageCheck:
         if self._warm is not None:  # begun, never asked for (every stage skipped, or the run interrupted)
             warm, self._warm = self._warm, None
             with contextlib.suppress(Exception):
-                self._candidate = warm.result()
+                warm.result().stop()
         if self._candidate is not None:
             self._candidate.stop()
             self._candidate = None
-        if self._engine is not None:
+        if self._owns_engines:
+            self.engines.cleanup()  # its network too: nobody else will
+        elif self._engine is not None:
             self._engine.settle()  # the scoring server's removal, begun when its answer was in
 
 
