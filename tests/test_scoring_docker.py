@@ -14,7 +14,8 @@ import pytest
 from conftest import FIXTURE_PROFILE, ROOT, certify, managed_containers, plugin_argv, run_pytest, wait_for_container
 
 from pytest_baseimage import profiles, scoring, scoring_route
-from pytest_baseimage.engine import LABEL_PID, LABEL_ROLE, LABEL_SESSION, Engine
+from pytest_baseimage.engine import LABEL_PID, LABEL_ROLE, LABEL_SESSION
+from pytest_baseimage.engines import Engines
 from pytest_baseimage.results import StageResult, Status
 from pytest_baseimage.target import ImageCheck, Target
 
@@ -51,6 +52,16 @@ def stage(docker_client, images):
         )
     ]
     assert mine == [], "a scoring container outlived its stage"
+
+
+def server_alone(image: str, spec: scoring.ScoringSpec) -> scoring.ScoringObservation:
+    """One server run outside a check, on engines cleaned up as a session cleans up its own (its container's
+    removal in the background and the session's network included)."""
+    engines = Engines()
+    try:
+        return scoring.run_server(engines.get(None), image, spec)
+    finally:
+        engines.cleanup()
 
 
 def fixture_options(script: str = "score.py", **extra: str) -> dict[str, str]:
@@ -371,7 +382,7 @@ def test_a_server_whose_user_does_not_exist_gets_the_fix_for_that(images, docker
     from pytest_baseimage.facts import Facts
 
     profile = profiles.load(str(FIXTURE_PROFILE))
-    obs = scoring.run_server(Engine(), images("engine-nosuchuser"), scoring.build_spec(profile))
+    obs = server_alone(images("engine-nosuchuser"), scoring.build_spec(profile))
     result = scoring.check_scoring(Facts(), profile, obs)
     assert_cause(result, "cannot-start")
     assert "USER nosuchuser does not exist" in result.observed
@@ -412,7 +423,7 @@ def test_a_server_that_floods_its_log_is_read_by_its_end_within_the_bound(images
     profile = profiles.load(str(FIXTURE_PROFILE))
     profile.data = copy.deepcopy(profile.data)
     profile.data["scoring"].update(command=["python3", "-c", FLOOD.format(body=FLOODS[flood])], boot_timeout_s=30)
-    obs = scoring.run_server(Engine(), images("good"), scoring.build_spec(profile))
+    obs = server_alone(images("good"), scoring.build_spec(profile))
     assert 0 < len(obs.log.encode()) <= (1 << 20) + 4 * 1024  # ~1 MiB (+ replacement characters, at most)
     assert obs.log.rstrip().endswith("RuntimeError: flood done")
     result = scoring.check_scoring(Facts(), profile, obs)
