@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from . import gpu, matrix, probe_options, profiles, registry, scoring
+from . import deployment, gpu, matrix, probe_options, profiles, registry, scoring
 from .engine import cleanup_all, install_signal_handlers
 from .errors import BaseImageError, ExitCode
 from .results import STAGE_ORDER, StageResult, Status
@@ -267,7 +267,13 @@ def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
 
 # The parts of a check beyond the static stages. Each exports add_options(group) and
 # options_from_config(config) (-> Target.options[name]), and registers its stage, if any, when imported.
-PARTS: dict[str, Any] = {"scoring": scoring, "gpu": gpu, "registry": registry, "probe": probe_options}
+PARTS: dict[str, Any] = {
+    "scoring": scoring,
+    "deployment": deployment,
+    "gpu": gpu,
+    "registry": registry,
+    "probe": probe_options,
+}
 
 
 def _built_images(config: pytest.Config) -> list[str]:
@@ -446,6 +452,7 @@ def junit_properties(check: ImageCheck, result: StageResult) -> dict[str, str]:
     for key in JUNIT_DETAIL_KEYS:
         if result.details.get(key) not in (None, ""):
             properties[key] = one_line(str(result.details[key]))
+    properties.update(deployment.junit_properties(result))
     return properties
 
 

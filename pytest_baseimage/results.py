@@ -10,7 +10,7 @@ from typing import Any
 from .text import one_line, untrusted
 
 # The order in which stages run for each image; a stage's prerequisites always come before it.
-STAGE_ORDER: tuple[str, ...] = ("os", "conda", "python", "apt", "azureml", "scoring", "gpu")
+STAGE_ORDER: tuple[str, ...] = ("os", "conda", "python", "apt", "azureml", "scoring", "deployment", "gpu")
 
 
 class Status(str, enum.Enum):
