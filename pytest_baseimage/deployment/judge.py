@@ -298,6 +298,9 @@ def _exited(obs: DeploymentObservation) -> Finding:
     lines = [line for line in clean_log(run.log, 5).splitlines() if line.strip()]
     tail = " | ".join(lines[-3:]) or "(no output)"
     what = "killed for using too much memory" if run.oom_killed else f"exited with code {code}"
+    exception = user_exception(run.log)
+    if exception:
+        what += f": {exception}"
     return Finding("entrypoint-exited", f"the entrypoint `{command_text(obs.config)}` {what}; last log lines: {tail}")
 
 
