@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from ..errors import BaseImageError, ExitCode
 from ..profile_schema import key_path
@@ -44,12 +53,7 @@ def _url_path(text: str) -> str:
 
 class Route(Model):
     port: Annotated[StrictInt, Field(ge=1, le=65535)]
-    path: Annotated[StrictStr, Field(min_length=1)]
-
-    @model_validator(mode="after")
-    def _path(self) -> Route:
-        _url_path(self.path)
-        return self
+    path: Annotated[StrictStr, AfterValidator(_url_path)]
 
 
 class InferenceConfig(Model):

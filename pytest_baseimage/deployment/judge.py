@@ -92,9 +92,9 @@ def conda_python_pin(conda: dict[str, Any]) -> str:
     """The conda file's python spec as written (`python=3.8`, `python>=3.9`); "" when it pins none."""
     for dep in conda.get("dependencies") or []:
         if isinstance(dep, str):
-            match = re.fullmatch(r"\s*python\s*([=<>!~].*)?", dep)
+            match = re.fullmatch(r"\s*python(?:\s*([=<>!~].*)|\s+(\d.*))?", dep)
             if match:
-                return (match.group(1) or "").strip()
+                return (match.group(1) or match.group(2) or "").strip()
     return ""
 
 
