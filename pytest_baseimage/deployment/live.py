@@ -11,7 +11,6 @@ scoring stage's machinery (`scoring.run_server`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -120,12 +119,3 @@ def _model_files(path: Path, model_dir: str) -> dict[str, bytes]:
             raise ProfileError(f"model {path} is larger than {MAX_MODEL_BYTES >> 20} MiB")
         return {root: path.read_bytes()}
     return {f"{root}/{name}": data for name, data in _read_model(str(path)).items()}
-
-
-def payload_problem(path: str) -> str:
-    """Why a sample request is not JSON ("" when it is)."""
-    try:
-        json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return f"not JSON ({exc})"
-    return ""
