@@ -200,3 +200,12 @@ def test_a_matrix_entry_names_its_definitions_relative_to_the_matrix(tmp_path):
     path.write_text('[[images]]\nref = "a:1"\n[images.deployment]\nenvironment = "env.yml"\n')
     entry = matrix.load(path, matrix.part_schemas(plugin.PARTS)).entries[0]
     assert entry.settings.options["deployment"] == {"environment": str(tmp_path / "env.yml")}
+
+
+def test_a_profile_asking_for_no_static_stage_is_never_a_would_pass_hint():
+    """azureml-custom-container asks only for the live deployment stage: every image would "pass" its static
+    stages, so naming it for an image that failed its own profile would be noise."""
+    from pytest_baseimage.results import ImageInfo
+    from pytest_baseimage.target import also_passes
+
+    assert "azureml-custom-container" not in also_passes(Facts(), ImageInfo("img"), "azureml-current")
