@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import FIXTURE_PROFILE, ROOT, junit, run_pytest
 
-from pytest_baseimage import profiles
+from pytest_baseimage import profiles, scoring
 from pytest_baseimage.engine import LABEL_ROLE, LABEL_SESSION, SESSION_ID
 from pytest_baseimage.results import StageResult, Status
 from pytest_baseimage.target import ImageCheck, Target
@@ -139,6 +139,18 @@ def test_custom_container_passes_under_its_profile(stage):
     )
     assert result.status is Status.PASS, result.summary()
     assert result.details["command"] == "python3 /srv/server.py"
+
+
+def test_where_requests_are_relayed_the_custom_container_still_passes_and_says_so(stage, monkeypatch):
+    """On an engine this process cannot share a network with, the image's own python asks the routes."""
+    monkeypatch.setattr(scoring, "_not_local", lambda engine: "the engine at tcp://far.example is not on this machine")
+    custom = EXAMPLES / "custom"
+    result = stage(
+        "deploy-custom-server", custom / "environment.yml", custom / "deployment.yml", "azureml-custom-container"
+    )
+    assert result.status is Status.PASS, result.summary()
+    assert "answers relayed by the candidate's own python (the engine at tcp://far.example" in result.observed
+    assert result.details["routes"]["scoring"]["status"] == 200
 
 
 def test_custom_container_with_the_wrong_scoring_path_is_a_scoring_404(stage, tmp_path):

@@ -408,6 +408,8 @@ def check_deployment(facts: Facts, profile: Profile, obs: DeploymentObservation 
     if obs.run is not None and obs.run.relayed:
         details["relay_reason"] = obs.run.relay_reason
     observed = observed_text(routes)
+    if obs.run is not None and obs.run.relayed:  # a gate may decide not to rely on it (see the scoring stage)
+        observed += f"; answers relayed by the candidate's own python ({obs.run.relay_reason})"
     if image_note:
         observed = f"{observed} ({image_note})"
     expected = expected_text(obs, deadline)
