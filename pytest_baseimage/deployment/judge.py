@@ -232,14 +232,16 @@ def _on_port(run: ScoringObservation, port: int) -> list[str]:
     return [entry.rsplit(":", 1)[0] for entry in run.listen_all if entry.rsplit(":", 1)[1] == str(port)]
 
 
-def _closed(route: str, spec: RouteSpec, run: ScoringObservation, deadline: float) -> Finding:
+def _closed(route: str, spec: RouteSpec, run: ScoringObservation, deadline: float | None) -> Finding:
+    """Nothing answered on the route's port: only on loopback, or nothing there (and what does listen).
+    `deadline` for a polled route (liveness, readiness); None for scoring, asked once after those answered."""
     addresses = _on_port(run, spec.port)
     if addresses and loopback_only(addresses):
         return Finding("loopback-only", f"port {spec.port} listens only on {', '.join(addresses)}")
     ports = ", ".join(str(p) for p in _listening_ports(run)) or "none"
+    within = f" within {deadline:g} s" if deadline is not None else ""
     return Finding(
-        "nothing-listening",
-        f"nothing listens on port {spec.port} ({route} route) within {deadline:g} s; listening ports: {ports}",
+        "nothing-listening", f"nothing listens on port {spec.port} ({route} route){within}; listening ports: {ports}"
     )
 
 
@@ -279,7 +281,7 @@ def live_finding(obs: DeploymentObservation, deadline: float) -> Finding | None:
     if score is None or score.error == "closed":
         if exited:
             return _exited(obs)
-        return _closed("scoring", spec, run, deadline)
+        return _closed("scoring", spec, run, None)
     if score.status is None:
         return Finding("timeout", f"POST {spec.path} on port {spec.port}: {score.describe()}")
     if score.status in (404, 405):
