@@ -160,7 +160,9 @@ def python_finding(defs: Definitions, facts: Facts) -> tuple[Finding | None, str
     return Finding("python-unsupported", f"the conda file pins python{pin}, but {seen.split('; ')[1]}"), seen
 
 
-def static_findings(defs: Definitions, config: ImageConfig, facts: Facts, profile: Profile) -> tuple[list, list]:
+def static_findings(
+    defs: Definitions, config: ImageConfig, facts: Facts, profile: Profile
+) -> tuple[list[Finding], list[str]]:
     """(failures, notes) from the definitions and the image alone."""
     findings: list[Finding] = []
     notes: list[str] = []
