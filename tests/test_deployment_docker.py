@@ -170,6 +170,15 @@ def test_a_non_2xx_score_answer_is_named_with_its_body(stage):
     assert "no model.json under AZUREML_MODEL_DIR" in result.observed
 
 
+def test_a_scoring_route_that_takes_no_post_is_a_scoring_405(stage, tmp_path):
+    env, dep = copy_example(
+        tmp_path, "custom", inference_config=routes((8080, "/health"), (8080, "/health"), (8080, "/health"))
+    )
+    result = stage("deploy-custom-server", env, dep, "azureml-custom-container")
+    assert_cause(result, "scoring-405")
+    assert "POST /health on port 8080 answered 405" in result.observed
+
+
 def test_custom_server_bound_to_loopback_is_named(stage, tmp_path):
     env, dep = copy_example(tmp_path, "custom")
     data = yaml.safe_load(dep.read_text())
