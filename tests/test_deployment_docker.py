@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import FIXTURE_PROFILE, ROOT, junit, run_pytest
 
-from pytest_baseimage import profiles, scoring
+from pytest_baseimage import profiles, scoring_route
 from pytest_baseimage.engine import LABEL_PID, LABEL_ROLE
 from pytest_baseimage.results import StageResult, Status
 from pytest_baseimage.target import ImageCheck, Target
@@ -144,7 +144,8 @@ def test_custom_container_passes_under_its_profile(stage):
 
 def test_where_requests_are_relayed_the_custom_container_still_passes_and_says_so(stage, monkeypatch):
     """On an engine this process cannot share a network with, the image's own python asks the routes."""
-    monkeypatch.setattr(scoring, "_not_local", lambda engine: "the engine at tcp://far.example is not on this machine")
+    far = "the engine at tcp://far.example is not on this machine"
+    monkeypatch.setattr(scoring_route, "not_local", lambda engine: far)
     custom = EXAMPLES / "custom"
     result = stage(
         "deploy-custom-server", custom / "environment.yml", custom / "deployment.yml", "azureml-custom-container"
