@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import gpu, scoring, stages
+from . import deployment, gpu, scoring, stages
 from .probe import ProbeRequest
 from .profiles import Profile
 from .stages import Stage
@@ -55,6 +55,17 @@ BUILTIN_STAGES: tuple[Stage, ...] = (
         early=True,
         skip=scoring.skip_result,
         warm=scoring.warm_scoring,
+    ),
+    # After scoring: the image with its Azure ML environment and deployment definitions, started as an
+    # endpoint starts it (its own entrypoint), asked on the routes they declare. Early: it reads no facts.
+    Stage(
+        deployment.STAGE,
+        "Azure ML deployment",
+        (),
+        deployment.check_deployment,
+        observe=deployment.observe_deployment,
+        early=True,
+        skip=deployment.skip_result,
     ),
     Stage(gpu.STAGE, "GPU execution providers", ("python",), gpu.check_gpu, observe=gpu.observe_gpu, skip=gpu.skip_gpu),
 )

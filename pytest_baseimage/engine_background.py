@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin one before Python 3.11
 from typing import Any
 
 
@@ -50,7 +51,7 @@ class BackgroundWork:
         future = self._network
         assert future is not None
         while True:  # in slices: a plain wait would hold Ctrl-C and SIGTERM
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(FutureTimeout):
                 return future.result(timeout=0.1)
 
     def release_network(self, only: Any = None) -> None:

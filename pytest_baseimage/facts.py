@@ -33,6 +33,9 @@ class PythonInfo:
     executable: str = ""
     version: str = ""  # "3.6.9"
     implementation: str = ""
+    # What the installed distributions say they need of this Python (their Requires-Python), by normalised
+    # name: the deployment stage compares a conda file's python pin with the server package's.
+    requires_python: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from . import evidence, gpu, hookspecs, matrix, options, probe_options, profiles, scoring, usage
+from . import deployment, evidence, gpu, hookspecs, matrix, options, probe_options, profiles, scoring, usage
 from .composition import BUILTIN, Composition
 from .engine import Engine, install_signal_handlers
 from .engines import EngineFactory, Engines
@@ -153,6 +153,7 @@ def build_targets(config: pytest.Config, images: list[str]) -> list[Target]:
 # options_from_config(config) (-> Target.options[name]), and registers its stage, if any, when imported.
 PARTS: dict[str, Any] = {
     "scoring": scoring,
+    "deployment": deployment,
     "gpu": gpu,
     "registry": registry_part,
     "probe": probe_options,
@@ -364,6 +365,7 @@ def junit_properties(check: ImageCheck, result: StageResult) -> dict[str, str]:
         if result.details.get(key) not in (None, ""):
             properties[key] = one_line(str(result.details[key]))
     properties.update(evidence.junit_properties(result))
+    properties.update(deployment.junit_properties(result))
     return properties
 
 

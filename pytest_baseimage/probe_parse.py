@@ -234,10 +234,16 @@ def python_facts(
     if version and not re.fullmatch(r"\d+(\.\d+){1,2}", version):
         problems.append(f"`version` is {version[:40]!r}, not a Python version")
         version = ""
+    requires = {
+        canonicalize_name(name)[:200]: spec[:200]
+        for name, spec in list(typed("requires_python", dict, {}).items())[:5000]
+        if isinstance(name, str) and isinstance(spec, str)
+    }
     python = PythonInfo(
         executable=typed("executable", str, "") or exe,
         version=version,
         implementation=typed("implementation", str, ""),
+        requires_python=requires,
     )
     dists = {
         str(name): version

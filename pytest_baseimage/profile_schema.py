@@ -301,6 +301,19 @@ class ScoringSection(Model):
         return self
 
 
+class DeploymentSection(Model):
+    """The deployment stage: the image with its Azure ML environment and deployment YAML (--azureml-environment,
+    --azureml-deployment), started as an online endpoint starts it. Without those files it is not checked."""
+
+    boot_timeout_s: Seconds = Field(
+        60.0, description="how long the liveness and readiness routes may take to answer 2xx after the start"
+    )
+    request_timeout_s: Seconds = Field(30.0, description="how long one request may take")
+    non_root: bool = Field(False, description="true: the image must run as a non-root USER (Azure ML's own do)")
+    remediation: Remediation = ""
+    notes: Notes = ""
+
+
 class GpuSection(Model):
     """The gpu stage: ONNX Runtime's execution providers, compiled in, loadable, usable."""
 
@@ -361,6 +374,7 @@ class ProfileModel(Model):
     apt: Annotated[Optional[AptSection], BeforeValidator(_false_is_none)] = None
     azureml: Annotated[Optional[AzuremlSection], BeforeValidator(_false_is_none)] = None
     scoring: Annotated[Optional[ScoringSection], BeforeValidator(_false_is_none)] = None
+    deployment: Annotated[Optional[DeploymentSection], BeforeValidator(_false_is_none)] = None
     gpu: Annotated[Optional[GpuSection], BeforeValidator(_false_is_none)] = None
     probe: ProbeSection = Field(default_factory=ProbeSection)
     image: ImageSection = Field(default_factory=ImageSection)
@@ -373,7 +387,16 @@ class ProfileModel(Model):
         return self
 
 
-SWITCHABLE = ("os", "conda", "python", "apt", "azureml", "scoring", "gpu")  # `name = false` switches them off
+SWITCHABLE = (
+    "os",
+    "conda",
+    "python",
+    "apt",
+    "azureml",
+    "scoring",
+    "deployment",
+    "gpu",
+)  # `name = false` switches them off
 SECTIONS: dict[str, type[Model]] = {
     "os": OsSection,
     "conda": CondaSection,
@@ -381,6 +404,7 @@ SECTIONS: dict[str, type[Model]] = {
     "apt": AptSection,
     "azureml": AzuremlSection,
     "scoring": ScoringSection,
+    "deployment": DeploymentSection,
     "gpu": GpuSection,
     "probe": ProbeSection,
     "image": ImageSection,

@@ -83,7 +83,9 @@ def observe_scoring(check: Any) -> ScoringObservation | None:
     return run_server(check.engine, check.info.image_id or check.target.reference, spec)
 
 
-def run_server(engine: Engine, image: str, spec: ScoringSpec) -> ScoringObservation:
+def run_server(
+    engine: Engine, image: str, spec: ScoringSpec, *, role: str = "scoring", container: dict[str, Any] | None = None
+) -> ScoringObservation:
     """Create, fill, start and exercise one server container; it is removed whatever happens (in the
     background once its answer is in).
 
@@ -91,7 +93,8 @@ def run_server(engine: Engine, image: str, spec: ScoringSpec) -> ScoringObservat
     Linux: the bridge is on this host), the server runs on the session's internal network (no egress) and
     the requests come from this process, so nothing in the image can forge the answer. Elsewhere (a remote
     or rootless engine) the requests come from a client run by the image's own python, over loopback,
-    with network "none", and the result says the answer was relayed by the candidate."""
+    with network "none", and the result says the answer was relayed by the candidate. `container` overrides
+    the container's settings (the deployment stage runs the image's own entrypoint and working directory)."""
     obs = ScoringObservation(spec=spec)
     created = time.monotonic()
     marker = f"@@pytest-baseimage-client-{uuid.uuid4().hex}@@"
@@ -103,8 +106,9 @@ def run_server(engine: Engine, image: str, spec: ScoringSpec) -> ScoringObservat
             "environment": spec.env,
             "working_dir": spec.workdir,
             "network_mode": route.network,
+            **(container or {}),
         }
-        box = owned.enter_context(engine.container(image, role="scoring", **options))
+        box = owned.enter_context(engine.container(image, role=role, **options))
         files = dict(spec.files)
         if obs.relayed:
             files.update(scoring_client.files(client_request(spec), spec.payload, marker))
@@ -172,6 +176,11 @@ def client_request(spec: ScoringSpec) -> dict[str, Any]:
         "request_timeout_s": spec.request_timeout_s,
         "poll_interval_s": POLL_INTERVAL_S,
         "max_body": BODY_READ_BYTES,
+        "liveness_port": spec.liveness_port or spec.port,
+        "readiness_path": spec.readiness_path,
+        "readiness_port": spec.readiness_port or spec.port,
+        "final_statuses": list(spec.final_statuses),
+        "list_ports": spec.list_ports,
     }
 
 
@@ -311,11 +320,26 @@ def _read_answer(obs: ScoringObservation, answer: dict[str, Any], offset: float,
     obs.last_liveness = _exchange(answer.get("liveness"))
     obs.score = _exchange(answer.get("score"))
     obs.swagger = _exchange(answer.get("swagger"))
+    obs.readiness = _exchange(answer.get("readiness"))
+    ready_after = scoring_client.number(answer.get("ready_after_s"))
+    obs.ready_s = offset + ready_after if ready_after is not None else None
+    polls = answer.get("readiness_polls")
+    obs.readiness_polls = polls if isinstance(polls, int) and not isinstance(polls, bool) and polls >= 0 else 0
+    every = answer.get("listen_all")
+    every = [str(a) for a in every if isinstance(a, str)] if isinstance(every, list) else []
+    obs.listen_all = [a for a in (_listen_entry(e) for e in every[:256]) if a]
     listen = answer.get("listen")
     entries = [str(a) for a in listen if isinstance(a, str)] if isinstance(listen, list) else []
     obs.listen = [a for a in (scoring_client.listen_address(e) for e in entries[:64]) if a]
     if answer.get("client_error"):
         obs.client_error = f"the request client failed: {clip(str(answer['client_error']), 300)}"
+
+
+def _listen_entry(entry: str) -> str:
+    """One "hexaddress:port" from the client as "address:port"; "" when malformed."""
+    address, _, port = entry.rpartition(":")
+    text = scoring_client.listen_address(address)
+    return f"{text}:{port}" if text and port.isdigit() and 0 < int(port) < 65536 else ""
 
 
 def _exchange(data: Any) -> Exchange | None:
@@ -331,7 +355,12 @@ def _exchange(data: Any) -> Exchange | None:
         headers={str(k).lower()[:100]: str(v)[:1000] for k, v in list(headers.items())[:100]},
         error=str(data.get("error", ""))[:300],
         elapsed_s=scoring_client.number(data.get("elapsed_s")) or 0.0,
+        port=_port(data.get("port")),
     )
+
+
+def _port(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536 else 0
 
 
 def _stops_within(box: Any, seconds: float) -> bool:

@@ -147,6 +147,12 @@ class ScoringSpec:
     remediation: str = ""
     network: str = "none"  # see profile_schema.NETWORKS
     sample: Sample | None = None  # the built-in sample's draw for this run; None with the user's own script
+    # The deployment stage's routes (a custom container's inference_config); 0 / "" / () = as above, not asked.
+    liveness_port: int = 0  # 0: `port`
+    readiness_path: str = ""  # "": no readiness route is polled
+    readiness_port: int = 0
+    final_statuses: tuple[int, ...] = ()  # a poll that gets one of these stops (the server is up, the route not)
+    list_ports: bool = False  # also report every listening socket, "address:port"
 
 
 @dataclass
@@ -160,6 +166,7 @@ class Exchange:
     headers: dict[str, str] = field(default_factory=dict)
     error: str = ""  # "" | "closed" (refused/reset/empty reply) | "timeout" (connected, no answer) | text
     elapsed_s: float = 0.0
+    port: int = 0  # the port asked (0: not said)
 
     def describe(self) -> str:
         if self.status is not None:
@@ -190,3 +197,7 @@ class ScoringObservation:
     client_error: str = ""  # the requests could not be sent (no python in the image, the client failed)
     relayed: bool = False  # the answer came through the candidate's own python, not from the tool's process
     relay_reason: str = ""  # why the tool could not ask the server itself
+    readiness: Exchange | None = None  # the last readiness poll (deployment stage only)
+    ready_s: float | None = None  # container start -> first 2xx from the readiness route
+    readiness_polls: int = 0
+    listen_all: list[str] = field(default_factory=list)  # every listening socket, "address:port" (list_ports)

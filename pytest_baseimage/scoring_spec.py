@@ -131,7 +131,7 @@ def build_spec(profile: Profile, options: dict[str, Any] | None = None, sample: 
         sample = sample or Sample.draw()
     entry_script = f"{app_root.rstrip('/')}/{script_name}"
     model_host = options.get("model_dir") or _path(section.get("model_dir"), base)
-    model = _read_model(model_host) if model_host else (sample.model() if sample else {})
+    model = read_model(model_host) if model_host else (sample.model() if sample else {})
     files = {entry_script.lstrip("/"): script}
     files.update({f"{model_path.strip('/')}/{name}": data for name, data in model.items()})
     port = int(section.get("port", 5001))
@@ -203,7 +203,7 @@ def _read(path: str, what: str) -> bytes:
         raise ProfileError(f"{what}: cannot read {path} ({exc.strerror or exc})") from None
 
 
-def _read_model(directory: str) -> dict[str, bytes]:
+def read_model(directory: str) -> dict[str, bytes]:
     """Every regular file under the model directory, by relative path; bounded, since it goes via memory."""
     root = Path(directory)
     if not root.is_dir():

@@ -25,7 +25,7 @@ from .engines import Engines
 from .errors import BaseImageError, EngineError
 from .facts import Facts
 from .profiles import Profile
-from .results import ImageInfo, ImageReport, StageResult, Status
+from .results import NOT_REQUIRED, ImageInfo, ImageReport, StageResult, Status
 
 # The stages judged from the probe's facts alone: what `also_passes` can say without new container work.
 STATIC_STAGES: tuple[str, ...] = ("os", "conda", "python", "apt", "azureml")
@@ -310,12 +310,19 @@ def drop_unneeded(checks: list[ImageCheck]) -> None:
 def also_passes(facts: Facts, info: ImageInfo, judged_by: str) -> list[str]:
     """The other shipped concrete profiles whose static stages the same facts pass: a hint for an image that
     failed its own profile, not a certification (no scoring or gpu stage ran for them). The probe asked only
-    the judged profile's imports, so a profile needing another import is not counted as passed."""
+    the judged profile's imports, so a profile needing another import is not counted as passed. A profile that
+    asks for no static stage (azureml-custom-container: only its live deployment stage) is never named: every
+    image would "pass" it."""
     return [
         name
         for name in profiles.builtin_names()
-        if name != judged_by and all(_static_ok(stage, facts, info, _shipped(name)) for stage in STATIC_STAGES)
+        if name != judged_by and _static_pass([_static(stage, facts, info, _shipped(name)) for stage in STATIC_STAGES])
     ]
+
+
+def _static_pass(results: list[StageResult]) -> bool:
+    """Every static stage passed, and at least one of them was asked for (not every one "not required")."""
+    return all(r.ok for r in results) and any(r.skip_kind != NOT_REQUIRED for r in results)
 
 
 @functools.cache
@@ -323,11 +330,11 @@ def _shipped(name: str) -> Profile:
     return profiles.load(name)
 
 
-def _static_ok(name: str, facts: Facts, info: ImageInfo, profile: Profile) -> bool:
+def _static(name: str, facts: Facts, info: ImageInfo, profile: Profile) -> StageResult:
     """One static stage as the runner judges it (platform, profile-only skip, the pure check), minus Docker."""
     stage = composition.BUILTIN.get(name)
     result = platforms.stage_result(name, info, profile) or (stage.skip(profile) if stage.skip else None)
-    return (result or stage.check(facts, profile, None)).ok
+    return result or stage.check(facts, profile, None)
 
 
 def _with_start_error(facts: Facts, start_error: str) -> Facts:

@@ -37,6 +37,11 @@ def test_scoring(stage_check):
     stage_check("scoring")
 
 
+@pytest.mark.deployment
+def test_deployment(stage_check):
+    stage_check("deployment")
+
+
 @pytest.mark.gpu
 def test_gpu(stage_check):
     stage_check("gpu")

@@ -16,7 +16,7 @@ def _check(facts, profile, observation):
 
 
 def test_the_builtin_stages_run_in_their_declared_order_each_after_its_prerequisites():
-    assert STAGE_ORDER == ("os", "conda", "python", "apt", "azureml", "scoring", "gpu")
+    assert STAGE_ORDER == ("os", "conda", "python", "apt", "azureml", "scoring", "deployment", "gpu")
     for index, stage in enumerate(BUILTIN.stages):
         assert all(STAGE_ORDER.index(p) < index for p in stage.prerequisites), stage.name
 

@@ -10,11 +10,13 @@ from importlib import resources
 from fake_engine import debian_image
 from inprocess import GOOD, GOOD_ID, run_plugin
 
+from pytest_baseimage.composition import STAGE_ORDER
+
 pytest_plugins = ["pytester"]
 
 BAD = "fake/bad:1"
 BAD_ID = "sha256:" + "b" * 64
-STAGES = ["os", "conda", "python", "apt", "azureml", "scoring", "gpu"]
+STAGES = list(STAGE_ORDER)
 
 
 def two_images() -> dict[str, dict]:
@@ -60,7 +62,7 @@ def test_junit_is_regrouped_into_one_suite_per_image_in_stage_order(pytester):
     assert [name for name, _ in suites[GOOD]] == [f"test_{stage}[{GOOD}]" for stage in STAGES]
     assert dict(suites[BAD])[f"test_conda[{BAD}]"] == "failure"
     suite = next(s for s in run.junit.findall("testsuite") if s.get("name") == BAD)
-    assert (suite.get("tests"), suite.get("failures")) == ("7", "1")
+    assert (suite.get("tests"), suite.get("failures")) == (str(len(STAGES)), "1")
 
 
 def test_junit_cases_carry_the_image_and_stage_as_properties(pytester):
@@ -143,7 +145,7 @@ def test_under_xdist_a_deselected_stage_is_not_judged(pytester):
     deselection, so unlike a run without xdist the verdict does not list apt under `deselected`.)"""
     run = run_plugin(pytester, "-n", "2", f"--base-image={GOOD}", "-m", "not apt")
     assert run.code == 0, run.out
-    assert list(run.statuses()) == ["os", "conda", "python", "azureml", "scoring", "gpu"]
+    assert list(run.statuses()) == ["os", "conda", "python", "azureml", "scoring", "deployment", "gpu"]
     assert run.image()["verdict"] == "compatible"
 
 

@@ -26,7 +26,8 @@ def test_a_compatible_image_exits_0_with_every_static_stage_passed(pytester):
     run = run_plugin(pytester, f"--base-image={GOOD}")
     assert run.code == 0, run.out
     assert run.json["verdict"] == "compatible" and run.json["exit_code"] == 0
-    assert run.statuses() == {**dict.fromkeys(STATIC, "pass"), "scoring": "skipped", "gpu": "skipped"}
+    live = {"scoring": "skipped", "deployment": "skipped", "gpu": "skipped"}  # not asked for by the test profile
+    assert run.statuses() == {**dict.fromkeys(STATIC, "pass"), **live}
     assert run.image()["info"]["image_id"] == GOOD_ID
     assert run.created == [f"candidate {GOOD_ID}"]  # one container for the whole suite
     assert run.left == []
@@ -125,14 +126,14 @@ def test_a_users_own_failing_test_still_fails_a_compatible_run(pytester):
     run = run_plugin(pytester, f"--base-image={GOOD}", "--compliance-suite=always", "test_mine.py")
     assert run.code == 1
     assert run.json["verdict"] == "compatible"  # the image is fine; the run failed for the user's test
-    run.result.assert_outcomes(passed=5, skipped=2, failed=1)
+    run.result.assert_outcomes(passed=5, skipped=3, failed=1)  # the static stages pass; three live ones skip
 
 
 def test_a_deselected_stage_is_named_as_not_judged_and_does_not_block(pytester):
     run = run_plugin(pytester, f"--base-image={GOOD}", "-m", "os or apt")
     assert run.code == 0, run.out
     assert set(run.statuses()) == {"os", "apt"}
-    assert run.image()["deselected"] == ["conda", "python", "azureml", "scoring", "gpu"]
+    assert run.image()["deselected"] == ["conda", "python", "azureml", "scoring", "deployment", "gpu"]
     assert "not judged (deselected)" in run.out
 
 

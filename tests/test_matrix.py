@@ -18,6 +18,7 @@ from pytest_baseimage.matrix import LOCAL, DistChoice, Entry, MatrixError, Setti
 SCHEMAS = {
     "scoring": dict(matrix.FALLBACK_PART_OPTIONS["scoring"]),
     "gpu": {"gpus": matrix.VALUE, "require_gpu": matrix.BOOL},
+    "deployment": {"environment": matrix.PATH, "deployment": matrix.PATH},
 }
 
 
@@ -402,6 +403,9 @@ def test_the_example_matrix_is_valid(monkeypatch):
     assert len(targets) >= 3
     assert {t.profile.name for t in targets} >= {"azureml-current", "onnxruntime-cuda"}
     assert any(t.docker_host for t in targets) and any(t.options.get("scoring") for t in targets)
+    [custom] = [t for t in targets if t.options.get("deployment")]
+    assert custom.profile.name == "azureml-custom-container"
+    assert custom.options["deployment"]["environment"] == str(example.parent / "azureml/custom/environment.yml")
 
 
 def test_the_fixture_profile_path_is_absolute_in_a_matrix(tmp_path):

@@ -180,7 +180,7 @@ def test_each_image_runs_on_one_worker_with_its_stages_in_order(matrix_runs, doc
     assert sorted(ids[image] for image in candidates) == sorted(VARIANTS)
     workers = {pids[0] for pids in candidates.values()}
     assert len(workers) == 2, f"both workers should have had images: {candidates}"
-    order = ["os", "conda", "python", "apt", "azureml", "scoring", "gpu"]
+    order = ["os", "conda", "python", "apt", "azureml", "scoring", "deployment", "gpu"]
     for image, cases in parallel.junit.items():
         stages = [stage_of(case) for case in cases]
         assert stages == sorted(stages, key=order.index), image

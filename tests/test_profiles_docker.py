@@ -54,7 +54,6 @@ def test_an_abstract_profile_is_refused_before_any_engine_call(tmp_path, images,
     finally:
         proxy.close()
     assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert "ERROR: profile base is abstract: it is meant to be extended; use azureml-2020 or azureml-current" in (
-        proc.stderr
-    )
+    said = "ERROR: profile base is abstract: it is meant to be extended; use azureml-2020, azureml-current or "
+    assert said + "azureml-custom-container" in proc.stderr
     assert proxy.connections == 0

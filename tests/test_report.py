@@ -47,7 +47,7 @@ def good_image(name: str = "mcr.microsoft.com/azureml/minimal-ubuntu22.04-py39-c
     results = [
         StageResult(stage, Status.PASS, f"{stage} ok", f"{stage} found", duration_s=0.5) for stage in STAGE_ORDER
     ]
-    results[-1] = StageResult("gpu", Status.SKIPPED, reason="no GPU on this host")
+    results[STAGE_ORDER.index("gpu")] = StageResult("gpu", Status.SKIPPED, reason="no GPU on this host")
     return ImageReport(
         name=name,
         info=ImageInfo(
@@ -97,6 +97,7 @@ def mixed_image(name: str = "python:3.11-slim") -> ImageReport:
             ),
             StageResult("azureml", Status.BLOCKED, reason="blocked by python"),
             StageResult("scoring", Status.BLOCKED, reason="blocked by azureml", details={"log": log}),
+            StageResult("deployment", Status.SKIPPED, reason="not required by profile azureml-current"),
             StageResult("gpu", Status.SKIPPED, reason="no GPU on this host"),
         ],
         facts={"os": "Debian GNU/Linux 12 (bookworm)", "python": "3.11.9", "pip": {"pip": "24.0", "numpy": "1.26.0"}},
@@ -239,6 +240,7 @@ def test_html_has_a_matrix_linking_to_each_stage_row(mixed_run: Run) -> None:
         "apt": "error",
         "azureml": "blocked",
         "scoring": "blocked",
+        "deployment": "skipped",
         "gpu": "skipped",
     }
     for cell in cells:
@@ -551,7 +553,11 @@ def test_junit_has_one_suite_per_image_with_matching_counts(mixed_run: Run) -> N
         assert int(suite.get("skipped")) == skipped == len(suite.findall("testcase/skipped"))
         assert [c.get("name") for c in cases] == [f"test_{s}" for s in STAGE_ORDER]
         assert {c.get("classname") for c in cases} == {f"baseimage.{image.name}"}
-    assert int(root.get("tests")) == 14 and int(root.get("failures")) == 1 and int(root.get("errors")) == 1
+    assert (
+        int(root.get("tests")) == 2 * len(STAGE_ORDER)
+        and int(root.get("failures")) == 1
+        and int(root.get("errors")) == 1
+    )
 
 
 def test_junit_testcases_carry_properties_and_messages(mixed_run: Run) -> None:

@@ -126,7 +126,7 @@ def test_the_installed_wheel_runs_the_suite_from_an_empty_directory(tmp_path, do
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "test_compliance.py ......s" in proc.stdout  # the installed suite, as the README shows it
+    assert "test_compliance.py ......ss" in proc.stdout  # the installed suite, as the README shows it
     assert "pytest-baseimage-fixture/good:latest: COMPATIBLE (profile fixture)" in proc.stdout
     assert list(empty.iterdir()) == []
 

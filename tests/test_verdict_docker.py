@@ -16,6 +16,8 @@ import pytest
 from conftest import FIXTURE_PROFILE, certify, managed_containers, plugin_argv, run_pytest, wait_for_container
 from registry_server import run_plugin
 
+from pytest_baseimage.composition import STAGE_ORDER
+
 pytestmark = pytest.mark.docker
 
 DEAD_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/h5-dead-engine.sock"}
@@ -82,7 +84,7 @@ def test_with_k_scoring_the_verdict_shows_the_deselected_stage_that_blocked_it(t
     assert any(line.split()[:2] == ["azureml", "fail"] for line in lines), lines
     image = json.loads(out.files["json"])["images"][0]
     assert {r["stage"]: r["status"] for r in image["results"]}["azureml"] == "fail"
-    assert image["deselected"] == ["os", "conda", "apt", "gpu"]
+    assert image["deselected"] == ["os", "conda", "apt", "deployment", "gpu"]
 
 
 def test_5_when_k_selects_no_stage_with_one_line_and_a_verdict_file(tmp_path, images, no_leaks):
@@ -114,7 +116,10 @@ def test_collect_only_lists_the_stages_without_an_engine(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "7 tests collected" in proc.stdout and "test_scoring[pytest-baseimage-fixture/good:latest]" in proc.stdout
+    assert (
+        f"{len(STAGE_ORDER)} tests collected" in proc.stdout
+        and "test_scoring[pytest-baseimage-fixture/good:latest]" in proc.stdout
+    )
     assert "cannot reach the Docker engine" not in proc.stdout + proc.stderr
 
 

@@ -14,7 +14,7 @@ import traceback
 
 
 def meta(path):
-    name = version = None
+    name = version = requires = None
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None, None
@@ -30,13 +30,16 @@ def meta(path):
                 name = line[5:].strip()
             elif line.startswith("Version:") and version is None:
                 version = line[8:].strip()
+            elif line.startswith("Requires-Python:") and requires is None:
+                requires = line[16:].strip()
     except Exception:
         pass
-    return name, version
+    return name, version, requires
 
 
-def dists(found):
-    """Every installed distribution's name and version from sys.path's metadata (the first one found wins)."""
+def dists(found, requires):
+    """Every installed distribution's name and version (and the Python it requires, where it says) from
+    sys.path's metadata; the first one found wins."""
     for entry in sys.path:
         if not entry or not os.path.isdir(entry):
             continue
@@ -53,9 +56,11 @@ def dists(found):
                     p = os.path.join(p, "PKG-INFO")
             else:
                 continue
-            name, version = meta(p)
+            name, version, needs = meta(p)
             if name and version and name not in found:
                 found[name] = version
+                if needs:
+                    requires[name] = needs
 
 
 def imports(modules, results):
@@ -75,9 +80,10 @@ def main(argv):
         "implementation": platform.python_implementation(),
         "uid": os.getuid(),
         "dists": {},
+        "requires_python": {},
         "imports": {},
     }
-    dists(out["dists"])
+    dists(out["dists"], out["requires_python"])
     imports(req.get("imports", []), out["imports"])
     data = json.dumps(out, default=repr)
     sys.stdout.write(req["marker"] + "json " + str(len(data)) + "\n" + data)

@@ -37,12 +37,14 @@ def text(value):
     return value
 
 
-def request(req, method, path, body, headers, timeout, body_chars):
+def request(req, method, path, body, headers, timeout, body_chars, port=None):
     # `timeout` bounds the whole exchange, not each read: a server that drips one byte at a time must not
     # hold the client past it. A timer shuts the socket down at the deadline; the reads then end.
     started = time.time()
     out = {"method": method, "path": path, "status": None, "body": "", "headers": {}, "error": ""}
-    conn = httplib.HTTPConnection(req.get("host", "127.0.0.1"), req["port"], timeout=max(timeout, 0.05))
+    port = port or req["port"]
+    out["port"] = port
+    conn = httplib.HTTPConnection(req.get("host", "127.0.0.1"), port, timeout=max(timeout, 0.05))
     expired = []
     timer = None
     try:
@@ -88,11 +90,12 @@ def request(req, method, path, body, headers, timeout, body_chars):
     return out
 
 
-def listening(req):
-    # The sockets listening on the port, from the server's network namespace: its own /proc/net/tcp when
-    # the client runs inside, /proc/<server pid>/net/tcp when it runs on the engine's host.
+def listening(req, port=None):
+    # The sockets listening on the port (every port when port is 0: as "address:port"), from the server's
+    # network namespace: its own /proc/net/tcp when the client runs inside, /proc/<server pid>/net/tcp when
+    # it runs on the engine's host.
     found = []
-    port = req["port"]
+    port = req["port"] if port is None else port
     for name in req.get("listen_files", ["/proc/net/tcp", "/proc/net/tcp6"]):
         try:
             with open(name) as handle:
@@ -103,7 +106,9 @@ def listening(req):
             parts = line.split()
             if len(parts) > 3 and parts[3] == "0A" and ":" in parts[1]:
                 address, hexport = parts[1].split(":", 1)
-                if int(hexport, 16) == port:
+                if not port:
+                    found.append("%s:%d" % (address, int(hexport, 16)))
+                elif int(hexport, 16) == port:
                     found.append(address)
     return found
 
@@ -122,27 +127,41 @@ def emit(req, out):
     sys.stdout.flush()
 
 
+def poll(req, out, key, path, port, deadline):
+    # GET `path` until it answers 2xx or the deadline passes: the time it took, or None.
+    side = req["side_body_chars"]
+    while time.time() < deadline:
+        out[key + "_polls"] = out.get(key + "_polls", 0) + 1
+        remaining = deadline - time.time()
+        last = request(req, "GET", path, None, {}, min(req["request_timeout_s"], remaining), side, port)
+        out[key] = last
+        if last["status"] is not None and 200 <= last["status"] < 300:
+            return time.time() - STARTED
+        if last["status"] in req.get("final_statuses", []):  # e.g. 404: the server is up, the route is not there
+            return None
+        if last["error"] == "closed" and req.get("stop_on_loopback"):
+            found = listening(req, port)
+            if found and all(loopback(a) for a in found):  # bound, but where the client cannot reach it
+                return None
+        time.sleep(max(min(req["poll_interval_s"], deadline - time.time()), 0))
+    return None
+
+
 def main(req, out):
     payload = base64.b64decode(req["payload_b64"])
     deadline = STARTED + req["boot_timeout_s"]
     side = req["side_body_chars"]
-    while time.time() < deadline:
-        out["polls"] += 1
-        remaining = deadline - time.time()
-        last = request(req, "GET", req["liveness_path"], None, {}, min(req["request_timeout_s"], remaining), side)
-        out["liveness"] = last
-        if last["status"] is not None and 200 <= last["status"] < 300:
-            out["healthy_after_s"] = time.time() - STARTED
-            break
-        if last["error"] == "closed" and req.get("stop_on_loopback"):
-            found = listening(req)
-            if found and all(loopback(a) for a in found):  # bound, but where the client cannot reach it
-                break
-        time.sleep(max(min(req["poll_interval_s"], deadline - time.time()), 0))
+    out["healthy_after_s"] = poll(req, out, "liveness", req["liveness_path"], req.get("liveness_port"), deadline)
+    out["polls"] = out.pop("liveness_polls", 0)
+    if out["healthy_after_s"] is not None and req.get("readiness_path"):  # a custom container's second route
+        ready = poll(req, out, "readiness", req["readiness_path"], req.get("readiness_port"), deadline)
+        out["ready_after_s"] = ready
     out["listen"] = listening(req)
+    if req.get("list_ports"):
+        out["listen_all"] = listening(req, 0)
     emit(req, out)
-    if out["healthy_after_s"] is None:
-        return
+    if out["healthy_after_s"] is None or (req.get("readiness_path") and out.get("ready_after_s") is None):
+        return  # not live, or not ready: nothing is routed to it, so nothing is scored
     headers = {"Content-Type": req["content_type"]}
     body_chars = req["max_body"]
     out["score"] = request(req, "POST", req["score_path"], payload, headers, req["request_timeout_s"], body_chars)
