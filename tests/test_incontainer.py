@@ -53,6 +53,29 @@ def test_the_probes_python_program_answers_with_versions_dists_and_imports():
     assert "No module named" in imports["no_such_module_here"].error
 
 
+def test_the_probes_python_program_reads_requires_python_and_skips_a_metadata_that_is_not_a_file(tmp_path):
+    """Requires-Python comes with Name and Version from the same header; a METADATA that is a FIFO (opening it
+    would block) or a directory is passed over, never read, and never ends the program."""
+    site = tmp_path / "site"
+    for name, header in (("Needy", "Requires-Python: >=3.9\n"), ("Plain", "")):
+        info = site / f"{name.lower()}-1.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n{header}\nbody\n")
+    (site / "fifo-1.0.dist-info").mkdir()
+    os.mkfifo(site / "fifo-1.0.dist-info" / "METADATA")
+    (site / "dir-1.0.dist-info" / "METADATA").mkdir(parents=True)
+    request = json.dumps({"imports": [], "marker": MARK})
+    program = f"import sys; sys.path.insert(0, {str(site)!r}); exec(compile(sys.argv.pop(1), 'probe', 'exec'))"
+    proc = run([sys.executable, "-c", program, probe.PY_PROGRAM, request])
+    assert proc.returncode == 0, proc.stderr
+    data, problem = probe.python_answer(proc.stdout, MARK.encode())
+    assert data is not None, problem
+    python, pip, _, problems = probe.python_facts(data, sys.executable)
+    assert problems == [] and pip["needy"] == "1.0" and pip["plain"] == "1.0"
+    assert "fifo" not in pip and "dir" not in pip
+    assert python.requires_python.get("needy") == ">=3.9" and "plain" not in python.requires_python
+
+
 def test_the_probes_shell_script_frames_every_section_under_the_hosts_sh():
     request = json.dumps({"imports": [], "marker": MARK})
     cmd = ["/bin/sh", "-c", probe.SHELL_SCRIPT, "sh", MARK, probe.PY_PROGRAM, request, "30", "5", "1000000", "", "30"]

@@ -17,7 +17,7 @@ def meta(path):
     name = version = requires = None
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
-            return None, None
+            return None, None, None
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         try:
             data = os.read(fd, 65536)
