@@ -306,7 +306,8 @@ def baseimage(request: pytest.FixtureRequest) -> Iterator[ImageCheck]:
     check = checks.get(target.name) or checks.setdefault(target.name, _new_check(request.config, target))
     check.selected = request.config.stash.get(SELECTED_KEY, {}).get(target.name, set())
     yield check
-    check.close()
+    check.close(wait=False)  # the candidate goes beside the reports; the session's cleanup waits for it
+    drop_unneeded(list(checks.values()))  # the last image done on an engine: its network goes too
 
 
 @pytest.fixture

@@ -84,6 +84,7 @@ class ImageCheck:
         self.selected: set[str] = set()  # the stages this session will ask for (set by the plugin)
         self._early: dict[str, _Early] = {}
         self._warm: _Early | None = None  # the candidate, starting in the background (see `_warm_up`)
+        self.closed = False  # its containers are removed, or being removed: it needs nothing any more
         self.timings: dict[str, float] = {}  # container_start_s, probe_s (see ImageReport.timings)
         self.composition: Composition = composition.BUILTIN  # the stages of this session (set by the plugin)
 
@@ -272,7 +273,10 @@ class ImageCheck:
             report.also_passes = also_passes(self._facts, self.info, self.profile.name)
         return report
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Remove what this image started. Without `wait` the candidate is removed in the background, beside
+        what the session still does (its reports): the session's cleanup waits for it (`Engine.settle`)."""
+        self.closed = True
         # Early observations never asked for (blocked, or interrupted): remove their containers, whose role is
         # their stage's name, so that a server still booting ends now, then let the threads finish.
         for name, early in self._early.items():
@@ -284,8 +288,13 @@ class ImageCheck:
             with contextlib.suppress(Exception):
                 warm.result().stop()
         if self._candidate is not None:
-            self._candidate.stop()
-            self._candidate = None
+            candidate, self._candidate = self._candidate, None
+            if wait or self._engine is None:
+                candidate.stop()
+            else:
+                self._engine.defer(candidate.stop)
+        if not wait:
+            return
         if self._owns_engines:
             self.engines.cleanup()  # its network too: nobody else will
         elif self._engine is not None:
@@ -293,15 +302,17 @@ class ImageCheck:
 
 
 def drop_unneeded(checks: list[ImageCheck]) -> None:
-    """Once -m/-k chose the stages (`ImageCheck.selected`): an engine none of whose images will run a stage that
-    warmed something (the scoring server's network) removes it now, in the background."""
+    """An engine none of whose images still needs what a stage warmed (the scoring server's network) removes it
+    now, in the background, beside the rest of the run: once -m/-k chose the stages (`ImageCheck.selected`),
+    and again as each image is done (`closed`). The session's cleanup waits for it."""
     needed: dict[int, bool] = {}
     engines: dict[int, Engine] = {}
     for check in checks:
         engine = check.engine_in_use
         if engine is not None:
             engines[id(engine)] = engine
-            needed[id(engine)] = needed.get(id(engine), False) or check.warms_anything
+            wants = not check.closed and check.warms_anything
+            needed[id(engine)] = needed.get(id(engine), False) or wants
     for key, engine in engines.items():
         if not needed[key]:
             engine.defer(engine.release_network)

@@ -10,27 +10,16 @@ The rules follow Azure ML CLI v2's own schema (azure-ai-ml `_schema/assets/envir
 with `/`. Keys this stage does not read are allowed (the CLI knows many more), and ignored.
 """
 
-# pydantic evaluates these annotations at run time, and Python 3.9 (supported) has no `X | Y` for types:
-# ruff: noqa: UP007, UP045
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-    model_validator,
-)
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BaseImageError, ExitCode
-from ..profile_schema import key_path
+
+if TYPE_CHECKING:
+    from .schema import Environment
 
 MAX_FILE_BYTES = 1 << 20  # a definition file larger than this is not one
 
@@ -41,74 +30,6 @@ class DefinitionError(BaseImageError):
     exit_code = ExitCode.USAGE_ERROR
 
 
-class Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-
-def _url_path(text: str) -> str:
-    if not text.startswith("/"):
-        raise ValueError(f"must start with '/', got {text!r}")
-    return text
-
-
-class Route(Model):
-    port: Annotated[StrictInt, Field(ge=1, le=65535)]
-    path: Annotated[StrictStr, AfterValidator(_url_path)]
-
-
-class InferenceConfig(Model):
-    liveness_route: Route
-    readiness_route: Route
-    scoring_route: Route
-
-
-class Build(Model):
-    path: StrictStr
-    dockerfile_path: StrictStr = "Dockerfile"
-
-
-Scalar = Union[StrictStr, StrictInt]
-
-
-class Environment(Model):
-    name: Annotated[StrictStr, Field(min_length=1)]
-    version: Optional[Scalar] = None
-    image: Optional[Annotated[StrictStr, Field(min_length=1)]] = None
-    build: Optional[Build] = None
-    conda_file: Optional[Union[StrictStr, dict[str, Any]]] = None
-    os_type: Literal["linux", "windows"] = "linux"
-    inference_config: Optional[InferenceConfig] = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Environment:
-        if (self.image is None) == (self.build is None):
-            raise ValueError("image: exactly one of `image` or `build` is required")
-        if self.conda_file is not None and self.image is None:
-            raise ValueError("conda_file: allowed only together with `image` (a `build` brings its own)")
-        return self
-
-
-class CodeConfiguration(Model):
-    code: Annotated[StrictStr, Field(min_length=1)]
-    scoring_script: Annotated[StrictStr, Field(min_length=1)]
-
-
-class ModelAsset(Model):
-    name: Optional[StrictStr] = None
-    version: Optional[Scalar] = None
-    path: Optional[StrictStr] = None
-
-
-class Deployment(Model):
-    name: Annotated[StrictStr, Field(min_length=1)]
-    endpoint_name: Optional[StrictStr] = None
-    model: Optional[Union[StrictStr, ModelAsset]] = None
-    code_configuration: Optional[CodeConfiguration] = None
-    environment: Optional[Union[StrictStr, dict[str, Any]]] = None
-    environment_variables: dict[StrictStr, Scalar] = Field(default_factory=dict)
-
-
-# -- resolved: what the stage uses, every path absolute and checked -------------------------------------------
 @dataclass(frozen=True)
 class RouteSpec:
     port: int
@@ -161,41 +82,6 @@ def read_yaml(path: Path, flag: str) -> Any:
         raise DefinitionError(f"{flag} {path}: not valid YAML{where}: {problem}") from None
 
 
-def _validated(model: type[Model], data: Any, flag: str, path: Path) -> Any:
-    if not isinstance(data, dict):
-        raise DefinitionError(f"{flag} {path}: expected a mapping of keys, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise DefinitionError(f"{flag} {path}: {explain(exc.errors()[0])}") from None
-
-
-def explain(error: dict[str, Any]) -> str:
-    """One pydantic error as 'key: what was expected' in the words of a YAML file."""
-    loc, kind = tuple(error["loc"]), error["type"]
-    where = key_path(loc)
-    got = error.get("input")
-    if kind == "missing":
-        return f"{where}: required"
-    if kind == "value_error":
-        message = str((error.get("ctx") or {}).get("error", error["msg"]))
-        key, sep, rest = message.partition(": ")
-        if sep and " " not in key:
-            return f"{key_path((*loc, key))}: {rest}"
-        return f"{where}: {message}"
-    if kind in ("int_type", "int_parsing"):
-        return f"{where}: expected an integer, got {got!r}"
-    if kind in ("greater_than_equal", "less_than_equal"):
-        return f"{where}: expected an integer from 1 to 65535, got {got!r}"
-    if kind in ("string_type", "string_too_short"):
-        return f"{where}: expected a non-empty string, got {got!r}"
-    if kind == "literal_error":
-        return f"{where}: expected {(error.get('ctx') or {}).get('expected')}, got {got!r}"
-    if kind in ("model_type", "dict_type"):
-        return f"{where}: expected a mapping, got {type(got).__name__}"
-    return f"{where}: {error['msg']}"
-
-
 def _local(base: Path, value: str, flag: str, source: Path, key: str, kind: str) -> Path:
     """A path the file names, relative to the file, that must exist (a usage error when it does not)."""
     path = (base / value).resolve() if not Path(value).is_absolute() else Path(value)
@@ -205,8 +91,19 @@ def _local(base: Path, value: str, flag: str, source: Path, key: str, kind: str)
     return path
 
 
+def _validated(model_name: str, data: Any, flag: str, path: Path) -> Any:
+    """The file's data as the schema's model (pydantic is imported only here: when a file is given)."""
+    from . import schema
+
+    try:
+        return schema.validated(getattr(schema, model_name), data)
+    except schema.Invalid as exc:
+        raise DefinitionError(f"{flag} {path}: {exc}") from None
+
+
 def load(environment: str = "", deployment: str = "") -> Definitions:
     """Parse, validate and resolve the two files (either may be absent); raises DefinitionError."""
+
     values: dict[str, Any] = {}
     env_data: Any = None
     env_path = Path(environment).resolve() if environment else None
@@ -215,11 +112,13 @@ def load(environment: str = "", deployment: str = "") -> Definitions:
         env_data = values.pop("inline_environment", None)
     if env_path is not None:
         values.update(
-            _environment(_validated(Environment, read_yaml(env_path, FLAGS[0]), FLAGS[0], env_path), env_path, FLAGS[0])
+            _environment(
+                _validated("Environment", read_yaml(env_path, FLAGS[0]), FLAGS[0], env_path), env_path, FLAGS[0]
+            )
         )
     elif env_data is not None:
         dep = Path(deployment).resolve()
-        inline = _validated(Environment, env_data, FLAGS[1], dep)
+        inline = _validated("Environment", env_data, FLAGS[1], dep)
         values.update(_environment(inline, dep, f"{FLAGS[1]} (environment)"))
     return Definitions(**values)
 
@@ -255,7 +154,7 @@ def _environment(env: Environment, path: Path, flag: str) -> dict[str, Any]:
 
 def _deployment(path: Path) -> dict[str, Any]:
     flag = FLAGS[1]
-    dep = _validated(Deployment, read_yaml(path, flag), flag, path)
+    dep = _validated("Deployment", read_yaml(path, flag), flag, path)
     values: dict[str, Any] = {
         "deployment_file": str(path),
         "env_vars": {str(k): str(v) for k, v in dep.environment_variables.items()},
@@ -267,7 +166,7 @@ def _deployment(path: Path) -> dict[str, Any]:
         script = dep.code_configuration.scoring_script
         _local(code, script, flag, path, "code_configuration.scoring_script", "file")
         values.update(code_dir=str(code), scoring_script=script)
-    if isinstance(dep.model, ModelAsset) and dep.model.path:
+    if not isinstance(dep.model, (str, type(None))) and dep.model.path:  # a ModelAsset
         model = _local(path.parent, dep.model.path, flag, path, "model.path", "file or directory")
         values.update(
             model_path=str(model), model_name=dep.model.name or "", model_version=str(dep.model.version or "")
