@@ -137,3 +137,20 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if "docker_client" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.docker)
+
+
+# -- a stand-in Docker client (tests/fake_docker.py) and an Engine on it, for the in-process engine tests ------
+@pytest.fixture
+def client():
+    from fake_docker import FakeDocker
+
+    return FakeDocker()
+
+
+@pytest.fixture
+def engine(client):
+    """An Engine on the stand-in client; a test module with an engine fixture of its own (on the real engine)
+    overrides this one."""
+    from pytest_baseimage.engine import Engine
+
+    return Engine(client=client, session_id="sess1")

@@ -16,16 +16,6 @@ from pytest_baseimage.engine import Candidate, Engine
 from pytest_baseimage.errors import EngineError, ImageNotFound
 
 
-@pytest.fixture
-def client() -> FakeDocker:
-    return FakeDocker()
-
-
-@pytest.fixture
-def engine(client) -> Engine:
-    return Engine(client=client, session_id="sess1")
-
-
 def api_error(message: str) -> docker.errors.APIError:
     return docker.errors.APIError(message)
 

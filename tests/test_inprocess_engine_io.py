@@ -9,23 +9,13 @@ import json
 import signal
 
 import pytest
-from fake_docker import GO_DIR, GO_SYMLINK, FakeDocker, Response
+from fake_docker import GO_DIR, GO_SYMLINK, Response
 
 from pytest_baseimage import engine as eng
 from pytest_baseimage import engine_io
 from pytest_baseimage.engine import Engine
 from pytest_baseimage.engines import Engines
 from pytest_baseimage.errors import EngineError, ExecTimeout
-
-
-@pytest.fixture
-def client() -> FakeDocker:
-    return FakeDocker()
-
-
-@pytest.fixture
-def engine(client) -> Engine:
-    return Engine(client=client, session_id="sess1")
 
 
 def api_error(message: str):
