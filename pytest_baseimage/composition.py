@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import deployment, gpu, scoring, stages
+from . import deployment, gpu, scoring, scoring_route, stages
 from .probe import ProbeRequest
 from .profiles import Profile
 from .stages import Stage
@@ -54,7 +54,7 @@ BUILTIN_STAGES: tuple[Stage, ...] = (
         observe=scoring.observe_scoring,
         early=True,
         skip=scoring.skip_result,
-        warm=scoring.warm_scoring,
+        warm=scoring_route.warm_scoring,
     ),
     # After scoring: the image with its Azure ML environment and deployment definitions, started as an
     # endpoint starts it (its own entrypoint), asked on the routes they declare. Early: it reads no facts.

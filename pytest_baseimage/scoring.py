@@ -55,7 +55,7 @@ from .scoring_data import (
     ScoringObservation,
     ScoringSpec,
 )
-from .scoring_route import UNREACHABLE, Route, not_local, server_route
+from .scoring_route import UNREACHABLE, Route, server_route
 from .scoring_spec import ScoringUsageError, add_options, build_spec, options_from_config, skip_result, validate_targets
 from .scoring_verdict import (
     Cause,
@@ -489,10 +489,3 @@ __all__ = [
     "user_exception",
     "validate_targets",
 ]
-
-
-def warm_scoring(check: Any) -> None:
-    """Begin making the server's network while pytest collects, where the server will run on it."""
-    wants_bridge = str((check.profile.section("scoring") or {}).get("network", "none")) == "bridge"
-    if not wants_bridge and not not_local(check.engine):
-        check.engine.warm_internal_network()

@@ -10,9 +10,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from .engine import Engine
 from .scoring_data import ScoringSpec
+from .scoring_spec import server_network
 
 
 @dataclass(frozen=True)
@@ -86,3 +88,10 @@ def _reachable(address: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def warm_scoring(check: Any) -> None:
+    """Begin making the server's network while pytest collects, where the server will run on it."""
+    wants_bridge = server_network(check.profile.section("scoring") or {}) == "bridge"
+    if not wants_bridge and not not_local(check.engine):
+        check.engine.warm_internal_network()

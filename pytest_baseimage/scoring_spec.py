@@ -166,7 +166,7 @@ def build_spec(profile: Profile, options: dict[str, Any] | None = None, sample: 
         boot_timeout_s=float(section.get("boot_timeout_s", 60)),
         request_timeout_s=float(section.get("request_timeout_s", 30)),
         remediation=str(section.get("remediation", "")),
-        network=str(section.get("network", "none")),
+        network=server_network(section),
         sample=sample if sample is not None and not model_host else None,
     )
 
@@ -201,6 +201,11 @@ def _read(path: str, what: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise ProfileError(f"{what}: cannot read {path} ({exc.strerror or exc})") from None
+
+
+def server_network(section: dict[str, Any]) -> str:
+    """The server's network as the profile's [scoring] table asks (see profile_schema.NETWORKS)."""
+    return str(section.get("network", "none"))
 
 
 def read_model(directory: str) -> dict[str, bytes]:
