@@ -274,6 +274,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     checks = session.config.stash.get(CHECKS_KEY, {})
     for name, check in checks.items():  # made by the preflight (serial runs): before anything was selected
         check.selected = selected.get(name, set())
+    for check in list(checks.values())[:1]:  # the first image's server boots now; a matrix's others at their turn
+        check.begin()
     drop_unneeded(list(checks.values()))
 
 

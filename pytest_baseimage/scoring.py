@@ -2,10 +2,11 @@
 
 Only this module's live half talks to Docker (`observe_scoring`); it hands a plain `ScoringObservation`
 to `check_scoring`, which is pure and decides pass/fail and the failure's cause. The server container is
-separate from the probe's candidate (its entrypoint is the server), gets the entry script, the model and
-the request client (`scoring_client`) through the archive API (never a host mount), publishes no port:
-the requests come from inside it, over loopback, so it needs no network and any engine will do. It is
-always removed (`Engine.container`).
+separate from the probe's candidate (its entrypoint is the server), gets the entry script and the model
+through the archive API (never a host mount) and publishes no port. The requests come from this process
+where it can reach the server (`scoring_route`: inside its network namespace, or over an internal network),
+else from the request client (`scoring_client`) copied in and run by the image's python. It is always
+removed (`Engine.container`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from .scoring_data import (
     ScoringObservation,
     ScoringSpec,
 )
-from .scoring_route import UNREACHABLE, Route, server_route
+from .scoring_route import UNREACHABLE, Reach, Route, reach, server_route
 from .scoring_spec import ScoringUsageError, add_options, build_spec, options_from_config, skip_result, validate_targets
 from .scoring_verdict import (
     Cause,
@@ -90,10 +91,10 @@ def run_server(
     background once its answer is in).
 
     Where this process can reach the container's network without publishing a port (a local engine on
-    Linux: the bridge is on this host), the server runs on the session's internal network (no egress) and
-    the requests come from this process, so nothing in the image can forge the answer. Elsewhere (a remote
-    or rootless engine) the requests come from a client run by the image's own python, over loopback,
-    with network "none", and the result says the answer was relayed by the candidate. `container` overrides
+    Linux), the requests come from this process, so nothing in the image can forge the answer: from inside
+    the server's network namespace (root; the server has no network), else over the session's internal
+    network (no egress). Elsewhere (a remote or rootless engine) they come from a client run by the image's
+    own python, over loopback, with network "none", and the result says the answer was relayed. `container` overrides
     the container's settings (the deployment stage runs the image's own entrypoint and working directory)."""
     obs = ScoringObservation(spec=spec)
     created = time.monotonic()
@@ -189,38 +190,38 @@ def _exercise(
 ) -> None:
     """Send the requests: from this process when the route allows, else through the candidate's python."""
     if route.from_host:
-        _ask_from_host(box, obs, marker, created, started, route)
-    else:
-        _relay(engine, box, obs, marker, created, started)
+        way = reach(box, route)
+        if not isinstance(way, str):
+            if way is not None:
+                _ask_from_host(box, obs, marker, created, started, way)
+            return
+        obs.relayed, obs.relay_reason = True, way  # the namespace could not be entered: the client goes in
+        obs.copy_error = _copy_in(
+            engine, box, scoring_client.files(client_request(obs.spec), obs.spec.payload, marker), obs.spec
+        )
+        if obs.copy_error:
+            return
+    _relay(engine, box, obs, marker, created, started)
 
 
 def _budget(spec: ScoringSpec) -> float:
     return spec.boot_timeout_s + 2 * spec.request_timeout_s + CLIENT_SLACK_S
 
 
-def _ask_from_host(
-    box: Any, obs: ScoringObservation, marker: str, created: float, started: float, route: Route
-) -> None:
+def _ask_from_host(box: Any, obs: ScoringObservation, marker: str, created: float, started: float, way: Reach) -> None:
     """Run the same client program under this machine's python, against the container's address."""
     spec = obs.spec
-    try:
-        box.reload()
-        address = box.attrs["NetworkSettings"]["Networks"][route.network]["IPAddress"]
-        pid = int(box.attrs["State"]["Pid"])
-    except Exception:  # the server exited at once: its state says why
-        return
-    if not address:
-        return
+    pid = int(box.attrs["State"]["Pid"])
     request = {
         **client_request(spec),
-        "host": address,
+        "host": way.address,
         "stop_on_loopback": True,  # refused, yet listening: only on loopback (read from the server's netns)
         "listen_files": [f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"],
     }
     with tempfile.TemporaryDirectory(prefix="pytest-baseimage-client-") as tmp:
         for name, data in scoring_client.files(request, spec.payload, marker).items():
             (Path(tmp) / Path(name).name).write_bytes(data)
-        command = scoring_client.command(sys.executable)
+        command = [*way.prefix, *scoring_client.command(sys.executable)]
         command[-2:] = [str(Path(tmp) / "client.py"), str(Path(tmp) / "request.json")]
         exec_started = time.monotonic()
         out, err, code = _run_client(command, box, _budget(spec))

@@ -1,11 +1,15 @@
-"""Where the scoring requests come from: a route from the tool's own process to the server, on an internal
-network made for it (local engines), or none (the client then runs inside the server's container)."""
+"""Where the scoring requests come from: the tool's own process, inside the server's network namespace (a
+local engine and root: the server then needs no network at all), or on an internal network made for it (a
+local engine), or none (the client then runs inside the server's container)."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
+import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +28,15 @@ class Route:
     network: str  # the container's network_mode
     from_host: bool  # this process sends the requests; False: the candidate's python relays them
     why: str = ""  # why this process cannot, when it cannot
+    netns: bool = False  # this process's client enters the server's network namespace (`nsenter --net`)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How this process's client reaches one started server: the address, and the command's prefix."""
+
+    address: str
+    prefix: tuple[str, ...] = ()
 
 
 @contextmanager
@@ -36,6 +49,9 @@ def server_route(engine: Engine, spec: ScoringSpec) -> Iterator[Route]:
     if spec.network == "bridge":  # the profile wants egress: the default bridge, asked from here
         reachable = _reachable(_gateway(engine, "bridge"))
         yield Route("bridge", reachable, "" if reachable else UNREACHABLE)
+        return
+    if can_enter_namespaces():  # no network to make, join or remove: the fastest route, and no egress
+        yield Route("none", True, netns=True)
         return
     try:
         network = engine.internal_network()
@@ -62,6 +78,42 @@ def not_local(engine: Engine) -> str:
     if not engine.host.startswith("unix://"):
         return f"the engine at {engine.host} is not on this machine"
     return ""
+
+
+def can_enter_namespaces() -> bool:
+    """Whether this process may run its client inside a container's network namespace: root, with util-linux's
+    `nsenter` (a local engine's containers' namespaces are files on this machine: `SandboxKey`)."""
+    return sys.platform.startswith("linux") and os.geteuid() == 0 and shutil.which(NSENTER) is not None
+
+
+NSENTER = "nsenter"
+NOT_ENTERED = "could not enter the server's network namespace from this process"
+
+
+def reach(box: Any, route: Route) -> Reach | str | None:
+    """How this process's client reaches the started server `box`; None when the server is already gone (its
+    state says why); a string when this process cannot reach it after all (then the candidate relays).
+
+    Inside its namespace the client asks 127.0.0.1: the server needs no network, and a server that listens on
+    loopback only still fails, from the sockets the client reads (`loopback-only`)."""
+    try:
+        box.reload()
+        settings = box.attrs["NetworkSettings"]
+        pid = int(box.attrs["State"]["Pid"])
+    except Exception:
+        return None
+    if not pid:
+        return None
+    if not route.netns:
+        address = (settings.get("Networks") or {}).get(route.network, {}).get("IPAddress") or ""
+        return Reach(address) if address else None
+    key = str(settings.get("SandboxKey") or "")
+    prefix = (shutil.which(NSENTER) or NSENTER, f"--net={key}", "--")
+    try:  # a rootless engine's, or one seen from inside a container, is not a file here: then relay
+        entered = key and subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        entered = False
+    return Reach("127.0.0.1", prefix) if entered else NOT_ENTERED
 
 
 def _gateway(engine: Engine, network: str) -> str:
@@ -93,5 +145,5 @@ def _reachable(address: str) -> bool:
 def warm_scoring(check: Any) -> None:
     """Begin making the server's network while pytest collects, where the server will run on it."""
     wants_bridge = server_network(check.profile.section("scoring") or {}) == "bridge"
-    if not wants_bridge and not not_local(check.engine):
+    if not wants_bridge and not not_local(check.engine) and not can_enter_namespaces():
         check.engine.warm_internal_network()

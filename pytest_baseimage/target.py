@@ -130,6 +130,13 @@ class ImageCheck:
         for stage in self._warming():
             stage.warm(self)
 
+    def begin(self) -> None:
+        """Once -m/-k chose the stages: start the early observations (the scoring server, the longest wait of a
+        run) now rather than at the first stage, where this check was warmed (not on an xdist controller) and
+        its platform is not refused."""
+        if self._warm is not None:
+            self._start_early()
+
     @property
     def engine_in_use(self) -> Engine | None:
         """The engine, once something asked for it (None before: asking would connect)."""
@@ -254,6 +261,11 @@ class ImageCheck:
             if ready and not waivers.stops(self, name):  # `run: false`: its server must not start either
                 self._early[name] = _Early(stage.observe, self)
 
+    def _end_early(self, name: str, early: _Early) -> None:
+        """Remove an early observation's containers (their role is its stage's name), then let its thread end."""
+        self.engine.remove_all(role=name)
+        early.wait()
+
     def _observe(self, stage: composition.Stage) -> Any:
         if stage.observe is None:
             return None
@@ -280,8 +292,7 @@ class ImageCheck:
         # Early observations never asked for (blocked, or interrupted): remove their containers, whose role is
         # their stage's name, so that a server still booting ends now, then let the threads finish.
         for name, early in self._early.items():
-            self.engine.remove_all(role=name)
-            early.wait()
+            self._end_early(name, early)
         self._early.clear()
         if self._warm is not None:  # begun, never asked for (every stage skipped, or the run interrupted)
             warm, self._warm = self._warm, None

@@ -181,7 +181,12 @@ def test_a_scoring_route_that_takes_no_post_is_a_scoring_405(stage, tmp_path):
     assert "POST /health on port 8080 answered 405" in result.observed
 
 
-def test_custom_server_bound_to_loopback_is_named(stage, tmp_path):
+@pytest.mark.parametrize("route", ["namespace", "network"])
+def test_custom_server_bound_to_loopback_is_named(stage, tmp_path, monkeypatch, route):
+    """Asked from inside the server's namespace, such a server answers; the sockets it listens on still fail it.
+    Over the internal network it is refused, and named the same."""
+    if route == "network":
+        monkeypatch.setattr(scoring_route, "can_enter_namespaces", lambda: False)
     env, dep = copy_example(tmp_path, "custom")
     data = yaml.safe_load(dep.read_text())
     data["environment_variables"] = {"BIND_ADDRESS": "127.0.0.1"}

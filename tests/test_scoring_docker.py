@@ -64,6 +64,31 @@ def server_alone(image: str, spec: scoring.ScoringSpec) -> scoring.ScoringObserv
         engines.cleanup()
 
 
+@pytest.fixture(params=["namespace", "network"])
+def host_route(request, monkeypatch) -> str:
+    """Both ways this process asks a local server itself: from inside the server's network namespace (root,
+    `nsenter`; the server then has no network), and over the session's internal network (everyone else)."""
+    if request.param == "network":
+        monkeypatch.setattr(scoring_route, "can_enter_namespaces", lambda: False)
+    else:
+        assert scoring_route.can_enter_namespaces(), "these tests run as root with util-linux's nsenter"
+    return request.param
+
+
+@pytest.fixture
+def server_settings(docker_client, monkeypatch) -> list[dict]:
+    """The server container's inspect data, taken while it runs (it may be gone before the stage returns)."""
+    seen: list[dict] = []
+    real = scoring._exercise
+
+    def inspecting(engine, box, *args):
+        seen.append(docker_client.api.inspect_container(box.id))
+        return real(engine, box, *args)
+
+    monkeypatch.setattr(scoring, "_exercise", inspecting)
+    return seen
+
+
 def fixture_options(script: str = "score.py", **extra: str) -> dict[str, str]:
     return {"score_script": str(SCRIPTS / script), **{k: str(SCRIPTS / v) for k, v in extra.items()}}
 
@@ -88,10 +113,23 @@ def test_good_image_scores_the_builtin_sample(stage):
     assert result.observed.startswith("healthy after ")
 
 
-def test_the_server_listens_on_every_address_and_is_asked_from_inside(stage):
+def test_the_server_listens_on_every_address_and_is_asked_by_this_process(stage, host_route, server_settings):
     result = stage("good")
     assert result.status is Status.PASS, result.summary()
     assert result.details["listening_on"] == "0.0.0.0"  # gunicorn's default bind, seen in /proc/net/tcp
+    assert result.details["relayed_by_candidate"] is False
+    network = server_settings[0]["HostConfig"]["NetworkMode"]
+    assert (network == "none") is (host_route == "namespace"), network
+
+
+def test_where_the_namespace_cannot_be_entered_the_candidate_relays_and_says_why(stage, monkeypatch):
+    """Root and nsenter, yet entering fails (a rootless engine's namespaces are not files here): the server
+    already runs with no network, so the client goes into its container, and the result says it was relayed."""
+    monkeypatch.setattr(scoring_route, "NSENTER", "false")  # found on PATH, and it fails like a refused setns
+    result = stage("good")
+    assert result.status is Status.PASS, result.summary()
+    assert result.details["relayed_by_candidate"] is True
+    assert result.details["relay_reason"] == scoring_route.NOT_ENTERED
 
 
 def test_a_profile_can_give_the_server_egress_and_still_publishes_nothing(stage, docker_client, monkeypatch):
@@ -111,13 +149,14 @@ def test_a_profile_can_give_the_server_egress_and_still_publishes_nothing(stage,
 HTTP_SERVER = ["python3", "-m", "http.server", "--bind"]  # GET / answers 200 (a listing); POST is 501
 
 
-def test_a_server_bound_to_loopback_only_is_named_so(stage):
+def test_a_server_bound_to_loopback_only_is_named_so(stage, host_route):
+    """Asked from inside its namespace, such a server answers: the sockets it listens on still fail it."""
     result = stage("good", command=[*HTTP_SERVER, "127.0.0.1", "{port}"])
     assert_cause(result, "loopback-only")
     assert "listens only on 127.0.0.1" in result.observed and "0.0.0.0" in result.remediation
 
 
-def test_the_same_server_on_all_addresses_gets_past_that_check(stage):
+def test_the_same_server_on_all_addresses_gets_past_that_check(stage, host_route):
     result = stage("good", command=[*HTTP_SERVER, "0.0.0.0", "{port}"])
     assert_cause(result, "wrong-status")  # POST /score -> 501 from http.server
     assert "answered 501" in result.observed
@@ -133,7 +172,7 @@ def test_where_requests_are_relayed_an_image_without_python_is_unchecked_not_fai
     assert "no no-such-python on the image's PATH" in result.reason
 
 
-def test_every_container_is_hardened_and_offline(images, docker_client, monkeypatch):
+def test_every_container_is_hardened_and_offline(images, docker_client, monkeypatch, host_route):
     """Inspect the candidate and the scoring server while they run: no privileges, mounts, ports or network.
     The server is inspected from inside the stage (it may be gone before the probe returns)."""
     seen: dict[str, dict] = {}
@@ -162,7 +201,7 @@ def test_every_container_is_hardened_and_offline(images, docker_client, monkeypa
         assert host["Privileged"] is False, role
         assert not host.get("Binds") and not attrs.get("Mounts"), role
         assert not host.get("PortBindings"), role
-        if role == "candidate" or host["NetworkMode"] == "none":
+        if role == "candidate" or host_route == "namespace":
             assert host["NetworkMode"] == "none", role
         else:  # the server on the session's own network: internal (no egress), gone once released
             assert seen["network"]["Internal"] is True and seen["network"]["Name"] == host["NetworkMode"]
@@ -258,7 +297,7 @@ def test_a_server_answering_the_old_constant_is_bad_body(stage):
     assert result.details["relayed_by_candidate"] is False
 
 
-def test_a_forged_python_cannot_answer_for_a_server_that_is_not_there(stage):
+def test_a_forged_python_cannot_answer_for_a_server_that_is_not_there(stage, host_route):
     """The image's python3 prints a forged success for the request client; no server runs. On this (local)
     engine the requests come from the tool's own process, so nothing answers."""
     result = stage("scoring-forged-python", top={"azureml": False}, boot_timeout_s=SHORT_BOOT_S)

@@ -230,12 +230,21 @@ def _on_port(run: ScoringObservation, port: int) -> list[str]:
     return [entry.rsplit(":", 1)[0] for entry in run.listen_all if entry.rsplit(":", 1)[1] == str(port)]
 
 
+def _loopback_route(run: ScoringObservation, routes: dict[str, RouteSpec]) -> Finding | None:
+    """A declared route's port that listens, but only on loopback: Azure ML's router could never reach it."""
+    for spec in routes.values():
+        addresses = _on_port(run, spec.port) if spec else []
+        if addresses and loopback_only(addresses):
+            return Finding("loopback-only", f"port {spec.port} listens only on {', '.join(addresses)}")
+    return None
+
+
 def _closed(route: str, spec: RouteSpec, run: ScoringObservation, deadline: float | None) -> Finding:
     """Nothing answered on the route's port: only on loopback, or nothing there (and what does listen).
     `deadline` for a polled route (liveness, readiness); None for scoring, asked once after those answered."""
-    addresses = _on_port(run, spec.port)
-    if addresses and loopback_only(addresses):
-        return Finding("loopback-only", f"port {spec.port} listens only on {', '.join(addresses)}")
+    looped = _loopback_route(run, {route: spec})
+    if looped is not None:
+        return looped
     ports = ", ".join(str(p) for p in _listening_ports(run)) or "none"
     within = f" within {deadline:g} s" if deadline is not None else ""
     return Finding(
@@ -268,6 +277,9 @@ def live_finding(obs: DeploymentObservation, deadline: float) -> Finding | None:
         return Finding(
             "cannot-start", f"the container did not start: {run.start_error[:300]}" + (f" ({fix})" if fix else "")
         )
+    looped = _loopback_route(run, routes)
+    if looped is not None:  # asked from inside its namespace (or relayed), such a server answers all the same
+        return looped
     exited = not run.running and run.exit_code is not None
     if run.boot_s is None or (routes["readiness"] and run.ready_s is None):
         if exited and (run.last_liveness is None or run.last_liveness.status is None):
