@@ -17,6 +17,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from . import profile_cache
 from .errors import ProfileError
 
 if sys.version_info >= (3, 11):
@@ -168,12 +169,7 @@ def load(name_or_path: str, *, allow_abstract: bool = False) -> Profile:
     An abstract profile is refused unless asked for (it is only meant to be extended)."""
     data, label, chain = _load_merged(name_or_path, seen=())
     base_dir = Path(label).parent if Path(label).is_file() else None
-    try:
-        from . import profile_schema  # late: pydantic costs ~0.1 s, paid only when a profile loads
-
-        profile_schema.validate(data, merged=True, base_dir=base_dir)
-    except ValueError as exc:
-        raise ProfileError(f"profile {label}: {exc}") from None
+    _check(data, label, merged=True, base_dir=base_dir)
     profile = Profile(
         name=str(data.get("name") or chain[0]),
         description=str(data.get("description", "")),
@@ -221,13 +217,22 @@ def _read(name_or_path: str, relative_to: Path | None) -> tuple[dict[str, Any], 
             raise ProfileError(f"unknown profile '{name_or_path}' (built-in: {known}; or give a .toml path)")
         text, label = builtin.read_text(encoding="utf-8"), f"built-in {name_or_path}"
     data = _parse(text, label)
-    try:
-        from . import profile_schema  # late: pydantic costs ~0.1 s, paid only when a profile loads
+    _check(data, label)
+    return data, label
 
-        profile_schema.validate(data)
+
+def _check(data: dict[str, Any], label: str, *, merged: bool = False, base_dir: Path | None = None) -> None:
+    """The schema's check of one file or of the merged chain, skipped for data it passed before (`profile_cache`)."""
+    entry = profile_cache.key(data, merged)
+    if profile_cache.known(entry):
+        return
+    try:
+        from . import profile_schema  # late: pydantic costs ~0.1 s, paid only when a profile is checked
+
+        profile_schema.validate(data, merged=merged, base_dir=base_dir)
     except ValueError as exc:
         raise ProfileError(f"profile {label}: {exc}") from None
-    return data, label
+    profile_cache.remember(entry)
 
 
 def _load_merged(

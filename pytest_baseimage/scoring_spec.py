@@ -85,10 +85,12 @@ def validate_targets(targets: Any) -> None:
     payload_file) is the user's mistake, found before any container starts, not the image's failure."""
     for target in targets:
         path = (target.options.get("scoring") or {}).get("payload_file")
+        if not path:
+            continue
         content_type = str(target.profile.setting("scoring", "content_type"))
-        from . import profile_schema  # late: pydantic is paid only when a profile loads
+        from . import profile_schema  # late: pydantic is paid only when a profile is checked
 
-        if path and profile_schema.is_json_type(content_type):
+        if profile_schema.is_json_type(content_type):
             problem = profile_schema.json_file_problem(Path(path))
             if problem:
                 raise ScoringUsageError(f"--score-payload {path}: {problem}; the profile sends it as {content_type}")
