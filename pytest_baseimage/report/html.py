@@ -12,10 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
-
-import jinja2
-import markupsafe
+from typing import TYPE_CHECKING, Any
 
 from pytest_baseimage.composition import STAGE_ORDER
 from pytest_baseimage.report.diff import ImageDiff, diff_runs
@@ -24,6 +21,10 @@ from pytest_baseimage.report.safety import short as _short
 from pytest_baseimage.report.safety import tail
 from pytest_baseimage.results import ImageReport, StageResult, Verdict
 from pytest_baseimage.text import MAX_OBSERVED_CHARS, inert_lines, one_line
+
+if TYPE_CHECKING:
+    import jinja2
+    import markupsafe
 
 GLYPHS = {"pass": "✔", "fail": "✘", "blocked": "⊘", "skipped": "↷", "error": "⚠", "waived": "⚑"}
 VERDICT_CLASS = {
@@ -131,6 +132,8 @@ def _asset(name: str) -> str:
 
 @cache
 def _template() -> jinja2.Template:
+    import jinja2  # late: ~20 ms at every start, needed only by a run that writes HTML
+
     env = jinja2.Environment(
         autoescape=True,
         undefined=jinja2.StrictUndefined,
@@ -146,6 +149,8 @@ _CODE_SPAN = re.compile(r"`([^`\n]+)`")
 
 def code_spans(text: Any) -> markupsafe.Markup:
     """Markdown's `code` spans (remediation texts use them) as <code>, after escaping: nothing else is markup."""
+    import markupsafe
+
     escaped = str(markupsafe.escape(text))
     return markupsafe.Markup(_CODE_SPAN.sub(r"<code>\1</code>", escaped))
 
