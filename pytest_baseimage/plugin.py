@@ -20,6 +20,7 @@ from .errors import BaseImageError, ExitCode
 from .registry import plugin as registry_part
 from .results import StageResult, Status
 from .session import (
+    DESELECTED_OUTPUT,
     PLUGIN_NAME,
     REPORT_ATTR,
     Ending,
@@ -85,6 +86,14 @@ def pytest_configure_node(node: Any) -> None:
     """Workers start from the controller's arguments and the workerinput it gives them."""
     # The controller built --base-image-dockerfile; workers must not build again.
     node.workerinput[registry_part.BUILT_KEY] = registry_part.built(node.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist: the controller collects nothing, so each worker's deselected stages come back with it."""
+    session = node.config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        session.add_deselected(getattr(node, "workeroutput", {}).get(DESELECTED_OUTPUT) or {})
 
 
 @pytest.hookimpl(tryfirst=True)

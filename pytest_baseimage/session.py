@@ -21,6 +21,8 @@ from .errors import BaseImageError, ExitCode
 from .results import ImageInfo, ImageReport, Status, Verdict, utc_now
 from .text import cut_line, one_line
 
+DESELECTED_OUTPUT = "pytest_baseimage_deselected"  # an xdist worker's workeroutput key: {image: [stage, ...]}
+
 PLUGIN_NAME = "baseimage-verdict"  # the name the session is registered under with pytest's plugin manager
 REPORT_ATTR = "baseimage"  # attribute on TestReport; plain JSON data, so it survives xdist
 SUMMARY_CHARS = 160  # one result's text in the terminal summary
@@ -135,9 +137,18 @@ class VerdictSession:
             merge_result(self.collected, ImageReport.from_dict(data), self.composition.names)
 
     def pytest_deselected(self, items: Sequence[Any]) -> None:
-        """Remember which stages -k/-m left out, so the verdict says they were not judged."""
+        """Remember which stages -k/-m left out, so the verdict says they were not judged (an xdist worker also
+        hands them to the controller, in its `workeroutput`)."""
         for name, stage in _stages_of(items, self.composition.names):
-            self.deselected.setdefault(name, set()).add(stage)
+            self.add_deselected({name: [stage]})
+        output = getattr(self.config, "workeroutput", None)
+        if output is not None:
+            output[DESELECTED_OUTPUT] = {name: sorted(stages) for name, stages in self.deselected.items()}
+
+    def add_deselected(self, stages: dict[str, Any]) -> None:
+        """Stages left out, by image name: from this process's collection, or from an xdist worker's."""
+        for name, names in stages.items():
+            self.deselected.setdefault(str(name), set()).update(str(stage) for stage in names)
 
     # -- the verdict ----------------------------------------------------------------------------------
     def image_reports(self, checks: dict[str, Any]) -> list[ImageReport]:

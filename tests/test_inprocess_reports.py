@@ -140,13 +140,15 @@ def test_under_xdist_every_result_reaches_the_controller_once_per_image(pytester
     assert [name for name, _ in suites[GOOD]] == [f"test_{stage}[{GOOD}]" for stage in STAGES]  # no @group suffix
 
 
-def test_under_xdist_a_deselected_stage_is_not_judged(pytester):
-    """The workers deselect; the controller gets only the selected stages' results. (It does not learn of the
-    deselection, so unlike a run without xdist the verdict does not list apt under `deselected`.)"""
+def test_under_xdist_a_deselected_stage_is_named_as_not_judged(pytester):
+    """The workers deselect and collect; the controller, which collects nothing, learns of the deselection
+    from each worker's output, so the verdict names apt as not judged, as a run without xdist does."""
     run = run_plugin(pytester, "-n", "2", f"--base-image={GOOD}", "-m", "not apt")
     assert run.code == 0, run.out
     assert list(run.statuses()) == ["os", "conda", "python", "azureml", "scoring", "deployment", "gpu"]
     assert run.image()["verdict"] == "compatible"
+    assert run.image()["deselected"] == ["apt"]
+    assert "not judged (deselected): apt" in run.out
 
 
 # A plugin that runs the suite backwards, as a random-order plugin may: results then arrive out of stage order.
