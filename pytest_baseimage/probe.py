@@ -79,7 +79,7 @@ SHELL_SCRIPT = incontainer.source("probe.sh").replace("CONDA_CANDIDATES", " ".jo
 # Ends every process of the candidate but its pid 1 (the keep-alive) after a host-side deadline: with a shell,
 # or with the image's Python when there is none. kill(-1) spares the caller and pid 1.
 KILL_ALL_SH = ["/bin/sh", "-c", "kill -9 -1"]
-KILL_ALL_PY = "import os, signal; os.kill(-1, signal.SIGKILL)"
+KILL_ALL_PY = incontainer.source("kill_all.py")  # the kill(-1) the host runs past its deadline, without a shell
 
 
 class Runner(Protocol):

@@ -32,8 +32,10 @@ def test_every_program_is_a_file_the_host_loads_as_it_is_shipped():
         "sample_score.py",
         "ort_session.py",
         "gpu_probe.py",
+        "kill_all.py",
     }
     assert (PACKAGE / "probe_python.py").read_text() == probe.PY_PROGRAM
+    assert (PACKAGE / "kill_all.py").read_text() == probe.KILL_ALL_PY
     assert (PACKAGE / "scoring_client.py").read_text() == scoring_client.PROGRAM
     assert (PACKAGE / "ort_session.py").read_text() == gpu.ORT_PROGRAM
     assert (PACKAGE / "gpu_probe.py").read_text() == gpu.GPU_PROBE
