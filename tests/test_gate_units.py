@@ -1,4 +1,5 @@
-"""Pure logic of the gate service: event parsing, the config, the job store, Harbor findings, the check's argv."""
+"""Pure logic of the gate service: event parsing, the config, Harbor findings, the check's argv (the store:
+test_gate_store.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import importlib.util
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from pytest_baseimage.gate import config as gate_config
 from pytest_baseimage.gate import events, harbor
-from pytest_baseimage.gate.store import DONE, QUEUED, RUNNING, NewJob, Store
+from pytest_baseimage.gate.store import NewJob
+from pytest_baseimage.gate.store_sqlite import SqliteStore
 from pytest_baseimage.gate.worker import PASSWORD_VAR, command
 from pytest_baseimage.report.model import Run
 from pytest_baseimage.results import ImageInfo, ImageReport, StageResult, Status
@@ -103,59 +104,6 @@ def test_attestations_need_the_attest_package_and_one_key_source(tmp_path):
         assert gate_config.load(path, {"TOK": "t"}).config.attest.unsigned
 
 
-# -- store ---------------------------------------------------------------------------------------------------
-def new(digest: str = D1, tag: str = "v1") -> NewJob:
-    return NewJob("http://r", "staging/app", digest, "p", "certified/app", (tag,))
-
-
-def test_a_second_push_of_a_digest_merges_its_tag_into_the_one_job(tmp_path):
-    store = Store(tmp_path / "gate.db")
-    first, created = store.enqueue(new())
-    again, created_again = store.enqueue(new(tag="v2"))
-    assert created and not created_again and first.id == again.id
-    assert store.all_jobs()[0].tags == ["v1", "v2"]
-
-
-def test_claims_are_exclusive_and_counted_and_a_restart_requeues_running_jobs(tmp_path):
-    store = Store(tmp_path / "gate.db")
-    for digest in (D1, D2):
-        store.enqueue(new(digest))
-    claimed: list[int] = []
-    threads = [threading.Thread(target=lambda: claimed.append(getattr(store.claim(), "id", 0))) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(c for c in claimed if c) == [1, 2]
-    store.close()
-    reopened = Store(tmp_path / "gate.db")  # as after kill -9: the file is all there is
-    assert {j.state for j in reopened.all_jobs()} == {RUNNING}
-    assert reopened.recover() == 2
-    job = reopened.claim()
-    assert job is not None and job.attempts == 2 and job.state == RUNNING
-    reopened.finish(job.id, "compatible", 0, "", ["certified/app:v1"], ["v1"])
-    counts = reopened.counts()
-    assert counts.by_state == {DONE: 1, QUEUED: 1} and counts.done_by_verdict == {"compatible": 1}
-
-
-def test_a_new_tag_on_a_certified_job_queues_it_again_to_promote_the_tag(tmp_path):
-    store = Store(tmp_path / "gate.db")
-    job, _ = store.enqueue(new())
-    store.claim()
-    store.finish(job.id, "compatible", 0, "", ["certified/app:v1"], ["v1"])
-    again, _ = store.enqueue(new(tag="v2"))
-    assert again.state == QUEUED and again.verdict == "compatible"
-
-
-def test_a_tag_merged_in_while_the_job_ran_sends_it_back_to_the_queue(tmp_path):
-    store = Store(tmp_path / "gate.db")
-    job, _ = store.enqueue(new())
-    store.claim()
-    store.enqueue(new(tag="v2"))  # while it runs
-    store.finish(job.id, "compatible", 0, "", ["certified/app:v1"], ["v1"])
-    assert store.all_jobs()[0].state == QUEUED
-
-
 # -- Harbor --------------------------------------------------------------------------------------------------
 def run_with(*results: StageResult, error: str = "") -> Run:
     image = ImageReport("img", ImageInfo("img"), "fixture", results=list(results), error=error)
@@ -192,7 +140,7 @@ def test_the_report_type_follows_accept():
 
 # -- the check's command line ------------------------------------------------------------------------------------
 def test_the_check_pins_the_digest_and_names_the_password_variable_never_the_password(tmp_path: Path):
-    store = Store(tmp_path / "gate.db")
+    store = SqliteStore(tmp_path / "gate.db")
     job, _ = store.enqueue(NewJob("http://127.0.0.1:5000", "staging/app", D1, "azureml-current", "certified/app"))
     argv = command(job, ("gate", Secret("s3cret-value")), tmp_path, False)
     assert f"--base-image=127.0.0.1:5000/staging/app@{D1}" in argv
@@ -200,11 +148,11 @@ def test_the_check_pins_the_digest_and_names_the_password_variable_never_the_pas
     assert not any("s3cret-value" in arg for arg in argv)
 
 
-def test_the_service_imports_neither_pytest_nor_docker():
+def test_the_service_imports_neither_pytest_nor_docker_nor_the_postgresql_driver_it_was_not_asked_for():
     imports = "import sys, pytest_baseimage.gate.app, pytest_baseimage.gate.cli"
-    code = f"{imports}; print('pytest' in sys.modules, 'docker' in sys.modules)"
+    code = f"{imports}; print('pytest' in sys.modules, 'docker' in sys.modules, 'psycopg' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.stdout.split() == ["False", "False"], proc.stderr
+    assert proc.stdout.split() == ["False", "False", "False"], proc.stderr
 
 
 def test_the_config_shown_in_the_readme_loads(tmp_path):
