@@ -28,8 +28,8 @@ EVENTS_TYPE = "application/vnd.docker.distribution.events.v1+json"
 MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json", "application/vnd.oci.image.manifest.v1+json")
 CONFIG = """\
 listen = "127.0.0.1:{port}"
-database = "gate.db"
-data_dir = "data"
+database = "{database}"
+data_dir = "{data_dir}"
 token_env = "GATE_TOKEN"
 workers = {workers}
 max_attempts = {max_attempts}
@@ -77,6 +77,7 @@ class GateService:
     process: subprocess.Popen | None = None
     registry: RegistryServer | None = None
     registry_password: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the database password's variable
 
     @property
     def events_url(self) -> str:
@@ -84,23 +85,25 @@ class GateService:
 
     def configure(
         self, registry: RegistryServer | None = None, *, registry_url: str = "", workers: int = 1,
-        max_attempts: int = 3, docker_host: str = "", extra: str = "",
+        max_attempts: int = 3, docker_host: str = "", extra: str = "", database: str = "gate.db",
+        data_dir: str = "data", top: str = "",
     ) -> Path:  # fmt: skip
         """gate.toml for a real registry, or for an address nothing answers on (registry_url); `extra` is more
-        TOML appended (tables such as [attest])."""
+        TOML appended (tables such as [attest]), `top` more top-level keys."""
         self.registry = registry
         self.registry_password = registry.password if registry else f"Unused-{uuid.uuid4().hex}-NeverPrint"
         text = CONFIG.format(
             port=self.port, workers=workers, max_attempts=max_attempts, docker_host=docker_host,
             registry_url=f"http://{registry.address}" if registry else registry_url,
-            username=registry.username if registry else "gate", profile=FIXTURE_PROFILE,
+            username=registry.username if registry else "gate", profile=FIXTURE_PROFILE, database=database,
+            data_dir=data_dir,
         )  # fmt: skip
         path = self.root / "gate.toml"
-        path.write_text(text + extra)
+        path.write_text(top + text + extra)
         return path
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "GATE_TOKEN": self.token, "REGISTRY_PASSWORD": self.registry_password}
+        env = {**os.environ, "GATE_TOKEN": self.token, "REGISTRY_PASSWORD": self.registry_password, **self.extra_env}
         env.pop("PYTEST_ADDOPTS", None)
         return env
 
@@ -120,6 +123,12 @@ class GateService:
             assert self.process.poll() is None, f"the gate ended at start: {self.log()[-3000:]}"
             assert time.monotonic() < deadline, f"the gate did not answer within {timeout} s: {self.log()[-3000:]}"
             time.sleep(0.2)
+
+    @property
+    def owner_pid(self) -> str:
+        """How this process appears in a job's `owner` (host:pid:random)."""
+        assert self.process is not None
+        return str(self.process.pid)
 
     def kill(self) -> None:
         assert self.process is not None
