@@ -211,6 +211,22 @@ class GateService:
         raise AssertionError(f"no verdict for {digest} within {timeout} s; jobs: {self.jobs()}\n{self.log()[-3000:]}")
 
 
+DB_PASSWORD_VAR = "GATE_DB_PASSWORD"
+
+
+def database_replica(
+    root: Path, url: str, password: str, shared: Path, token: str, lease_s: float = 60, port: int = 0,
+    **configure: Any,
+) -> GateService:  # fmt: skip
+    """One replica of several: its own directory, port and log; the PostgreSQL database `url`, the data_dir
+    `shared`, the token and the rules (`configure`'s keywords) are the same for all of them."""
+    root.mkdir()
+    service = GateService(root, port=port or _free_port(), token=token, extra_env={DB_PASSWORD_VAR: password})
+    top = f'database_password_env = "{DB_PASSWORD_VAR}"\nlease_s = {lease_s}\n'
+    service.configure(database=url, data_dir=str(shared), top=top, **configure)
+    return service
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None

@@ -17,13 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from gate_service import GateService, gate_command, push_event
+from gate_service import DB_PASSWORD_VAR, GateService, database_replica, gate_command, push_event
 from postgres_server import PostgresServer, shared_postgres
 from psycopg import sql
 from registry_server import _free_port
 
 NO_ENGINE = "unix:///nonexistent/docker.sock"
-PASSWORD_VAR = "GATE_DB_PASSWORD"
 
 
 def digest(n: int) -> str:
@@ -39,12 +38,7 @@ UNUSED_REGISTRY = f"http://127.0.0.1:{_free_port()}"  # the same for every repli
 
 
 def replica(root: Path, postgres: PostgresServer, url: str, shared: Path, token: str, **kwargs) -> GateService:
-    """One replica: its own directory, port and log; the database, data_dir, token and rules are the others'."""
-    root.mkdir()
-    service = GateService(root, token=token, extra_env={PASSWORD_VAR: postgres.password})
-    top = f'database_password_env = "{PASSWORD_VAR}"\nlease_s = {kwargs.pop("lease_s", 60)}\n'
-    service.configure(registry_url=UNUSED_REGISTRY, database=url, data_dir=str(shared), top=top, **kwargs)
-    return service
+    return database_replica(root, url, postgres.password, shared, token, registry_url=UNUSED_REGISTRY, **kwargs)
 
 
 def wait_for(condition, what: str, timeout: float = 120) -> None:
@@ -154,7 +148,7 @@ def serve(config: Path, env: dict[str, str], *, hide_driver: bool = False) -> su
     [
         ("password in the URL", 4, "a password in the database URL is refused"),
         ("password in the query", 4, "a password in the database URL is refused"),
-        ("variable unset", 4, f"{PASSWORD_VAR} is not set"),
+        ("variable unset", 4, f"{DB_PASSWORD_VAR} is not set"),
         ("driver missing", 4, "pip install 'pytest-baseimage[gate-postgres]'"),
         ("nothing listens", 2, "Connection refused"),
         ("wrong password", 2, 'password authentication failed for user "gate"'),
@@ -162,20 +156,20 @@ def serve(config: Path, env: dict[str, str], *, hide_driver: bool = False) -> su
 )
 def test_a_bad_database_is_one_line_and_a_nonzero_exit_never_the_password(tmp_path, postgres, case, code, message):
     url, password = postgres.create_database(), postgres.password
-    env = {"GATE_TOKEN": "Tok-bad-database-NeverPrint", PASSWORD_VAR: password}
+    env = {"GATE_TOKEN": "Tok-bad-database-NeverPrint", DB_PASSWORD_VAR: password}
     if case == "password in the URL":
         url = url.replace("gate@", f"gate:{password}@")
     elif case == "password in the query":
         url += f"?password={password}"
     elif case == "variable unset":
-        env.pop(PASSWORD_VAR)
+        env.pop(DB_PASSWORD_VAR)
     elif case == "nothing listens":
         url = url.replace(f":{postgres.port}/", f":{_free_port()}/")
     elif case == "wrong password":
-        env[PASSWORD_VAR] = f"Wrong-{password}"
+        env[DB_PASSWORD_VAR] = f"Wrong-{password}"
     config = tmp_path / "gate.toml"
     config.write_text(
-        f'listen = "127.0.0.1:{_free_port()}"\ndatabase = "{url}"\ndatabase_password_env = "{PASSWORD_VAR}"\n'
+        f'listen = "127.0.0.1:{_free_port()}"\ndatabase = "{url}"\ndatabase_password_env = "{DB_PASSWORD_VAR}"\n'
         f'token_env = "GATE_TOKEN"\n'
     )
     proc = serve(config, env, hide_driver=case == "driver missing")
@@ -202,7 +196,7 @@ def test_the_database_password_never_reaches_a_check(tmp_path, postgres):
     service.extra_env["PYTHONPATH"] = str(site)
     service.configure(
         registry_url=UNUSED_REGISTRY, database=url, data_dir=str(tmp_path / "shared"),
-        top=f'database_password_env = "{PASSWORD_VAR}"\n', max_attempts=1, docker_host=NO_ENGINE,
+        top=f'database_password_env = "{DB_PASSWORD_VAR}"\n', max_attempts=1, docker_host=NO_ENGINE,
     )  # fmt: skip
     try:
         service.start()
@@ -212,5 +206,5 @@ def test_the_database_password_never_reaches_a_check(tmp_path, postgres):
         service.stop()
     seen = json.loads(probe.read_text())
     assert "DOCKER_HOST" in seen  # the probe saw the check's environment
-    assert PASSWORD_VAR not in seen and "PGPASSWORD" not in seen
+    assert DB_PASSWORD_VAR not in seen and "PGPASSWORD" not in seen
     assert postgres.password not in json.dumps(seen)
