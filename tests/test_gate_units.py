@@ -163,3 +163,13 @@ def test_the_config_shown_in_the_readme_loads(tmp_path):
     loaded = gate_config.load(tmp_path / "gate.toml", {"GATE_TOKEN": "t", "REGISTRY_PASSWORD": "p"})
     assert loaded.config.promote[0].target("staging/app") == "certified/app"
     assert [e.docker_host for e in loaded.config.engines] == ["", "tcp://builder:2376"]
+
+
+def test_the_replicas_config_shown_in_the_readme_loads_with_the_password_from_its_variable(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("**Several replicas.**", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "gate.toml").write_text('token_env = "GATE_TOKEN"\n' + block)
+    loaded = gate_config.load(tmp_path / "gate.toml", {"GATE_TOKEN": "t", "GATE_DB_PASSWORD": "db-secret"})
+    assert loaded.config.postgres and loaded.config.lease_s == 60
+    assert "db-secret" in loaded.secrets.values() and "db-secret" not in repr(loaded.secrets)
