@@ -81,11 +81,11 @@ class PostgresServer:
             ).fetchall()
         return sum(bool(row[0]) for row in rows)
 
-    def create_database(self) -> str:
-        """A fresh database owned by the gate's role; its URL (no password: that is `password`)."""
+    def create_database(self, owner: str = ROLE) -> str:
+        """A fresh database, owned by the gate's role unless said otherwise; its URL (no password: `password`)."""
         name = f"gate_{uuid.uuid4().hex[:10]}"
         with self.admin() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(ROLE)))
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner)))
         self.databases.append(name)
         return self.url(name)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from gate_service import DB_PASSWORD_VAR, GateService, database_replica, gate_command, push_event
-from postgres_server import PostgresServer, shared_postgres
+from postgres_server import ROLE, PostgresServer, shared_postgres
 from psycopg import sql
 from registry_server import _free_port
 
@@ -152,10 +152,12 @@ def serve(config: Path, env: dict[str, str], *, hide_driver: bool = False) -> su
         ("driver missing", 4, "pip install 'pytest-baseimage[gate-postgres]'"),
         ("nothing listens", 2, "Connection refused"),
         ("wrong password", 2, 'password authentication failed for user "gate"'),
+        ("role may not create tables", 2, "permission denied for schema public"),
     ],
 )
 def test_a_bad_database_is_one_line_and_a_nonzero_exit_never_the_password(tmp_path, postgres, case, code, message):
-    url, password = postgres.create_database(), postgres.password
+    url = postgres.create_database("postgres" if case == "role may not create tables" else ROLE)
+    password = postgres.password
     env = {"GATE_TOKEN": "Tok-bad-database-NeverPrint", DB_PASSWORD_VAR: password}
     if case == "password in the URL":
         url = url.replace("gate@", f"gate:{password}@")

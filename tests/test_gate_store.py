@@ -6,6 +6,7 @@ two owners), so the concurrency tests race real transactions.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -13,9 +14,9 @@ from collections.abc import Callable
 import pytest
 from postgres_server import PostgresServer, shared_postgres
 
-from pytest_baseimage.gate.store import DONE, EXPIRED, QUEUED, RUNNING, NewJob, Store, StoreUnavailable
+from pytest_baseimage.gate.store import DONE, EXPIRED, QUEUED, RUNNING, SCHEMA, NewJob, Store, StoreUnavailable
 from pytest_baseimage.gate.store_pg import PgStore
-from pytest_baseimage.gate.store_sqlite import SqliteStore
+from pytest_baseimage.gate.store_sqlite import TYPES, SqliteStore
 from pytest_baseimage.secret import Secret
 
 D1, D2 = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -183,6 +184,27 @@ def test_sqlite_a_restart_requeues_every_running_job_at_once(tmp_path):
     job = reopened.claim()
     assert job is not None and job.attempts == 2 and job.owner == reopened.owner
     reopened.close()
+
+
+def test_sqlite_a_database_made_before_replicas_gets_the_owner_and_heartbeat_columns(tmp_path):
+    old = "\n".join(
+        line for line in SCHEMA.format(**TYPES).splitlines() if not line.strip().startswith(("owner", "heartbeat"))
+    )
+    with sqlite3.connect(tmp_path / "gate.db") as db:
+        db.executescript(old)
+        db.execute(
+            "INSERT INTO jobs (registry, repository, digest, profile, state, attempts, created) "
+            "VALUES ('http://r', 'staging/app', ?, 'p', 'running', 1, 0)",
+            (D1,),
+        )
+    store = SqliteStore(tmp_path / "gate.db")
+    try:
+        assert store.recover() == 1
+        job = store.claim()
+        assert job is not None and job.owner == store.owner and job.heartbeat and job.attempts == 2
+        assert store.heartbeat([job.id]) == 1
+    finally:
+        store.close()
 
 
 def test_postgresql_a_start_requeues_only_jobs_whose_lease_expired(postgres):

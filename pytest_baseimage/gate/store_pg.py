@@ -56,7 +56,11 @@ class PgStore(Store):
                 self._connection()  # one attempt at start: an unreachable database is a clear error at once
             except psycopg.Error as exc:
                 raise StoreUnavailable(self._why(exc)) from None
-        self.write(self._create_schema)
+        try:
+            self.write(self._create_schema)
+        except psycopg.Error as exc:  # e.g. a role that may not create tables: one line, not a traceback
+            self.close()
+            raise StoreUnavailable(self._why(exc)) from None
 
     def _create_schema(self, db: Db) -> None:
         db.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
