@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from registry_server import _free_port
+from registry_server import _free_port, end_process
 
 ROLE = "gate"
 HBA = """\
@@ -97,13 +97,7 @@ class PostgresServer:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # "fast" shutdown: ends sessions, no waiting for clients
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        end_process(self.process, signal.SIGINT, 30)  # SIGINT: "fast" shutdown, no waiting for clients
         shutil.rmtree(self.root, ignore_errors=True)
 
 
