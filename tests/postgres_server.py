@@ -101,7 +101,8 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_postgres() -> PostgresServer:
+def start_postgres(durable: bool = False) -> PostgresServer:
+    """A running cluster; not `durable` (the tests): no fsync, as nothing of it outlives the session."""
     binaries = server_binaries()
     prefix, owner = _as_postgres()
     root = Path(tempfile.mkdtemp(prefix="pytest-baseimage-pg-"))
@@ -123,9 +124,9 @@ def start_postgres() -> PostgresServer:
     log = open(root / "postgres.log", "wb")  # noqa: SIM115 - the server owns it until stop()
     process = subprocess.Popen(
         [*prefix, str(binaries / "postgres"), "-D", str(root / "data"), "-c", "listen_addresses=127.0.0.1",
-         "-c", f"port={port}", "-c", f"unix_socket_directories={root / 'sock'}", "-c", "fsync=off",
-         "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=60",
-         "-c", "password_encryption=scram-sha-256"],
+         "-c", f"port={port}", "-c", f"unix_socket_directories={root / 'sock'}", "-c", "max_connections=60",
+         "-c", "password_encryption=scram-sha-256",
+         *([] if durable else ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
     )  # fmt: skip
     server = PostgresServer(root, port, process)
