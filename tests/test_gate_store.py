@@ -127,6 +127,17 @@ def test_a_job_whose_heartbeat_stops_is_requeued_after_the_lease_and_a_heartbeat
     assert live.get(lost.id).state == DONE
 
 
+def test_a_replica_whose_clock_is_an_hour_ahead_takes_no_live_replicas_job(open_handle, monkeypatch):
+    """Heartbeats and their expiry use the database's clock, not each replica's."""
+    live, skewed = open_handle(lease=60), open_handle(lease=60)
+    live.enqueue(new())
+    job = live.claim()
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # what this process (the skewed replica) reads
+    assert skewed.expire() == 0
+    assert skewed.get(job.id).state == RUNNING
+
+
 def test_only_the_owner_of_a_claim_requeues_it(open_handle):
     first, second = open_handle(), open_handle()
     job, _ = first.enqueue(new())

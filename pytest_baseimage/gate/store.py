@@ -159,6 +159,9 @@ class Store(ABC):
 
     CLAIM_LOCK = ""  # appended to the claim's inner SELECT (PostgreSQL: FOR UPDATE SKIP LOCKED)
     ROW_LOCK = ""  # appended to the merge's SELECT (PostgreSQL: FOR UPDATE)
+    # The database's clock in Unix seconds: heartbeats and their expiry are compared on one clock, so replicas
+    # whose clocks disagree cannot take each other's jobs early.
+    NOW = "(julianday('now') - 2440587.5) * 86400.0"
 
     def __init__(self, owner: str = "", lease: float = 60.0) -> None:
         self.owner = owner or new_owner()
@@ -186,13 +189,12 @@ class Store(ABC):
 
     def expire(self) -> int:
         """Requeue running jobs whose heartbeat is older than the lease (their attempt is already counted)."""
-        cutoff = time.time() - self.lease
         return self.write(
             lambda db: (
                 db.execute(
                     "UPDATE jobs SET state = ?, owner = '', message = ? "
-                    "WHERE state = ? AND (heartbeat IS NULL OR heartbeat < ?)",
-                    (QUEUED, EXPIRED, RUNNING, cutoff),
+                    f"WHERE state = ? AND (heartbeat IS NULL OR heartbeat < {self.NOW} - ?)",
+                    (QUEUED, EXPIRED, RUNNING, self.lease),
                 ).rowcount
             )
         )
@@ -205,8 +207,8 @@ class Store(ABC):
         return self.write(
             lambda db: (
                 db.execute(
-                    f"UPDATE jobs SET heartbeat = ? WHERE owner = ? AND state = ? AND id IN ({marks})",
-                    (time.time(), self.owner, RUNNING, *job_ids),
+                    f"UPDATE jobs SET heartbeat = {self.NOW} WHERE owner = ? AND state = ? AND id IN ({marks})",
+                    (self.owner, RUNNING, *job_ids),
                 ).rowcount
             )
         )
@@ -244,13 +246,11 @@ class Store(ABC):
 
     def claim(self) -> Job | None:
         """The oldest queued job, now running and ours, with its attempt counted (one claimer per job)."""
-        now = time.time()
         row = self.write(
             lambda db: db.execute(
-                "UPDATE jobs SET state = ?, attempts = attempts + 1, started = ?, owner = ?, heartbeat = ? "
-                "WHERE id = (SELECT id FROM jobs WHERE state = ? ORDER BY id LIMIT 1" + self.CLAIM_LOCK + ") "
-                "RETURNING *",
-                (RUNNING, now, self.owner, now, QUEUED),
+                f"UPDATE jobs SET state = ?, attempts = attempts + 1, started = ?, owner = ?, heartbeat = {self.NOW} "
+                f"WHERE id = (SELECT id FROM jobs WHERE state = ? ORDER BY id LIMIT 1{self.CLAIM_LOCK}) RETURNING *",
+                (RUNNING, time.time(), self.owner, QUEUED),
             ).fetchone()
         )
         return Job.from_row(row) if row else None

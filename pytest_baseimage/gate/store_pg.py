@@ -44,6 +44,7 @@ class _Db:
 class PgStore(Store):
     CLAIM_LOCK = " FOR UPDATE SKIP LOCKED"
     ROW_LOCK = " FOR UPDATE"
+    NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
 
     def __init__(self, url: str, password: Secret | None = None, owner: str = "", lease: float = 60.0) -> None:
         super().__init__(owner, lease)
