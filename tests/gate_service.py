@@ -11,8 +11,10 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -225,6 +227,38 @@ def database_replica(
     top = f'database_password_env = "{DB_PASSWORD_VAR}"\nlease_s = {lease_s}\n'
     service.configure(database=url, data_dir=str(shared), top=top, **configure)
     return service
+
+
+class SilentEngine:
+    """An address that accepts connections and never answers: a certification there waits, harmlessly."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.server.settimeout(0.5)
+        self.held: list[socket.socket] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.held.append(self.server.accept()[0])
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        for conn in self.held:
+            conn.close()
+        self.server.close()
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

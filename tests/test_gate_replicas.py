@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from gate_service import DB_PASSWORD_VAR, GateService, database_replica, gate_command, push_event
+from gate_service import DB_PASSWORD_VAR, GateService, SilentEngine, database_replica, gate_command, push_event
 from postgres_server import ROLE, PostgresServer, shared_postgres
 from psycopg import sql
 from registry_server import _free_port
@@ -99,6 +99,32 @@ def test_two_replicas_given_the_same_burst_at_once_make_one_job_per_digest_each_
     for service in replicas:
         assert postgres.password not in service.log() and token not in service.log()
     assert all(code in (0, -15) for code in codes), codes
+
+
+def test_a_replica_stopped_while_it_runs_a_job_gives_it_back_and_another_takes_it_without_waiting_for_the_lease(
+    tmp_path, postgres
+):
+    """SIGTERM (a rolling restart): the interrupted check's job is requeued at once, not after lease_s (600 s)."""
+    engine = SilentEngine()  # a check there waits until it is stopped
+    url, shared, token = postgres.create_database(), tmp_path / "shared", "Tok-rolling-NeverPrint"
+    a, b = (replica(tmp_path / n, postgres, url, shared, token, lease_s=600, docker_host=engine.url) for n in "ab")
+
+    def state(asked: GateService) -> tuple[str, str, int]:
+        job = asked.jobs()[0]
+        return job["state"], job["owner"].split(":")[1] if job["owner"] else "", job["attempts"]
+
+    try:
+        a.start()  # alone at first, so that a claims the job
+        assert a.post_events([push_event("staging/app", digest(0xA00), "v1")]).status == 202
+        wait_for(lambda: state(a) == ("running", a.owner_pid, 1), "a runs the job", 60)
+        b.start()
+        assert a.stop() in (0, -15)
+        wait_for(lambda: state(b) == ("running", b.owner_pid, 2), "b takes the job over", 30)
+        assert b.jobs()[0]["message"] == "interrupted: the service running it stopped"
+    finally:
+        a.stop()
+        b.stop()
+        engine.close()
 
 
 def test_a_replica_whose_database_goes_away_says_so_on_healthz_and_carries_on_when_it_is_back(tmp_path, postgres):

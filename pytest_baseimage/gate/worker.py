@@ -35,6 +35,7 @@ PASSWORD_VAR = "BASEIMAGE_GATE_REGISTRY_PASSWORD"  # the child's environment onl
 VERDICT, REPORT, ATTESTATION = "verdict.json", "report.html", "attestation.json"
 RETRIED = {int(ExitCode.UNCHECKED)}  # engine or registry trouble may pass; a verdict on the image will not change
 _PR_SET_PDEATHSIG = 1
+STOPPED = "interrupted: the service running it stopped"
 DATABASE_WAIT = 5.0  # seconds between store calls while the database is away (each call already retried)
 T = TypeVar("T")
 
@@ -115,9 +116,18 @@ class Workers:
             log.exception("job %s failed", job.id)
             outcome = Outcome("could not be checked", None, f"gate error: {type(exc).__name__}", True)
         if self.stopping.is_set():
-            return  # the job stays `running`: recover() requeues it at the next start
+            self._release(job)
+            return
         self._settle(job, outcome)
         self.observe(time.monotonic() - started, outcome.verdict)
+
+    def _release(self, job: Job) -> None:
+        """A check interrupted by a stop: its job back to the queue now, for another replica or the next start
+        (one try: if the database is away, the job's lease runs out and it is requeued then)."""
+        try:
+            self.store.requeue(job.id, STOPPED)
+        except StoreUnavailable as exc:
+            log.error("job %s: left running for its lease to expire: %s", job.id, exc)
 
     def _stored(self, what: str, call: Callable[[], T]) -> T:
         """A store call, repeated while the database is away (until it answers, or the service stops)."""
