@@ -91,6 +91,32 @@ def test_an_inline_or_missing_secret_is_a_config_error(tmp_path, secret, message
         gate_config.load(path, {"TOK": "t"})
 
 
+def test_the_database_password_comes_from_a_file_and_is_scrubbed_like_every_secret(tmp_path):
+    (tmp_path / "db-pw").write_text("db-from-file\n")
+    path = tmp_path / "gate.toml"
+    path.write_text(
+        'database = "postgresql://gate@db:5432/gate"\ndatabase_password_file = "db-pw"\ntoken_env = "TOK"\n'
+    )
+    loaded = gate_config.load(path, {"TOK": "tok-value"})
+    assert loaded.config.postgres and loaded.secrets.database_password.reveal() == "db-from-file"
+    assert set(loaded.secrets.values()) == {"db-from-file", "tok-value"} and "db-from-file" not in repr(loaded)
+
+
+@pytest.mark.parametrize(
+    ("database", "message"),
+    [('database = "gate.db"\ndatabase_password_env = "X"', "go with a postgresql:// database"),
+     ('database = "mysql://gate@db/gate"', "an SQLite path or a postgresql://"),
+     ('database = "postgresql:///gate"', "an SQLite path or a postgresql://"),
+     ('database = "postgresql://gate@db/gate"\ndatabase_password_env = "X"\ndatabase_password_file = "f"',
+      "not both")],
+)  # fmt: skip
+def test_a_database_setting_that_cannot_work_is_a_config_error(tmp_path, database, message):
+    path = tmp_path / "gate.toml"
+    path.write_text(f'{database}\ntoken_env = "TOK"\n')
+    with pytest.raises(gate_config.GateConfigError, match=message):
+        gate_config.load(path, {"TOK": "t", "X": "x"})
+
+
 def test_attestations_need_the_attest_package_and_one_key_source(tmp_path):
     path = tmp_path / "gate.toml"
     path.write_text(BASE.format(secret="") + "[attest]\nenabled = true\n")
