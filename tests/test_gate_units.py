@@ -13,9 +13,9 @@ import pytest
 
 from pytest_baseimage.gate import config as gate_config
 from pytest_baseimage.gate import events, harbor
-from pytest_baseimage.gate.store import NewJob
+from pytest_baseimage.gate.store import RUNNING, NewJob
 from pytest_baseimage.gate.store_sqlite import SqliteStore
-from pytest_baseimage.gate.worker import PASSWORD_VAR, command
+from pytest_baseimage.gate.worker import PASSWORD_VAR, Outcome, Workers, command
 from pytest_baseimage.report.model import Run
 from pytest_baseimage.results import ImageInfo, ImageReport, StageResult, Status
 from pytest_baseimage.secret import Secret
@@ -199,3 +199,20 @@ def test_the_replicas_config_shown_in_the_readme_loads_with_the_password_from_it
     loaded = gate_config.load(tmp_path / "gate.toml", {"GATE_TOKEN": "t", "GATE_DB_PASSWORD": "db-secret"})
     assert loaded.config.postgres and loaded.config.lease_s == 60
     assert "db-secret" in loaded.secrets.values() and "db-secret" not in repr(loaded.secrets)
+
+
+def test_a_worker_whose_lease_was_taken_over_neither_promotes_nor_settles_the_job(tmp_path):
+    path = tmp_path / "gate.toml"
+    path.write_text(BASE.format(secret=""))
+    loaded = gate_config.load(path, {"TOK": "t"})
+    mine, theirs = SqliteStore(tmp_path / "gate.db", lease=1), SqliteStore(tmp_path / "gate.db", lease=1)
+    mine.enqueue(NewJob("http://127.0.0.1:5000", "staging/app", D1, "p", "certified/app", ("v1",)))
+    claimed = mine.claim()
+    mine.write(lambda db: db.execute("UPDATE jobs SET heartbeat = 0"))  # as after an outage longer than the lease
+    assert theirs.expire() == 1 and theirs.claim() is not None
+    workers = Workers(loaded, mine, lambda seconds, verdict: None)
+    promoted: list[int] = []
+    workers._promote = lambda job: promoted.append(job.id) or ["certified/app:v1"]  # type: ignore[method-assign]
+    workers._settle(claimed, Outcome("compatible", 0, "", False))
+    job = theirs.get(claimed.id)
+    assert promoted == [] and job.state == RUNNING and job.owner == theirs.owner and job.verdict == ""

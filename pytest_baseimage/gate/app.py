@@ -258,7 +258,7 @@ def create_app(loaded: Loaded) -> Starlette:
         try:
             yield {}
         finally:
-            await run_in_threadpool(gate.workers.stop)  # its jobs stay ours, heartbeated, until they are settled
+            await run_in_threadpool(gate.workers.stop)  # heartbeated until the interrupted checks' jobs are requeued
             await run_in_threadpool(gate.keeper.stop)
             gate.store.close()
 

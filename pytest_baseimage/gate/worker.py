@@ -27,7 +27,7 @@ from ..results import ImageInfo, ImageReport, utc_now
 from ..secret import Secret
 from . import promote
 from .config import Loaded, RegistryEntry
-from .store import Job, Store, StoreUnavailable
+from .store import RUNNING, Job, Store, StoreUnavailable
 
 log = logging.getLogger("baseimage-gate")
 
@@ -147,18 +147,21 @@ class Workers:
                 log.warning("job %s: its lease expired and another replica has it; this attempt is dropped", job.id)
             self.wake.set()
             return
-        job = self._stored(f"job {job.id}", lambda: self.store.get(job.id)) or job  # tags merged in while it ran
+        current = self._stored(f"job {job.id}", lambda: self.store.get(job.id))  # with tags merged in while it ran
+        if current is None or current.owner != self.store.owner or current.state != RUNNING:
+            log.warning("job %s: its lease expired and another replica has it; this result is dropped", job.id)
+            return  # and nothing promoted: the replica that has it now decides
+        job = current
         promoted = self._promote(job) if outcome.verdict == "compatible" and job.target else []
         message = outcome.message
         if isinstance(promoted, str):
             message, promoted = promoted, []
         verdict, code = outcome.verdict, outcome.exit_code
-        if not self._stored(
-            f"job {job.id}", lambda: self.store.finish(job.id, verdict, code, message, promoted, job.tags)
-        ):
-            log.warning("job %s: its lease expired and another replica has it; this result is dropped", job.id)
         self.scan_logins.pop(job.id, None)  # Harbor's robot credentials are not kept past the job
-        log.info("job %s (%s@%s): %s %s", job.id, job.repository, job.digest, outcome.verdict, promoted or "")
+        if self._stored(f"job {job.id}", lambda: self.store.finish(job.id, verdict, code, message, promoted, job.tags)):
+            log.info("job %s (%s@%s): %s %s", job.id, job.repository, job.digest, verdict, promoted or "")
+        else:
+            log.warning("job %s: its lease expired and another replica has it; this result is dropped", job.id)
 
     def run(self, job: Job, docker_host: str) -> Outcome:
         """One attempt: reuse a finished certification (a merged new tag), or run the plugin."""
