@@ -105,14 +105,14 @@ def test_claims_by_two_replicas_at_once_give_each_job_to_one_and_count_the_attem
 
 
 def test_a_job_whose_heartbeat_stops_is_requeued_after_the_lease_and_a_heartbeated_one_is_not(open_handle):
-    dead, live = open_handle(lease=1), open_handle(lease=1)
+    dead, live = open_handle(lease=2), open_handle(lease=2)
     for digest in (D1, D2):
         dead.enqueue(new(digest))
     lost = dead.claim()
     kept = live.claim()
     assert lost is not None and kept is not None
     assert live.expire() == 0  # both heartbeats are fresh
-    time.sleep(1.3)
+    time.sleep(2.2)  # past the lease; the heartbeat below and the expiry then have 2 s between them
     assert live.heartbeat([kept.id]) == 1
     assert live.expire() == 1
     by_id = {j.id: j for j in live.all_jobs()}
