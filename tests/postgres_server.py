@@ -31,13 +31,13 @@ host all all 127.0.0.1/32 scram-sha-256
 """
 
 
-def server_binaries() -> Path:
-    """The newest /usr/lib/postgresql/N/bin holding initdb and postgres (Debian's layout)."""
-    found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/postgres") if (p.parent / "initdb").exists()]
+def server_binaries(where: Path = Path("/usr/lib/postgresql")) -> Path:
+    """The newest <where>/N/bin holding initdb and postgres (Debian's layout); missing ones fail, with the fix."""
+    found = [p.parent for p in where.glob("*/bin/postgres") if (p.parent / "initdb").exists()]
     if not found:
         pytest.fail(
-            "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin: install Debian's `postgresql` "
-            "package (scripts/setup and .ci/docker-up install it)",
+            f"PostgreSQL server binaries not found in {where}/*/bin: install Debian's `postgresql` package "
+            "(scripts/setup and .ci/docker-up install it)",
             pytrace=False,
         )
     return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from postgres_server import PostgresServer, shared_postgres
+from postgres_server import PostgresServer, server_binaries, shared_postgres
 
 from pytest_baseimage.gate.store import DONE, EXPIRED, QUEUED, RUNNING, SCHEMA, NewJob, Store, StoreUnavailable
 from pytest_baseimage.gate.store_pg import PgStore
@@ -270,3 +270,10 @@ def test_postgresql_an_unreachable_server_while_running_is_store_unavailable(pos
         assert not store.ping()
     finally:
         store.close()
+
+
+def test_missing_postgresql_binaries_fail_the_test_and_name_the_package(tmp_path):
+    """Never a skip: a machine without the server is told what to install."""
+    with pytest.raises(pytest.fail.Exception, match="install Debian's `postgresql` package"):
+        server_binaries(tmp_path)
+    assert server_binaries().name == "bin" and (server_binaries() / "initdb").exists()
