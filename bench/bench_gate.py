@@ -44,7 +44,7 @@ def main() -> int:
     client = docker.from_env()
     root = Path(tempfile.mkdtemp(prefix="bench-gate-"))
     gate = GateService(root)
-    postgres = start_postgres() if args.postgres else None
+    postgres = start_postgres(durable=True) if args.postgres else None  # fsync on, like SQLite here
     registry = start_registry(notify_url=gate.events_url, notify_authorization=f"Bearer {gate.token}")
     built: list[str] = []
     try:
