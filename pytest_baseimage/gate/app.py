@@ -252,7 +252,7 @@ def create_app(loaded: Loaded) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         requeued = await run_in_threadpool(gate.store.recover)
         if requeued:
-            log.info("requeued %d job(s) left running by the last stop", requeued)
+            log.info("requeued %d job(s) left running by a service that stopped", requeued)
         gate.workers.start()
         gate.keeper.start()
         try:
