@@ -127,6 +127,27 @@ def test_a_replica_stopped_while_it_runs_a_job_gives_it_back_and_another_takes_i
         engine.close()
 
 
+def test_a_check_that_outlasts_the_lease_stays_with_its_live_replica(tmp_path, postgres):
+    """The lease thread heartbeats what the workers run: with lease_s = 2, a check still running after 8 s is
+    still the first replica's, on its first attempt, while the second replica scans for expired jobs."""
+    engine = SilentEngine()
+    url, shared, token = postgres.create_database(), tmp_path / "shared", "Tok-outlast-NeverPrint"
+    a, b = (replica(tmp_path / n, postgres, url, shared, token, lease_s=2, docker_host=engine.url) for n in "ab")
+    try:
+        a.start()
+        assert a.post_events([push_event("staging/app", digest(0xB00), "v1")]).status == 202
+        wait_for(lambda: [j["state"] for j in a.jobs()] == ["running"], "a runs the job", 60)
+        b.start()
+        time.sleep(8)  # four leases
+        [job] = b.jobs()
+        assert (job["state"], job["owner"].split(":")[1], job["attempts"]) == ("running", a.owner_pid, 1), job
+        assert "stopped heartbeating" not in a.log() + b.log()
+    finally:
+        a.stop()
+        b.stop()
+        engine.close()
+
+
 def test_a_replica_whose_database_goes_away_says_so_on_healthz_and_carries_on_when_it_is_back(tmp_path, postgres):
     url = postgres.create_database()
     name = url.rsplit("/", 1)[1]
