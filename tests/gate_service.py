@@ -11,8 +11,10 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,8 +30,8 @@ EVENTS_TYPE = "application/vnd.docker.distribution.events.v1+json"
 MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json", "application/vnd.oci.image.manifest.v1+json")
 CONFIG = """\
 listen = "127.0.0.1:{port}"
-database = "gate.db"
-data_dir = "data"
+database = "{database}"
+data_dir = "{data_dir}"
 token_env = "GATE_TOKEN"
 workers = {workers}
 max_attempts = {max_attempts}
@@ -77,6 +79,7 @@ class GateService:
     process: subprocess.Popen | None = None
     registry: RegistryServer | None = None
     registry_password: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the database password's variable
 
     @property
     def events_url(self) -> str:
@@ -84,23 +87,25 @@ class GateService:
 
     def configure(
         self, registry: RegistryServer | None = None, *, registry_url: str = "", workers: int = 1,
-        max_attempts: int = 3, docker_host: str = "", extra: str = "",
+        max_attempts: int = 3, docker_host: str = "", extra: str = "", database: str = "gate.db",
+        data_dir: str = "data", top: str = "",
     ) -> Path:  # fmt: skip
         """gate.toml for a real registry, or for an address nothing answers on (registry_url); `extra` is more
-        TOML appended (tables such as [attest])."""
+        TOML appended (tables such as [attest]), `top` more top-level keys."""
         self.registry = registry
         self.registry_password = registry.password if registry else f"Unused-{uuid.uuid4().hex}-NeverPrint"
         text = CONFIG.format(
             port=self.port, workers=workers, max_attempts=max_attempts, docker_host=docker_host,
             registry_url=f"http://{registry.address}" if registry else registry_url,
-            username=registry.username if registry else "gate", profile=FIXTURE_PROFILE,
+            username=registry.username if registry else "gate", profile=FIXTURE_PROFILE, database=database,
+            data_dir=data_dir,
         )  # fmt: skip
         path = self.root / "gate.toml"
-        path.write_text(text + extra)
+        path.write_text(top + text + extra)
         return path
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "GATE_TOKEN": self.token, "REGISTRY_PASSWORD": self.registry_password}
+        env = {**os.environ, "GATE_TOKEN": self.token, "REGISTRY_PASSWORD": self.registry_password, **self.extra_env}
         env.pop("PYTEST_ADDOPTS", None)
         return env
 
@@ -120,6 +125,12 @@ class GateService:
             assert self.process.poll() is None, f"the gate ended at start: {self.log()[-3000:]}"
             assert time.monotonic() < deadline, f"the gate did not answer within {timeout} s: {self.log()[-3000:]}"
             time.sleep(0.2)
+
+    @property
+    def owner_pid(self) -> str:
+        """How this process appears in a job's `owner` (host:pid:random)."""
+        assert self.process is not None
+        return str(self.process.pid)
 
     def kill(self) -> None:
         assert self.process is not None
@@ -200,6 +211,54 @@ class GateService:
             assert self.process is None or self.process.poll() is None, f"the gate died: {self.log()[-3000:]}"
             time.sleep(0.5)
         raise AssertionError(f"no verdict for {digest} within {timeout} s; jobs: {self.jobs()}\n{self.log()[-3000:]}")
+
+
+DB_PASSWORD_VAR = "GATE_DB_PASSWORD"
+
+
+def database_replica(
+    root: Path, url: str, password: str, shared: Path, token: str, lease_s: float = 60, port: int = 0,
+    **configure: Any,
+) -> GateService:  # fmt: skip
+    """One replica of several: its own directory, port and log; the PostgreSQL database `url`, the data_dir
+    `shared`, the token and the rules (`configure`'s keywords) are the same for all of them."""
+    root.mkdir()
+    service = GateService(root, port=port or _free_port(), token=token, extra_env={DB_PASSWORD_VAR: password})
+    top = f'database_password_env = "{DB_PASSWORD_VAR}"\nlease_s = {lease_s}\n'
+    service.configure(database=url, data_dir=str(shared), top=top, **configure)
+    return service
+
+
+class SilentEngine:
+    """An address that accepts connections and never answers: a certification there waits, harmlessly."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.server.settimeout(0.5)
+        self.held: list[socket.socket] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.held.append(self.server.accept()[0])
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        for conn in self.held:
+            conn.close()
+        self.server.close()
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -103,14 +104,19 @@ class RegistryServer:
         return removed
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        end_process(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def end_process(process: subprocess.Popen, how: signal.Signals = signal.SIGTERM, timeout: float = 10) -> None:
+    """Ask a server to stop (`how`), and kill it if it has not within `timeout` seconds."""
+    if process.poll() is None:
+        process.send_signal(how)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 _SERVER: list[RegistryServer] = []

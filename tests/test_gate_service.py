@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +17,7 @@ from conftest import ROOT
 from gate_service import (
     EVENTS_TYPE,
     GateService,
+    SilentEngine,
     basic,
     check_contract,
     gate_command,
@@ -30,38 +30,6 @@ REPORT_TYPE = "application/vnd.security.vulnerability.report; version=1.1"
 
 def digest(n: int) -> str:
     return f"sha256:{n:064x}"
-
-
-class SilentEngine:
-    """An address that accepts connections and never answers: a certification there waits, harmlessly."""
-
-    def __init__(self) -> None:
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(64)
-        self.server.settimeout(0.5)
-        self.held: list[socket.socket] = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                self.held.append(self.server.accept()[0])
-            except OSError:
-                continue
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join()
-        for conn in self.held:
-            conn.close()
-        self.server.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Pure logic of the gate service: event parsing, the config, the job store, Harbor findings, the check's argv."""
+"""Pure logic of the gate service: event parsing, the config, Harbor findings, the check's argv (the store:
+test_gate_store.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ import importlib.util
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from pytest_baseimage.gate import config as gate_config
 from pytest_baseimage.gate import events, harbor
-from pytest_baseimage.gate.store import DONE, QUEUED, RUNNING, NewJob, Store
-from pytest_baseimage.gate.worker import PASSWORD_VAR, command
+from pytest_baseimage.gate.store import RUNNING, NewJob
+from pytest_baseimage.gate.store_sqlite import SqliteStore
+from pytest_baseimage.gate.worker import PASSWORD_VAR, Outcome, Workers, command
 from pytest_baseimage.report.model import Run
 from pytest_baseimage.results import ImageInfo, ImageReport, StageResult, Status
 from pytest_baseimage.secret import Secret
@@ -90,6 +91,32 @@ def test_an_inline_or_missing_secret_is_a_config_error(tmp_path, secret, message
         gate_config.load(path, {"TOK": "t"})
 
 
+def test_the_database_password_comes_from_a_file_and_is_scrubbed_like_every_secret(tmp_path):
+    (tmp_path / "db-pw").write_text("db-from-file\n")
+    path = tmp_path / "gate.toml"
+    path.write_text(
+        'database = "postgresql://gate@db:5432/gate"\ndatabase_password_file = "db-pw"\ntoken_env = "TOK"\n'
+    )
+    loaded = gate_config.load(path, {"TOK": "tok-value"})
+    assert loaded.config.postgres and loaded.secrets.database_password.reveal() == "db-from-file"
+    assert set(loaded.secrets.values()) == {"db-from-file", "tok-value"} and "db-from-file" not in repr(loaded)
+
+
+@pytest.mark.parametrize(
+    ("database", "message"),
+    [('database = "gate.db"\ndatabase_password_env = "X"', "go with a postgresql:// database"),
+     ('database = "mysql://gate@db/gate"', "an SQLite path or a postgresql://"),
+     ('database = "postgresql:///gate"', "an SQLite path or a postgresql://"),
+     ('database = "postgresql://gate@db/gate"\ndatabase_password_env = "X"\ndatabase_password_file = "f"',
+      "not both")],
+)  # fmt: skip
+def test_a_database_setting_that_cannot_work_is_a_config_error(tmp_path, database, message):
+    path = tmp_path / "gate.toml"
+    path.write_text(f'{database}\ntoken_env = "TOK"\n')
+    with pytest.raises(gate_config.GateConfigError, match=message):
+        gate_config.load(path, {"TOK": "t", "X": "x"})
+
+
 def test_attestations_need_the_attest_package_and_one_key_source(tmp_path):
     path = tmp_path / "gate.toml"
     path.write_text(BASE.format(secret="") + "[attest]\nenabled = true\n")
@@ -101,59 +128,6 @@ def test_attestations_need_the_attest_package_and_one_key_source(tmp_path):
             gate_config.load(path, {"TOK": "t"})
     else:
         assert gate_config.load(path, {"TOK": "t"}).config.attest.unsigned
-
-
-# -- store ---------------------------------------------------------------------------------------------------
-def new(digest: str = D1, tag: str = "v1") -> NewJob:
-    return NewJob("http://r", "staging/app", digest, "p", "certified/app", (tag,))
-
-
-def test_a_second_push_of_a_digest_merges_its_tag_into_the_one_job(tmp_path):
-    store = Store(tmp_path / "gate.db")
-    first, created = store.enqueue(new())
-    again, created_again = store.enqueue(new(tag="v2"))
-    assert created and not created_again and first.id == again.id
-    assert store.all_jobs()[0].tags == ["v1", "v2"]
-
-
-def test_claims_are_exclusive_and_counted_and_a_restart_requeues_running_jobs(tmp_path):
-    store = Store(tmp_path / "gate.db")
-    for digest in (D1, D2):
-        store.enqueue(new(digest))
-    claimed: list[int] = []
-    threads = [threading.Thread(target=lambda: claimed.append(getattr(store.claim(), "id", 0))) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(c for c in claimed if c) == [1, 2]
-    store.close()
-    reopened = Store(tmp_path / "gate.db")  # as after kill -9: the file is all there is
-    assert {j.state for j in reopened.all_jobs()} == {RUNNING}
-    assert reopened.recover() == 2
-    job = reopened.claim()
-    assert job is not None and job.attempts == 2 and job.state == RUNNING
-    reopened.finish(job.id, "compatible", 0, "", ["certified/app:v1"], ["v1"])
-    counts = reopened.counts()
-    assert counts.by_state == {DONE: 1, QUEUED: 1} and counts.done_by_verdict == {"compatible": 1}
-
-
-def test_a_new_tag_on_a_certified_job_queues_it_again_to_promote_the_tag(tmp_path):
-    store = Store(tmp_path / "gate.db")
-    job, _ = store.enqueue(new())
-    store.claim()
-    store.finish(job.id, "compatible", 0, "", ["certified/app:v1"], ["v1"])
-    again, _ = store.enqueue(new(tag="v2"))
-    assert again.state == QUEUED and again.verdict == "compatible"
-
-
-def test_a_tag_merged_in_while_the_job_ran_sends_it_back_to_the_queue(tmp_path):
-    store = Store(tmp_path / "gate.db")
-    job, _ = store.enqueue(new())
-    store.claim()
-    store.enqueue(new(tag="v2"))  # while it runs
-    store.finish(job.id, "compatible", 0, "", ["certified/app:v1"], ["v1"])
-    assert store.all_jobs()[0].state == QUEUED
 
 
 # -- Harbor --------------------------------------------------------------------------------------------------
@@ -192,7 +166,7 @@ def test_the_report_type_follows_accept():
 
 # -- the check's command line ------------------------------------------------------------------------------------
 def test_the_check_pins_the_digest_and_names_the_password_variable_never_the_password(tmp_path: Path):
-    store = Store(tmp_path / "gate.db")
+    store = SqliteStore(tmp_path / "gate.db")
     job, _ = store.enqueue(NewJob("http://127.0.0.1:5000", "staging/app", D1, "azureml-current", "certified/app"))
     argv = command(job, ("gate", Secret("s3cret-value")), tmp_path, False)
     assert f"--base-image=127.0.0.1:5000/staging/app@{D1}" in argv
@@ -200,11 +174,11 @@ def test_the_check_pins_the_digest_and_names_the_password_variable_never_the_pas
     assert not any("s3cret-value" in arg for arg in argv)
 
 
-def test_the_service_imports_neither_pytest_nor_docker():
+def test_the_service_imports_neither_pytest_nor_docker_nor_the_postgresql_driver_it_was_not_asked_for():
     imports = "import sys, pytest_baseimage.gate.app, pytest_baseimage.gate.cli"
-    code = f"{imports}; print('pytest' in sys.modules, 'docker' in sys.modules)"
+    code = f"{imports}; print('pytest' in sys.modules, 'docker' in sys.modules, 'psycopg' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.stdout.split() == ["False", "False"], proc.stderr
+    assert proc.stdout.split() == ["False", "False", "False"], proc.stderr
 
 
 def test_the_config_shown_in_the_readme_loads(tmp_path):
@@ -215,3 +189,30 @@ def test_the_config_shown_in_the_readme_loads(tmp_path):
     loaded = gate_config.load(tmp_path / "gate.toml", {"GATE_TOKEN": "t", "REGISTRY_PASSWORD": "p"})
     assert loaded.config.promote[0].target("staging/app") == "certified/app"
     assert [e.docker_host for e in loaded.config.engines] == ["", "tcp://builder:2376"]
+
+
+def test_the_replicas_config_shown_in_the_readme_loads_with_the_password_from_its_variable(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("**Several replicas.**", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "gate.toml").write_text('token_env = "GATE_TOKEN"\n' + block)
+    loaded = gate_config.load(tmp_path / "gate.toml", {"GATE_TOKEN": "t", "GATE_DB_PASSWORD": "db-secret"})
+    assert loaded.config.postgres and loaded.config.lease_s == 60
+    assert "db-secret" in loaded.secrets.values() and "db-secret" not in repr(loaded.secrets)
+
+
+def test_a_worker_whose_lease_was_taken_over_neither_promotes_nor_settles_the_job(tmp_path):
+    path = tmp_path / "gate.toml"
+    path.write_text(BASE.format(secret=""))
+    loaded = gate_config.load(path, {"TOK": "t"})
+    mine, theirs = SqliteStore(tmp_path / "gate.db", lease=1), SqliteStore(tmp_path / "gate.db", lease=1)
+    mine.enqueue(NewJob("http://127.0.0.1:5000", "staging/app", D1, "p", "certified/app", ("v1",)))
+    claimed = mine.claim()
+    mine.write(lambda db: db.execute("UPDATE jobs SET heartbeat = 0"))  # as after an outage longer than the lease
+    assert theirs.expire() == 1 and theirs.claim() is not None
+    workers = Workers(loaded, mine, lambda seconds, verdict: None)
+    promoted: list[int] = []
+    workers._promote = lambda job: promoted.append(job.id) or ["certified/app:v1"]  # type: ignore[method-assign]
+    workers._settle(claimed, Outcome("compatible", 0, "", False))
+    job = theirs.get(claimed.id)
+    assert promoted == [] and job.state == RUNNING and job.owner == theirs.owner and job.verdict == ""

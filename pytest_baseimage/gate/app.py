@@ -28,8 +28,10 @@ from ..report.model import ReportError, load_json
 from ..secret import Secret
 from . import events, harbor
 from .config import Loaded
+from .database import open_store
+from .lease import Keeper
 from .metrics import CONTENT_TYPE, Metrics
-from .store import DONE, Job, NewJob, Store
+from .store import DONE, Job, NewJob, StoreUnavailable
 from .worker import ATTESTATION, REPORT, VERDICT, Workers
 
 log = logging.getLogger("baseimage-gate")
@@ -46,9 +48,10 @@ class Gate:
     def __init__(self, loaded: Loaded) -> None:
         self.loaded = loaded
         self.config = loaded.config
-        self.store = Store(loaded.path(self.config.database))
+        self.store = open_store(loaded)
         self.metrics = Metrics(self.store)
         self.workers = Workers(loaded, self.store, self.metrics.observe)
+        self.keeper = Keeper(self.store, lambda: frozenset(self.workers.running), self.workers.wake.set)
 
     # -- authentication and bodies ------------------------------------------------------------------------
     def authorized(self, request: Request) -> bool:
@@ -88,8 +91,10 @@ class Gate:
     # -- routes ----------------------------------------------------------------------------------------------
     async def healthz(self, request: Request) -> Response:
         alive = sum(thread.is_alive() for thread in self.workers.threads)
-        status = 200 if alive == len(self.workers.threads) else 503
-        return JSONResponse({"status": "ok" if status == 200 else "degraded", "workers": alive}, status_code=status)
+        database = await run_in_threadpool(self.store.ping)
+        healthy = alive == len(self.workers.threads) and self.keeper.alive() and database
+        body = {"status": "ok" if healthy else "degraded", "workers": alive, "database": database}
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     async def metrics_text(self, request: Request) -> Response:
         return Response(await run_in_threadpool(self.metrics.text), media_type=CONTENT_TYPE)
@@ -234,19 +239,27 @@ def _basic_login(authorization: str) -> tuple[str, Secret] | None:
     return (user, Secret(password)) if user and password else None
 
 
+async def _database_away(request: Request, exc: Exception) -> Response:
+    """503 while the database cannot be reached: a registry retries its notification, a client its question."""
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"error": "the database cannot be reached"}, status_code=503, headers={"Retry-After": "5"})
+
+
 def create_app(loaded: Loaded) -> Starlette:
     gate = Gate(loaded)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        requeued = gate.store.recover()
+        requeued = await run_in_threadpool(gate.store.recover)
         if requeued:
-            log.info("requeued %d job(s) left running by the last stop", requeued)
+            log.info("requeued %d job(s) left running by a service that stopped", requeued)
         gate.workers.start()
+        gate.keeper.start()
         try:
             yield {}
         finally:
-            await run_in_threadpool(gate.workers.stop)
+            await run_in_threadpool(gate.workers.stop)  # heartbeated until the interrupted checks' jobs are requeued
+            await run_in_threadpool(gate.keeper.stop)
             gate.store.close()
 
     routes = [
@@ -260,6 +273,6 @@ def create_app(loaded: Loaded) -> Starlette:
         Route("/api/v1/scan", gate.harbor_scan, methods=["POST"]),
         Route("/api/v1/scan/{scan_id}/report", gate.harbor_report),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={StoreUnavailable: _database_away})
     app.state.gate = gate
     return app

@@ -61,7 +61,12 @@ def serve_forever(loaded: gate_config.Loaded, level: str) -> int:
         "loggers": {"uvicorn": {"level": level.upper()}, "uvicorn.access": {"level": level.upper()}},
     }
     try:
-        uvicorn.run(create_app(loaded), host=host, port=port, log_config=log_config, log_level=level)
+        app = create_app(loaded)
+    except BaseImageError as exc:  # the database cannot be reached at start
+        print(f"baseimage-gate: {redact(str(exc), loaded.secrets.values())}", file=sys.stderr)
+        return int(exc.exit_code)
+    try:
+        uvicorn.run(app, host=host, port=port, log_config=log_config, log_level=level)
     except OSError as exc:
         print(f"baseimage-gate: cannot listen on {loaded.config.listen}: {exc.strerror or exc}", file=sys.stderr)
         return int(ExitCode.UNCHECKED)

@@ -25,6 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - the backport has the same API
     import tomli as tomllib
 
+PG_SCHEMES = ("postgresql", "postgres")
 Severity = Literal["Unknown", "Negligible", "Low", "Medium", "High", "Critical"]
 
 
@@ -128,7 +129,10 @@ class AttestSection(Model):
 
 class GateConfig(Model):
     listen: str = "127.0.0.1:8790"
-    database: str = "gate.db"
+    database: str = "gate.db"  # an SQLite path, or a postgresql:// URL (no password) for several replicas
+    database_password_env: str = ""  # PostgreSQL: the variable holding the password (or libpq's PGPASSFILE)
+    database_password_file: str = ""
+    lease_s: float = Field(default=60, ge=1, le=3600)  # a running job whose heartbeat is older is requeued
     data_dir: str = "gate-data"  # verdicts, HTML reports and attestations, one directory per job
     token_env: str = ""  # the inbound bearer token's variable
     basic_username: str = ""  # inbound basic auth, as an alternative to the token
@@ -156,9 +160,15 @@ class GateConfig(Model):
 
     @field_validator("database")
     @classmethod
-    def _sqlite_only(cls, value: str) -> str:
-        if "://" in value:
-            raise ValueError("only an SQLite path is implemented; PostgreSQL for replicas is a documented design")
+    def _database(cls, value: str) -> str:
+        if "://" not in value:
+            return value  # an SQLite path
+        parts = urlsplit(value)
+        if parts.scheme not in PG_SCHEMES or not parts.hostname:
+            raise ValueError("database is an SQLite path or a postgresql://user@host:port/name URL")
+        if parts.password is not None or "password" in parts.query.lower():
+            # The message never repeats the value: it holds the password.
+            raise ValueError("a password in the database URL is refused: name it with database_password_env or _file")
         return value
 
     @model_validator(mode="after")
@@ -175,7 +185,15 @@ class GateConfig(Model):
             raise ValueError("[[promote]] rules need a [[registries]] entry")
         if not self.engines:
             raise ValueError("engines may not be empty")
+        if (self.database_password_env or self.database_password_file) and not self.postgres:
+            raise ValueError("database_password_env/_file go with a postgresql:// database")
+        if self.database_password_env and self.database_password_file:
+            raise ValueError("give database_password_env or database_password_file, not both")
         return self
+
+    @property
+    def postgres(self) -> bool:
+        return urlsplit(self.database).scheme in PG_SCHEMES
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -199,9 +217,13 @@ class Secrets:
     basic_password: Secret | None
     registry_passwords: dict[str, Secret]  # registry url -> password
     attest_key: Secret | None = None  # only to scrub it: the check reads it from the variable itself
+    database_password: Secret | None = None
 
     def values(self) -> list[str]:
-        held = (self.token, self.basic_password, self.attest_key, *self.registry_passwords.values())
+        held = (
+            self.token, self.basic_password, self.attest_key, self.database_password,
+            *self.registry_passwords.values(),
+        )  # fmt: skip
         found = [s.reveal() for s in held if s]
         return [value for value in found if value]
 
@@ -234,7 +256,19 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Loaded:
         where = ".".join(str(p) for p in first["loc"]) or "(top)"
         raise GateConfigError(f"{path}: {where}: {first['msg']}") from None
     base = path.resolve().parent
+    if config.postgres:
+        _need_driver()
     return Loaded(config, _secrets(config, environ, base), base)
+
+
+def _need_driver() -> None:
+    """A postgresql:// database needs psycopg (the gate-postgres extra): said at load, one line, exit 4."""
+    try:
+        import psycopg  # noqa: F401 - only whether it imports (with a libpq: the binary wheel brings one)
+    except ImportError as exc:
+        raise GateConfigError(
+            f"database: a postgresql:// URL needs psycopg ({exc}): pip install 'pytest-baseimage[gate-postgres]'"
+        ) from None
 
 
 def _secrets(config: GateConfig, environ: dict[str, str], base: Path) -> Secrets:
@@ -252,7 +286,12 @@ def _secrets(config: GateConfig, environ: dict[str, str], base: Path) -> Secrets
     key = _from_env(environ, attest.key_env, "[attest] key_env") if attest.enabled and attest.key_env else None
     if attest.enabled and attest.key_file and not (base / attest.key_file).is_file():
         raise GateConfigError(f"[attest] key_file: {base / attest.key_file} is not a file")
-    return Secrets(token, basic, passwords, key)
+    database = None
+    if config.database_password_env:
+        database = _from_env(environ, config.database_password_env, "database_password_env")
+    elif config.database_password_file:
+        database = _from_file(base, config.database_password_file, "database_password_file")
+    return Secrets(token, basic, passwords, key, database)
 
 
 def _from_env(environ: dict[str, str], name: str, what: str) -> Secret:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import ExitCode
 from ..report.model import ReportError, Run, load_json, write_json
@@ -26,7 +27,7 @@ from ..results import ImageInfo, ImageReport, utc_now
 from ..secret import Secret
 from . import promote
 from .config import Loaded, RegistryEntry
-from .store import Job, Store
+from .store import RUNNING, Job, Store, StoreUnavailable
 
 log = logging.getLogger("baseimage-gate")
 
@@ -34,6 +35,9 @@ PASSWORD_VAR = "BASEIMAGE_GATE_REGISTRY_PASSWORD"  # the child's environment onl
 VERDICT, REPORT, ATTESTATION = "verdict.json", "report.html", "attestation.json"
 RETRIED = {int(ExitCode.UNCHECKED)}  # engine or registry trouble may pass; a verdict on the image will not change
 _PR_SET_PDEATHSIG = 1
+STOPPED = "interrupted: the service running it stopped"
+DATABASE_WAIT = 5.0  # seconds between store calls while the database is away (each call already retried)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Workers:
         # forgets them and such a job is retried with the configured credentials, if any.
         self.scan_logins: dict[int, tuple[str, Secret]] = {}
         self._children_lock = threading.Lock()
+        self.running: set[int] = set()  # job ids our threads run: what the lease keeper heartbeats
 
     def start(self) -> None:
         engines = self.loaded.config.engines
@@ -85,37 +90,78 @@ class Workers:
 
     def _loop(self, docker_host: str) -> None:
         while not self.stopping.is_set():
-            job = self.store.claim()
+            try:
+                job = self.store.claim()
+            except StoreUnavailable as exc:  # logged and waited out; /healthz says the database is away
+                log.error("cannot claim a job: %s", exc)
+                self.stopping.wait(DATABASE_WAIT)
+                continue
             if job is None:
                 self.wake.wait(timeout=1.0)
                 self.wake.clear()
                 continue
-            started = time.monotonic()
+            self.running.add(job.id)
             try:
-                outcome = self.run(job, docker_host)
-            except Exception as exc:  # a bug here must not kill the worker: the job is retried, then errors
-                log.exception("job %s failed", job.id)
-                outcome = Outcome("could not be checked", None, f"gate error: {type(exc).__name__}", True)
-            if self.stopping.is_set():
-                return  # the job stays `running`: recover() requeues it at the next start
-            self._settle(job, outcome)
-            self.observe(time.monotonic() - started, outcome.verdict)
+                self._attempt(job, docker_host)
+            except StoreUnavailable:
+                return  # stopping while the database was away: the lease (or the next start) requeues it
+            finally:
+                self.running.discard(job.id)
+
+    def _attempt(self, job: Job, docker_host: str) -> None:
+        started = time.monotonic()
+        try:
+            outcome = self.run(job, docker_host)
+        except Exception as exc:  # a bug here must not kill the worker: the job is retried, then errors
+            log.exception("job %s failed", job.id)
+            outcome = Outcome("could not be checked", None, f"gate error: {type(exc).__name__}", True)
+        if self.stopping.is_set():
+            self._release(job)
+            return
+        self._settle(job, outcome)
+        self.observe(time.monotonic() - started, outcome.verdict)
+
+    def _release(self, job: Job) -> None:
+        """A check interrupted by a stop: its job back to the queue now, for another replica or the next start
+        (one try: if the database is away, the job's lease runs out and it is requeued then)."""
+        try:
+            self.store.requeue(job.id, STOPPED)
+        except StoreUnavailable as exc:
+            log.error("job %s: left running for its lease to expire: %s", job.id, exc)
+
+    def _stored(self, what: str, call: Callable[[], T]) -> T:
+        """A store call, repeated while the database is away (until it answers, or the service stops)."""
+        while True:
+            try:
+                return call()
+            except StoreUnavailable as exc:
+                log.error("%s: %s; trying again in %g s", what, exc, DATABASE_WAIT)
+                if self.stopping.wait(DATABASE_WAIT):
+                    raise
 
     def _settle(self, job: Job, outcome: Outcome) -> None:
         config = self.loaded.config
         if outcome.retry and job.attempts < config.max_attempts:
             log.info("job %s (%s@%s): %s; retrying", job.id, job.repository, job.digest, outcome.message)
-            self.store.requeue(job.id, outcome.message)
+            if not self._stored(f"job {job.id}", lambda: self.store.requeue(job.id, outcome.message)):
+                log.warning("job %s: its lease expired and another replica has it; this attempt is dropped", job.id)
             self.wake.set()
             return
-        job = self.store.get(job.id) or job  # tags merged in while it ran are promoted too
+        current = self._stored(f"job {job.id}", lambda: self.store.get(job.id))  # with tags merged in while it ran
+        if current is None or current.owner != self.store.owner or current.state != RUNNING:
+            log.warning("job %s: its lease expired and another replica has it; this result is dropped", job.id)
+            return  # and nothing promoted: the replica that has it now decides
+        job = current
         promoted = self._promote(job) if outcome.verdict == "compatible" and job.target else []
         message = outcome.message
         if isinstance(promoted, str):
             message, promoted = promoted, []
-        self.store.finish(job.id, outcome.verdict, outcome.exit_code, message, promoted, job.tags)
+        verdict, code = outcome.verdict, outcome.exit_code
         self.scan_logins.pop(job.id, None)  # Harbor's robot credentials are not kept past the job
-        log.info("job %s (%s@%s): %s %s", job.id, job.repository, job.digest, outcome.verdict, promoted or "")
+        if self._stored(f"job {job.id}", lambda: self.store.finish(job.id, verdict, code, message, promoted, job.tags)):
+            log.info("job %s (%s@%s): %s %s", job.id, job.repository, job.digest, verdict, promoted or "")
+        else:
+            log.warning("job %s: its lease expired and another replica has it; this result is dropped", job.id)
 
     def run(self, job: Job, docker_host: str) -> Outcome:
         """One attempt: reuse a finished certification (a merged new tag), or run the plugin."""
@@ -145,6 +191,8 @@ class Workers:
         login = self.login(job)
         argv = command(job, login, attempt, self.loaded.config.require_all_stages) + self._attest_args(job, attempt)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "BASEIMAGE_GATE_"))}
+        for name in (self.loaded.config.database_password_env, "PGPASSWORD"):
+            env.pop(name, None)  # the check has no business with the gate's database
         if docker_host:
             env["DOCKER_HOST"] = docker_host
         if login:
