@@ -272,6 +272,53 @@ def wait_for(condition, what: str, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+def test_an_engine_named_by_a_docker_context_is_the_one_its_checks_use(tmp_path):
+    """`engines = [{ context = "far" }]`: the context, made with the real docker CLI, decides where the check
+    goes, even though the gate's own environment names another engine in DOCKER_HOST."""
+    far, near = SilentEngine(), SilentEngine()
+    docker_config = tmp_path / "docker-config"
+    made = subprocess.run(
+        ["docker", "context", "create", "far", "--docker", f"host={far.url}"],
+        env={"DOCKER_CONFIG": str(docker_config), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    service = GateService(tmp_path, extra_env={"DOCKER_CONFIG": str(docker_config), "DOCKER_HOST": near.url})
+    unused = socket.socket()
+    unused.bind(("127.0.0.1", 0))
+    service.configure(registry_url=f"http://127.0.0.1:{unused.getsockname()[1]}", workers=1)
+    config = service.root / "gate.toml"
+    config.write_text(config.read_text().replace('engines = [{ docker_host = "" }]', 'engines = [{ context = "far" }]'))
+    try:
+        service.start()
+        assert service.post_events([push_event("staging/ctx", digest(700), "v1")]).status == 202
+        wait_for(lambda: far.held, "a connection to the context's engine")
+        time.sleep(1)  # room for a wrong connection to the engine in DOCKER_HOST to show
+        assert not near.held
+    finally:
+        service.stop()
+        unused.close()
+        far.close()
+        near.close()
+
+
+def test_an_engine_context_that_does_not_exist_is_a_config_error(tmp_path):
+    service = GateService(tmp_path, extra_env={"DOCKER_CONFIG": str(tmp_path / "empty-docker-config")})
+    service.configure(registry_url="http://127.0.0.1:9", workers=1)
+    config = service.root / "gate.toml"
+    config.write_text(
+        config.read_text().replace('engines = [{ docker_host = "" }]', 'engines = [{ context = "nope" }]')
+    )
+    proc = subprocess.run(
+        [*gate_command(), "serve", "--config", str(config)],
+        env=service.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert "no docker context 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_workers_are_spread_over_the_configured_engines(tmp_path):
     """Two workers, two engines, two jobs: each engine is asked (worker i uses engine i mod n)."""
     engines = [SilentEngine(), SilentEngine()]

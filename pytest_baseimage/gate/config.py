@@ -92,9 +92,37 @@ class PromoteRule(Model):
 
 
 class Engine(Model):
-    """A Docker engine workers certify on; an empty docker_host is the local engine (DOCKER_HOST or the socket)."""
+    """A Docker engine workers certify on: a docker_host URL, or a docker context's name (read as the docker
+    CLI reads it, TLS material included); neither is the local engine (DOCKER_HOST, DOCKER_CONTEXT or the
+    socket)."""
 
     docker_host: str = ""
+    context: str = ""
+
+    @model_validator(mode="after")
+    def _one_engine(self) -> Engine:
+        if self.docker_host and self.context:
+            raise ValueError("give docker_host or context, not both")
+        if self.context and self.context != "default":  # found now, not by every check that would use it
+            from ..engine import read_context
+            from ..errors import EngineError
+
+            try:
+                found = read_context(self.context)
+            except EngineError as exc:
+                raise ValueError(str(exc)) from None
+            if found is None or not found.host:
+                raise ValueError(f"no docker context {self.context!r} (see `docker context ls`)")
+        return self
+
+    def environment(self, env: dict[str, str]) -> dict[str, str]:
+        """`env` for a check on this engine: the engine named as the docker CLI would take it."""
+        if self.context:
+            env = {k: v for k, v in env.items() if k != "DOCKER_HOST"}  # DOCKER_HOST would win over the context
+            env["DOCKER_CONTEXT"] = self.context
+        elif self.docker_host:
+            env["DOCKER_HOST"] = self.docker_host
+        return env
 
 
 class HarborSection(Model):

@@ -26,7 +26,7 @@ from ..report.model import ReportError, Run, load_json, write_json
 from ..results import ImageInfo, ImageReport, utc_now
 from ..secret import Secret
 from . import promote
-from .config import Loaded, RegistryEntry
+from .config import Engine, Loaded, RegistryEntry
 from .store import RUNNING, Job, Store, StoreUnavailable
 
 log = logging.getLogger("baseimage-gate")
@@ -66,8 +66,8 @@ class Workers:
     def start(self) -> None:
         engines = self.loaded.config.engines
         for index in range(self.loaded.config.workers):
-            host = engines[index % len(engines)].docker_host
-            thread = threading.Thread(target=self._loop, args=(host,), name=f"gate-worker-{index}", daemon=True)
+            engine = engines[index % len(engines)]
+            thread = threading.Thread(target=self._loop, args=(engine,), name=f"gate-worker-{index}", daemon=True)
             thread.start()
             self.threads.append(thread)
 
@@ -88,7 +88,7 @@ class Workers:
         for thread in self.threads:
             thread.join(timeout=10)
 
-    def _loop(self, docker_host: str) -> None:
+    def _loop(self, engine: Engine) -> None:
         while not self.stopping.is_set():
             try:
                 job = self.store.claim()
@@ -102,16 +102,16 @@ class Workers:
                 continue
             self.running.add(job.id)
             try:
-                self._attempt(job, docker_host)
+                self._attempt(job, engine)
             except StoreUnavailable:
                 return  # stopping while the database was away: the lease (or the next start) requeues it
             finally:
                 self.running.discard(job.id)
 
-    def _attempt(self, job: Job, docker_host: str) -> None:
+    def _attempt(self, job: Job, engine: Engine) -> None:
         started = time.monotonic()
         try:
-            outcome = self.run(job, docker_host)
+            outcome = self.run(job, engine)
         except Exception as exc:  # a bug here must not kill the worker: the job is retried, then errors
             log.exception("job %s failed", job.id)
             outcome = Outcome("could not be checked", None, f"gate error: {type(exc).__name__}", True)
@@ -163,7 +163,7 @@ class Workers:
         else:
             log.warning("job %s: its lease expired and another replica has it; this result is dropped", job.id)
 
-    def run(self, job: Job, docker_host: str) -> Outcome:
+    def run(self, job: Job, engine: Engine) -> Outcome:
         """One attempt: reuse a finished certification (a merged new tag), or run the plugin."""
         config = self.loaded.config
         directory = self.loaded.path(config.data_dir) / "jobs" / str(job.id)
@@ -174,7 +174,7 @@ class Workers:
         attempt = directory / f"attempt-{job.attempts}"
         attempt.mkdir(parents=True, exist_ok=True)
         self.store.set_directory(job.id, str(directory))
-        code = self._certify(job, attempt, docker_host)
+        code = self._certify(job, attempt, engine)
         try:
             run = load_json(attempt / VERDICT)
         except (ReportError, OSError) as exc:
@@ -187,14 +187,13 @@ class Workers:
         retry = run.exit_code in RETRIED or run.interrupted
         return Outcome(run.verdict.value if not run.usage_error else "usage error", run.exit_code, _why(run), retry)
 
-    def _certify(self, job: Job, attempt: Path, docker_host: str) -> int | None:
+    def _certify(self, job: Job, attempt: Path, engine: Engine) -> int | None:
         login = self.login(job)
         argv = command(job, login, attempt, self.loaded.config.require_all_stages) + self._attest_args(job, attempt)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "BASEIMAGE_GATE_"))}
         for name in (self.loaded.config.database_password_env, "PGPASSWORD"):
             env.pop(name, None)  # the check has no business with the gate's database
-        if docker_host:
-            env["DOCKER_HOST"] = docker_host
+        env = engine.environment(env)
         if login:
             env[PASSWORD_VAR] = login[1].reveal()
         (attempt / "pytest.ini").write_text("[pytest]\n")  # no ini file of a parent directory applies
