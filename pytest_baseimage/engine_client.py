@@ -170,15 +170,13 @@ def short_error(exc: BaseException) -> str:
 
 
 def matching_digest(reference: str, digests: list[str]) -> str:
-    """The repo@sha256 digest that belongs to the reference's repository, else the first one."""
-    repo = reference.split("@")[0]
-    last = repo.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo = repo[: repo.rfind(":")]
-    for digest in digests:
-        if digest.split("@")[0] == repo:
-            return digest
-    return digests[0] if digests else ""
+    """The repo@sha256 digest of the reference's own repository; "" when none is. The engine lists a digest
+    for every repository the image was pushed to or pulled from: another repository's is not the digest of
+    what was tested under this name (an image id names no repository at all)."""
+    from .registry.reference import canonical_repository, split_reference  # late: registry imports the engine
+
+    repo = canonical_repository(split_reference(reference)[0])
+    return next((d for d in digests if canonical_repository(d.partition("@")[0]) == repo), "")
 
 
 class EngineQueries:

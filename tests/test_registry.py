@@ -98,6 +98,9 @@ def test_xdist_worker_neither_reads_stdin_nor_pulls_again():
         ("localhost/x:1", True),
         ("sha256:" + "0" * 64, True),
         ("Upper/Case", False),
+        ("UPPER/case:tag", False),  # no dot, port or localhost: a repository, which Docker wants in lower case
+        ("MyRegistry.example/team/x:1", True),  # a host may have capitals
+        ("localhost:5000/x:Tag", True),  # and so may a tag
         ("x::1", False),
         ("x@sha256:short", False),
         ("-x", False),
@@ -430,3 +433,23 @@ def test_a_tag_without_a_registry_host_is_not_asked_about():
     engine = FakeEngine({"x:1": "sha256:" + "2" * 64})
     resolve(engine, "x:1")
     assert engine.asked == [] and engine.pulls == []
+
+
+@pytest.mark.parametrize(
+    ("reference", "digests", "expected"),
+    [
+        ("team/good:latest", ["127.0.0.1:5000/attest/good@" + DIGEST], ""),  # another repository's: not ours
+        ("ubuntu:22.04", ["docker.io/library/ubuntu@" + DIGEST], "docker.io/library/ubuntu@" + DIGEST),
+        ("docker.io/library/ubuntu", ["ubuntu@" + DIGEST], "ubuntu@" + DIGEST),
+        (
+            "127.0.0.1:5000/a/b:v1",
+            ["other/b@" + DIGEST, "127.0.0.1:5000/a/b@" + DIGEST],
+            "127.0.0.1:5000/a/b@" + DIGEST,
+        ),
+        ("sha256:" + "0" * 64, ["ubuntu@" + DIGEST], ""),  # an image id names no repository
+    ],
+)
+def test_the_digest_recorded_is_the_one_of_the_repository_the_image_was_given_by(reference, digests, expected):
+    from pytest_baseimage.engine_client import matching_digest
+
+    assert matching_digest(reference, digests) == expected

@@ -20,7 +20,7 @@ SHORT_ID = re.compile(r"(?:sha256:)?[0-9a-f]{12,63}")
 def check_reference(image: str, require_digest: bool) -> None:
     if not image.strip():
         return  # the plugin says how to give one
-    if not (REFERENCE.fullmatch(image) or IMAGE_ID.fullmatch(image)):
+    if not (REFERENCE.fullmatch(image) and _lower_path(image) or IMAGE_ID.fullmatch(image)):
         raise RegistryUsageError(
             f"--base-image={image} is not an image reference: expected [registry/]repository[:tag][@sha256:...] "
             "in lower case, or an image id"
@@ -32,6 +32,24 @@ def check_reference(image: str, require_digest: bool) -> None:
             "it; an image built here has no digest until it is pushed, so push it first) or give its image id "
             f"(`docker inspect --format '{{{{.Id}}}}' {image}`)"
         )
+
+
+def _lower_path(reference: str) -> bool:
+    """The repository's path is lower case (only a registry host may have capitals): `UPPER/case` names no
+    host (no dot, port or localhost), so Docker refuses it as a repository, and so does the usage check."""
+    name = split_reference(reference)[0]
+    path = name.partition("/")[2] if has_registry_host(name) else name
+    return path == path.lower()
+
+
+def canonical_repository(name: str) -> str:
+    """One spelling of a repository, to compare two: `ubuntu` and `docker.io/library/ubuntu` are the same."""
+    if has_registry_host(name):
+        host, _, path = name.partition("/")
+        host = normalise_registry(host)
+    else:
+        host, path = DOCKER_HUB, name
+    return f"{host}/library/{path}" if host == DOCKER_HUB and "/" not in path else f"{host}/{path}"
 
 
 def is_pinned(reference: str) -> bool:
