@@ -414,8 +414,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for report in reports:
             report.error = report.error or f"the run stopped before every stage ran (pytest exit {int(exitstatus)})"
     else:
-        # An image none of whose tests ran (-k/-m left out all its stages; under xdist the controller never
-        # sees the deselection) was not part of this run, as if it had not been named: it gets no verdict.
+        # An image none of whose tests ran (-k/-m left out all its stages) gets no verdict, but is named as
+        # not judged (`deselected_images`): a gate must not read a matrix's other images as all there was.
+        verdicts.left_out = [r.name for r in reports if not (r.results or r.error)]
         reports = [r for r in reports if r.results or r.error]
         if not reports:
             return

@@ -126,6 +126,7 @@ class VerdictSession:
     secrets: Sequence[str] = ()
     written: bool = False
     final: list[ImageReport] | None = None  # the reports the verdict was written from: the terminal shows the same
+    left_out: list[str] = field(default_factory=list)  # images -k/-m left no stage of: named, not judged
     engines: Engines = field(default_factory=Engines)  # one per Docker host, labelled with this session's id
     composition: Composition = BUILTIN  # the built-in stages and those plugins added (pytest_baseimage_stages)
 
@@ -179,6 +180,7 @@ class VerdictSession:
             interrupted=ending.interrupted,
             nothing_selected=ending.nothing_selected,
             notes=[ending.message] if ending.message else [],
+            deselected_images=list(self.left_out),
         )
 
     def write_outputs(self, run: Any) -> None:
@@ -217,6 +219,9 @@ class VerdictSession:
                     lines.append((f"  {result.stage:8} {result.status.value:7} {text}", {}))
             if report.verdict is Verdict.NOT_COMPATIBLE and report.also_passes:
                 lines.append((f"  would pass (static stages): {', '.join(report.also_passes)}", {}))
+        if self.left_out:
+            names = cut_line(", ".join(one_line(name) for name in self.left_out), SUMMARY_CHARS * 2)
+            lines.append((f"not judged (every stage deselected with -k/-m): {names}", {"yellow": True}))
         return lines
 
 

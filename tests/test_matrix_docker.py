@@ -207,6 +207,11 @@ def test_markers_and_keywords_select_across_the_matrix(tmp_path, images, docker_
     assert by_keyword.proc.returncode == 1, by_keyword.output
     assert list(by_keyword.verdicts()) == ["no-conda"]
     assert len(by_keyword.created("candidate")) == 1  # the images -k left out were never started
+    # ...and are named as not judged, in the JSON, the terminal and the HTML, not left out as if never named
+    left_out = [name for name in VARIANTS if name != "no-conda"]
+    assert by_keyword.report["deselected_images"] == left_out
+    assert f"not judged (every stage deselected with -k/-m): {', '.join(left_out)}" in by_keyword.output
+    assert f"every stage deselected with -k/-m): {', '.join(left_out)}" in by_keyword.html
 
 
 def test_another_dist_mode_is_kept_with_one_warning(tmp_path, images, docker_client, no_leaks):

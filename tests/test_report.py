@@ -473,6 +473,19 @@ def test_merge_of_one_run_is_that_run(mixed_run: Run) -> None:
     assert merge([mixed_run]).to_dict() == mixed_run.to_dict()
 
 
+def test_merge_with_a_run_that_stopped_on_bad_input_is_not_green() -> None:
+    """A fan-out job that had a typo (exit 4) checked none of its images: they are "could not be checked" in
+    the merge, with that job's one line, not left out of a verdict that would then read compatible."""
+    typo = Run(usage_error="unknown profile 'azurml-current'", images_given=["b:1", "a:1"])
+    merged = merge([make_run(good_image("a:1")), typo])
+    assert [i.name for i in merged.images] == ["a:1", "b:1"]  # a:1 was checked by the other run
+    assert merged.images[1].verdict is Verdict.UNCHECKED
+    assert "stopped on bad input: unknown profile 'azurml-current'" in merged.images[1].error
+    assert merged.verdict is Verdict.UNCHECKED and merged.exit_code == ExitCode.UNCHECKED
+    nameless = merge([make_run(good_image("a:1")), Run(usage_error="--pull=sometimes")])
+    assert nameless.verdict is Verdict.UNCHECKED and "no image named" in nameless.images[1].name
+
+
 def test_merge_of_nothing_is_an_error() -> None:
     with pytest.raises(ReportError):
         merge([])

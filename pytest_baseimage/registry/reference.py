@@ -20,7 +20,7 @@ SHORT_ID = re.compile(r"(?:sha256:)?[0-9a-f]{12,63}")
 def check_reference(image: str, require_digest: bool) -> None:
     if not image.strip():
         return  # the plugin says how to give one
-    if not (REFERENCE.fullmatch(image) and _lower_path(image) or IMAGE_ID.fullmatch(image)):
+    if not ((REFERENCE.fullmatch(image) and _lower_path(image)) or IMAGE_ID.fullmatch(image)):
         raise RegistryUsageError(
             f"--base-image={image} is not an image reference: expected [registry/]repository[:tag][@sha256:...] "
             "in lower case, or an image id"

@@ -144,6 +144,11 @@ def _template() -> jinja2.Template:
     return env.from_string(_asset("report.html"))
 
 
+def _left_out(run: Run) -> list[str]:
+    names = ", ".join(run.deselected_images)
+    return [f"not judged (every stage deselected with -k/-m): {names}"] if names else []
+
+
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
 
 
@@ -189,7 +194,7 @@ def _run_view(run: Run) -> dict[str, Any]:
             ("docker host", run.host),
             ("command", " ".join(run.argv)),
         ),
-        "notes": [short(note, MAX_OBSERVED_CHARS) for note in run.notes],
+        "notes": [short(note, MAX_OBSERVED_CHARS) for note in [*run.notes, *_left_out(run)]],
         "interrupted": run.interrupted,
     }
 

@@ -15,7 +15,7 @@ from typing import Any, Union
 from pytest_baseimage.errors import BaseImageError, ExitCode
 from pytest_baseimage.report.bounds import bounded_image
 from pytest_baseimage.report.safety import clean_tree
-from pytest_baseimage.results import ImageReport, Verdict
+from pytest_baseimage.results import ImageInfo, ImageReport, Verdict
 
 SCHEMA_VERSION = 1
 NOTHING_SELECTED = 5  # pytest's own exit status when no test was selected
@@ -75,6 +75,8 @@ class Run:
     # Bad input found before anything started (exit 4): the one line the user saw; no image was looked at.
     usage_error: str = ""
     images_given: list[str] = field(default_factory=list)  # on a usage error: the images the command line named
+    # Images named, none of whose stages ran because -k/-m left every one out: not judged, so no verdict.
+    deselected_images: list[str] = field(default_factory=list)
 
     @property
     def verdict(self) -> Verdict:
@@ -114,6 +116,7 @@ class Run:
             "nothing_selected": self.nothing_selected,
             "duration_s": self.duration_s,
             "images": [image.to_dict() for image in self.images],
+            "deselected_images": list(self.deselected_images),
         }
         if self.usage_error:
             data.update(verdict=USAGE_ERROR_VERDICT, error=self.usage_error, images_given=list(self.images_given))
@@ -143,6 +146,7 @@ class Run:
                 elapsed_s=_seconds_or_none(data.get("duration_s")),
                 usage_error=str(data.get("error", "")),
                 images_given=[str(name) for name in data.get("images_given", [])],
+                deselected_images=[str(name) for name in data.get("deselected_images", [])],
             )
         except KeyError as exc:
             raise ReportError(f"malformed report: missing key {exc}") from exc
@@ -212,6 +216,8 @@ def merge(runs: Sequence[Run]) -> Run:
                     f"image {image.name!r} appears {counts[image.name]} times; kept the one from run "
                     f"{winner + 1} of {len(runs)} (started {runs[winner].started or 'unknown'})"
                 )
+    for index, run in enumerate(runs):
+        images += _unchecked_by_usage_error(run, index, len(runs), seen)
     if len(runs) > 1:
         notes.append(f"merged from {len(runs)} runs")
     return Run(
@@ -223,9 +229,23 @@ def merge(runs: Sequence[Run]) -> Run:
         argv=list(runs[0].argv) if all(run.argv == runs[0].argv for run in runs) else [],
         notes=notes,
         interrupted=any(run.interrupted for run in runs),
+        deselected_images=sorted({name for run in runs for name in run.deselected_images} - seen),
         nothing_selected=all(run.nothing_selected for run in runs),
         elapsed_s=_total_duration(runs),
     )
+
+
+def _unchecked_by_usage_error(run: Run, index: int, total: int, seen: set[str]) -> list[ImageReport]:
+    """A run that stopped on bad input (exit 4) checked none of the images it named: each is "could not be
+    checked" in the merge, never left out (a fan-out whose one job had a typo must not read as green)."""
+    if not run.usage_error:
+        return []
+    why = f"not checked: run {index + 1} of {total} stopped on bad input: {run.usage_error}"
+    names = [name for name in run.images_given if name not in seen] or (
+        [] if run.images_given else [f"(run {index + 1} of {total}: no image named)"]
+    )
+    seen.update(names)
+    return [ImageReport(name, ImageInfo(reference=name), "", error=why) for name in names]
 
 
 def _total_duration(runs: Sequence[Run]) -> float | None:
