@@ -345,6 +345,10 @@ def stage_check(baseimage: ImageCheck, request: pytest.FixtureRequest) -> Any:
             request.node.user_properties.append((key, value))
         if result.status is Status.PASS:
             return result
+        cause = baseimage.deselected_cause(stage) if result.status is Status.BLOCKED else None
+        if cause is not None:  # the test fails as the verdict does, though the failing stage was left out
+            why = f"{one_line(result.reason)} (left out by -k/-m), which failed: {cause.summary()}"
+            pytest.fail(why, pytrace=False)
         if result.status in (Status.BLOCKED, Status.SKIPPED, Status.WAIVED):
             pytest.skip(one_line(result.reason))
         if result.status is Status.ERROR:

@@ -272,6 +272,15 @@ class ImageCheck:
         early = self._early.pop(stage.name, None)
         return early.result() if early else stage.observe(self)
 
+    def deselected_cause(self, name: str) -> StageResult | None:
+        """The failed (or unchecked) stage that -k/-m left out but that `name` needed, and that blocked it: a
+        deselected stage is judged only as another's prerequisite, so any such failure is one of `name`'s."""
+        for result in self.results():
+            unselected = result.stage != name and result.stage not in self.selected
+            if unselected and result.status in (Status.FAIL, Status.ERROR):
+                return result
+        return None
+
     def results(self) -> list[StageResult]:
         return [self._results[name] for name in self.composition.ordered(self._results)]
 

@@ -141,6 +141,11 @@ def test_a_deselected_prerequisite_that_failed_still_shows_why_its_stage_was_blo
     run = run_plugin(pytester, f"--base-image={GOOD}", "-m", "azureml", images=broken(python=None))
     assert run.code == 1, run.out
     assert run.statuses() == {"python": "fail", "azureml": "blocked"}
+    # ...and its test fails as the verdict does (before: a skip, so CI's test tab showed no failure at all)
+    assert run.junit is not None
+    suites = run.junit.findall("testsuite")
+    assert sum(int(s.get("failures")) for s in suites) == 1 and sum(int(s.get("skipped")) for s in suites) == 0
+    assert "blocked by python (left out by -k/-m), which failed: python:" in run.out
 
 
 def test_nothing_selected_is_exit_5_with_a_verdict_that_says_so(pytester):
