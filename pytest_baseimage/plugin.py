@@ -239,17 +239,32 @@ def _write_junit_before_session(config: pytest.Config, run: Any, secrets: Any) -
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for check in config.stash.get(CHECKS_KEY, {}).values():
-        check.close()
     session = config.stash.get(SESSION_KEY, None)
-    if session is not None:  # the session's engines remove what they started: Ctrl-C and SIGTERM end here too
-        session.engines.cleanup()
-    xml_path = getattr(config.option, "xmlpath", None)
-    if xml_path and config.stash.get(TARGETS_KEY, []) and not hasattr(config, "workerinput"):
-        from .report.junit import split_by_image
+    try:
+        for check in config.stash.get(CHECKS_KEY, {}).values():
+            check.close()
+        if session is not None:  # the session's engines remove what they started: Ctrl-C and SIGTERM end here too
+            session.engines.cleanup()
+        xml_path = getattr(config.option, "xmlpath", None)
+        if xml_path and config.stash.get(TARGETS_KEY, []) and not hasattr(config, "workerinput"):
+            from .report.junit import split_by_image
 
-        if os.path.exists(xml_path):
-            split_by_image(xml_path, order=[t.name for t in config.stash[TARGETS_KEY]])
+            if os.path.exists(xml_path):
+                split_by_image(xml_path, order=[t.name for t in config.stash[TARGETS_KEY]])
+    finally:
+        if session is not None:
+            session.late.release()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Iterator[Any]:
+    """Once the tests have run, a first Ctrl-C or SIGTERM waits for the ending (see late_signals)."""
+    try:
+        return (yield)
+    finally:
+        verdicts = session.config.stash.get(SESSION_KEY, None)
+        if verdicts is not None:
+            verdicts.late.hold()
 
 
 # -- parametrisation and fixtures --------------------------------------------------------------------------

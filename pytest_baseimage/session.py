@@ -18,6 +18,7 @@ from . import __version__
 from .composition import BUILTIN, STAGE_ORDER, Composition
 from .engines import Engines
 from .errors import BaseImageError, ExitCode
+from .late_signals import LateSignals
 from .results import ImageInfo, ImageReport, Status, Verdict, utc_now
 from .text import cut_line, one_line
 
@@ -129,6 +130,7 @@ class VerdictSession:
     left_out: list[str] = field(default_factory=list)  # images -k/-m left no stage of: named, not judged
     engines: Engines = field(default_factory=Engines)  # one per Docker host, labelled with this session's id
     composition: Composition = BUILTIN  # the built-in stages and those plugins added (pytest_baseimage_stages)
+    late: LateSignals = field(default_factory=LateSignals)  # Ctrl-C/SIGTERM once the run has ended
 
     # -- hooks (this object is registered as a plugin) -------------------------------------------------
     def pytest_runtest_logreport(self, report: Any) -> None:

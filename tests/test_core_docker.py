@@ -219,6 +219,51 @@ def test_interrupted_run_leaves_no_container(tmp_path, images, docker_client, si
     assert managed_containers(docker_client, proc.pid) == []
 
 
+# A plugin whose unconfigure runs before the cleanup, says so and lingers: the signal lands after the run ended.
+LINGER = """
+import sys, time
+import pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput"):
+        print("LINGERING", flush=True)
+        time.sleep(3)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_a_signal_after_the_run_ended_leaves_its_verdict_and_exit_code_standing(
+    tmp_path, images, docker_client, sig, xdist
+):
+    """Before: exit 130/143 while the JSON verdict already said 0 (and under xdist, sometimes no JSON at all)."""
+    (tmp_path / "linger.py").write_text(LINGER)
+    cmd = plugin_argv(
+        f"--base-image={images('good')}", f"--profile={FIXTURE_PROFILE}", "-p", "linger", "-m", "os or apt", "-q",
+        "--compat-json=v.json", *xdist,
+    )  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    env.pop("PYTEST_ADDOPTS", None)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("LINGERING"):
+                proc.send_signal(sig)
+                break
+        output = "".join(lines) + proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert json.loads((tmp_path / "v.json").read_text())["exit_code"] == 0
+    assert f"{signal.Signals(sig).name} came after the run had ended: its verdict stands" in output
+    assert "Traceback" not in output
+    assert managed_containers(docker_client, proc.pid) == []
+
+
 def test_a_killed_run_is_reaped_by_the_next(tmp_path, images, docker_client):
     (tmp_path / "test_slow.py").write_text("import time\ndef test_slow(baseimage_host):\n    time.sleep(120)\n")
     cmd = plugin_argv(
