@@ -35,6 +35,7 @@ data_dir = "{data_dir}"
 token_env = "GATE_TOKEN"
 workers = {workers}
 max_attempts = {max_attempts}
+retry_backoff = {retry_backoff}
 job_timeout = 300
 stop_grace = 10
 engines = [{{ docker_host = "{docker_host}" }}]
@@ -87,15 +88,16 @@ class GateService:
 
     def configure(
         self, registry: RegistryServer | None = None, *, registry_url: str = "", workers: int = 1,
-        max_attempts: int = 3, docker_host: str = "", extra: str = "", database: str = "gate.db",
-        data_dir: str = "data", top: str = "",
+        max_attempts: int = 3, retry_backoff: float = 0, docker_host: str = "", extra: str = "",
+        database: str = "gate.db", data_dir: str = "data", top: str = "",
     ) -> Path:  # fmt: skip
         """gate.toml for a real registry, or for an address nothing answers on (registry_url); `extra` is more
         TOML appended (tables such as [attest]), `top` more top-level keys."""
         self.registry = registry
         self.registry_password = registry.password if registry else f"Unused-{uuid.uuid4().hex}-NeverPrint"
         text = CONFIG.format(
-            port=self.port, workers=workers, max_attempts=max_attempts, docker_host=docker_host,
+            port=self.port, workers=workers, max_attempts=max_attempts, retry_backoff=retry_backoff,
+            docker_host=docker_host,
             registry_url=f"http://{registry.address}" if registry else registry_url,
             username=registry.username if registry else "gate", profile=FIXTURE_PROFILE, database=database,
             data_dir=data_dir,

@@ -235,6 +235,32 @@ def test_a_bad_config_is_one_line_and_exit_4(tmp_path, config, message):
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 
+def test_a_check_that_could_not_run_is_retried_after_a_growing_wait(tmp_path):
+    """The registry refuses every pull (nothing listens there): each attempt ends "could not be checked" at
+    once, and the next waits retry_backoff, then twice that (before: three attempts within a second)."""
+    service = GateService(tmp_path)
+    unused = socket.socket()
+    unused.bind(("127.0.0.1", 0))
+    service.configure(registry_url=f"http://127.0.0.1:{unused.getsockname()[1]}", max_attempts=3, retry_backoff=2)
+    seen: dict[int, float] = {}
+    try:
+        service.start()
+        assert service.post_events([push_event("staging/away", digest(800), "v1")]).status == 202
+        deadline = time.monotonic() + 90
+        while not (seen and service.jobs()[0]["state"] == "done"):
+            assert time.monotonic() < deadline, service.jobs()
+            attempts = service.jobs()[0]["attempts"]
+            seen.setdefault(attempts, time.monotonic())
+            time.sleep(0.05)
+        job = service.jobs()[0]
+        assert job["attempts"] == 3 and job["verdict"] == "could not be checked", job
+        assert seen[2] - seen[1] >= 2 and seen[3] - seen[2] >= 4, seen
+        assert "retrying in 2 s" in service.log() and "retrying in 4 s" in service.log()
+    finally:
+        service.stop()
+        unused.close()
+
+
 def test_a_job_that_keeps_crashing_the_service_ends_with_an_error_verdict_after_max_attempts(tmp_path, silent_engine):
     """Each start claims the job (an attempt) and the service is killed while it runs; the third start gives up."""
     import jsonschema

@@ -91,6 +91,17 @@ def test_the_same_event_at_two_replicas_at_once_makes_one_job_with_every_tag(ope
     assert [j.tags for j in replicas[0].all_jobs()] == [sorted(tags)]
 
 
+def test_a_job_requeued_with_a_wait_is_not_claimed_before_it_on_the_databases_clock(open_handle):
+    store = open_handle()
+    job = store.enqueue(new())[0]
+    assert store.claim().id == job.id
+    assert store.requeue(job.id, "registry away", delay_s=30)
+    assert store.claim() is None  # queued, but not yet due
+    store.write(lambda db: db.execute("UPDATE jobs SET not_before = not_before - 31"))  # as 31 s later
+    again = store.claim()
+    assert again is not None and again.id == job.id and again.attempts == 2
+
+
 def test_claims_by_two_replicas_at_once_give_each_job_to_one_and_count_the_attempt(open_handle):
     replicas = [open_handle(), open_handle()]
     ids = sorted(replicas[0].enqueue(new(digest))[0].id for digest in (D1, D2))

@@ -167,6 +167,9 @@ class GateConfig(Model):
     basic_password_env: str = ""
     workers: int = Field(default=2, ge=1, le=64)
     max_attempts: int = Field(default=3, ge=1, le=20)
+    # A retried check waits retry_backoff seconds, doubled at each attempt (at most 10 minutes): a registry or
+    # engine that is away for a minute does not use up max_attempts in a second.
+    retry_backoff: float = Field(default=10.0, ge=0, le=600)
     job_timeout: float = Field(default=1800, gt=0)
     stop_grace: float = Field(default=30, ge=0, le=600)  # on stop: seconds a check has to clean up after SIGTERM
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished {real},
     owner TEXT NOT NULL DEFAULT '',
     heartbeat {real},
+    not_before {real} NOT NULL DEFAULT 0,
     UNIQUE (registry, repository, digest, profile)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
@@ -62,7 +63,8 @@ CREATE TABLE IF NOT EXISTS scans (
     created {real} NOT NULL
 );
 """
-ADDED_COLUMNS = {"owner": "TEXT NOT NULL DEFAULT ''", "heartbeat": "{real}"}  # not in databases made before them
+# Not in databases made before them. not_before: a retried job waits until then (the database's clock).
+ADDED_COLUMNS = {"owner": "TEXT NOT NULL DEFAULT ''", "heartbeat": "{real}", "not_before": "{real} NOT NULL DEFAULT 0"}
 EXPIRED = "requeued: the replica running it stopped heartbeating"
 
 
@@ -92,6 +94,7 @@ class Job:
     finished: float | None
     owner: str = ""
     heartbeat: float | None = None
+    not_before: float = 0.0
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -249,7 +252,8 @@ class Store(ABC):
         row = self.write(
             lambda db: db.execute(
                 f"UPDATE jobs SET state = ?, attempts = attempts + 1, started = ?, owner = ?, heartbeat = {self.NOW} "
-                f"WHERE id = (SELECT id FROM jobs WHERE state = ? ORDER BY id LIMIT 1{self.CLAIM_LOCK}) RETURNING *",
+                f"WHERE id = (SELECT id FROM jobs WHERE state = ? AND not_before <= {self.NOW} "
+                f"ORDER BY id LIMIT 1{self.CLAIM_LOCK}) RETURNING *",
                 (RUNNING, time.time(), self.owner, QUEUED),
             ).fetchone()
         )
@@ -258,13 +262,15 @@ class Store(ABC):
     def set_directory(self, job_id: int, directory: str) -> None:
         self.write(lambda db: db.execute("UPDATE jobs SET directory = ? WHERE id = ?", (directory, job_id)))
 
-    def requeue(self, job_id: int, message: str) -> bool:
-        """Back to the queue, if the job is still ours (False: its lease expired and another replica has it)."""
+    def requeue(self, job_id: int, message: str, delay_s: float = 0.0) -> bool:
+        """Back to the queue, claimable again `delay_s` from now, if the job is still ours (False: its lease
+        expired and another replica has it)."""
         return self.write(
             lambda db: (
                 db.execute(
-                    "UPDATE jobs SET state = ?, owner = '', message = ? WHERE id = ? AND owner = ? AND state = ?",
-                    (QUEUED, message, job_id, self.owner, RUNNING),
+                    f"UPDATE jobs SET state = ?, owner = '', message = ?, not_before = {self.NOW} + ? "
+                    "WHERE id = ? AND owner = ? AND state = ?",
+                    (QUEUED, message, float(delay_s), job_id, self.owner, RUNNING),
                 ).rowcount
                 == 1
             )

@@ -33,6 +33,7 @@ log = logging.getLogger("baseimage-gate")
 
 PASSWORD_VAR = "BASEIMAGE_GATE_REGISTRY_PASSWORD"  # the child's environment only
 VERDICT, REPORT, ATTESTATION = "verdict.json", "report.html", "attestation.json"
+MAX_BACKOFF_S = 600.0  # the longest a retried check waits for its next attempt
 RETRIED = {int(ExitCode.UNCHECKED)}  # engine or registry trouble may pass; a verdict on the image will not change
 _PR_SET_PDEATHSIG = 1
 STOPPED = "interrupted: the service running it stopped"
@@ -142,8 +143,9 @@ class Workers:
     def _settle(self, job: Job, outcome: Outcome) -> None:
         config = self.loaded.config
         if outcome.retry and job.attempts < config.max_attempts:
-            log.info("job %s (%s@%s): %s; retrying", job.id, job.repository, job.digest, outcome.message)
-            if not self._stored(f"job {job.id}", lambda: self.store.requeue(job.id, outcome.message)):
+            delay = min(config.retry_backoff * 2 ** max(job.attempts - 1, 0), MAX_BACKOFF_S)
+            log.info("job %s (%s@%s): %s; retrying in %g s", job.id, job.repository, job.digest, outcome.message, delay)
+            if not self._stored(f"job {job.id}", lambda: self.store.requeue(job.id, outcome.message, delay)):
                 log.warning("job %s: its lease expired and another replica has it; this attempt is dropped", job.id)
             self.wake.set()
             return
