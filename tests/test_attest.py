@@ -167,10 +167,13 @@ def test_verify_usage_errors_are_exit_4_in_one_line(tmp_path, capsys):
         ["verify", "--key", str(tmp_path / "absent.pub"), str(path)],
         ["verify", "--key", str(rsa_pub), str(path)],
         ["verify", str(path)],  # no --key
+        ["verify", "--key", str(public), "--image", "sha256:" + "a" * 64],  # an id: no registry to ask
+        ["verify", "--key", str(public), "--image", "Not A Reference"],
     ):
         assert report_main(argv) == 4, argv
     err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 4
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 6
+    assert "for an image known here by its id, verify FILE alone" in err
 
 
 def test_a_registry_subject_in_a_file_needs_the_image_to_compare_digests(tmp_path, capsys):

@@ -83,7 +83,13 @@ def _read(path: str, option: str, limit: int) -> bytes:
 def _client(args: argparse.Namespace) -> tuple[oci.Client, oci.Ref]:
     """The registry client for --image, with registry.py's password rules (env or stdin, never argv)."""
     from ..registry import parse_options
+    from ..registry.reference import IMAGE_ID, REFERENCE
 
+    if IMAGE_ID.fullmatch(args.image) or not REFERENCE.fullmatch(args.image):
+        raise VerifyUsage(
+            f"--image={args.image}: give the registry reference the attestation is stored beside "
+            "(registry/repository:tag or @sha256:...); for an image known here by its id, verify FILE alone"
+        )
     ref = oci.Ref.parse(args.image)
     values = {
         "registry": ref.registry if args.registry_username else "",
