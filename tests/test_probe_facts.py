@@ -40,6 +40,15 @@ def test_a_failed_probe_is_the_reason_of_every_stage_that_needed_it(facts, profi
     assert error in result.observed
 
 
+def test_a_probe_whose_time_ran_out_on_conda_says_python_was_not_reached(facts, profile):
+    """Before: the python stage read "timed out after 2 s running `…/conda --version`", as if python had."""
+    error = "timed out after 2 s running `/opt/conda/bin/conda --version`"
+    broken = replace(facts, conda=None, python=None, probe_error=error)
+    assert stages.check_python(broken, profile).observed.startswith(f"not reached: the probe {error}")
+    assert error in stages.check_conda(broken, profile).observed
+    assert "not reached" not in stages.check_conda(broken, profile).observed
+
+
 def test_a_failed_probe_leaves_the_facts_it_did_get_judged(facts, profile):
     broken = replace(facts, python=None, probe_error="timed out after 30 s running `python3 -c <probe>`")
     assert stages.check_conda(broken, profile).status is Status.PASS
