@@ -35,7 +35,7 @@ def add_options(group: Any) -> None:
         dest="probe_timeout",
         help="how long the probe (the one exec that asks the candidate's shell, conda and Python) may run "
         "before it is stopped and the image fails with a timeout. Overrides the profile's [probe] timeout_s; "
-        "default 30.",
+        "default 30. Counted in whole seconds inside the image (its `timeout` takes whole seconds: 0.5 is 1).",
     )
 
 
