@@ -10,9 +10,9 @@ provably the image's counts against it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -230,6 +230,10 @@ class Engine(EngineQueries, EngineStarts, ContainerIO, BackgroundWork):
         with self._lock:
             self._live.pop(container.id, None)
             lease = self._idle_lease()
+        # The lease goes beside the last container, not after it: nothing of this session is left to guard.
+        beside = threading.Thread(target=self.remove, args=(lease.container,), daemon=True) if lease else None
+        if beside is not None:
+            beside.start()
         try:
             container.remove(force=True, v=True)
         except engine_faults() as exc:
@@ -237,8 +241,8 @@ class Engine(EngineQueries, EngineStarts, ContainerIO, BackgroundWork):
                 log.debug("could not remove container %s: %s", container.id[:12], short_error(exc))
                 return False
         finally:
-            if lease is not None:
-                self.remove(lease.container)
+            if beside is not None:
+                beside.join()
         return True
 
     def _idle_lease(self) -> _Lease | None:
@@ -310,11 +314,22 @@ class Engine(EngineQueries, EngineStarts, ContainerIO, BackgroundWork):
             if self._lease is not None:
                 return
             lease = self._lease = _Lease()
+        # Made beside the container that needed it, not before it goes on (a container without a lease is
+        # reaped only by age or a provably dead owner: it is safe meanwhile); `settle` waits for it.
+        self.defer(functools.partial(self._make_lease, lease, image))
+
+    def _make_lease(self, lease: _Lease, image: str) -> None:
         try:
-            lease.container = self.create(image, role=LEASE_ROLE, name=lease_name(self.session_id, int(time.time())))
+            made = self.create(image, role=LEASE_ROLE, name=lease_name(self.session_id, int(time.time())))
         except BaseImageError:
             with self._lock:  # containers without a lease are reaped only by age: safe, and retried next time
                 self._lease = None if self._lease is lease else self._lease
+            return
+        with self._lock:
+            lease.container = made
+            unneeded = self._idle_lease() is lease  # the session's containers went while it was being made
+        if unneeded:
+            self.remove(made)
             return
         threading.Thread(target=self._keep_lease, args=(lease,), daemon=True, name="baseimage-lease").start()
 
@@ -428,18 +443,6 @@ class Candidate:
 
     def stop(self) -> None:
         self.engine.remove(self.container)
-
-
-def install_signal_handlers() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so that pytest's teardown, and ours, run as on Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    with contextlib.suppress(ValueError, OSError):
-        signal.signal(signal.SIGTERM, on_term)
 
 
 def _gone(exc: BaseException) -> bool:

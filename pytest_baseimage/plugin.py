@@ -14,7 +14,7 @@ import pytest
 
 from . import deployment, evidence, gpu, hookspecs, matrix, options, probe_options, profiles, scoring, usage
 from .composition import BUILTIN, Composition
-from .engine import Engine, install_signal_handlers
+from .engine import Engine
 from .engines import EngineFactory, Engines
 from .errors import BaseImageError, ExitCode
 from .registry import plugin as registry_part
@@ -28,6 +28,7 @@ from .session import (
     merge_result,
     write_usage_verdict,
 )
+from .signals import install_signal_handlers
 from .suite import add_stage_tests, composition_of, is_suite
 from .target import ImageCheck, Target, drop_unneeded
 from .text import escaped, inert_lines, one_line
@@ -258,7 +259,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session: pytest.Session) -> Iterator[Any]:
-    """Once the tests have run, a first Ctrl-C or SIGTERM waits for the ending (see late_signals)."""
+    """Once the tests have run, a first Ctrl-C or SIGTERM waits for the ending (see signals.LateSignals)."""
     try:
         return (yield)
     finally:

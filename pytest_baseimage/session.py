@@ -18,8 +18,8 @@ from . import __version__
 from .composition import BUILTIN, STAGE_ORDER, Composition
 from .engines import Engines
 from .errors import BaseImageError, ExitCode
-from .late_signals import LateSignals
 from .results import ImageInfo, ImageReport, Status, Verdict, utc_now
+from .signals import LateSignals
 from .text import cut_line, one_line
 
 DESELECTED_OUTPUT = "pytest_baseimage_deselected"  # an xdist worker's workeroutput key: {image: [stage, ...]}

@@ -91,6 +91,7 @@ def test_host_mounts_and_privileges_are_refused_before_the_engine_is_asked(engin
 
 def test_the_first_container_opens_the_sessions_lease_and_the_last_removal_ends_it(engine, client):
     box = engine.create("img", role="candidate")
+    engine.settle()  # the lease is made beside the first container, in the background
     lease = client.created()[1]
     assert lease["labels"][eng.LABEL_ROLE] == eng.LEASE_ROLE
     assert lease["name"].startswith(f"{eng.LEASE_PREFIX}sess1-")
@@ -223,9 +224,23 @@ def test_remove_never_raises_and_says_whether_the_engine_took_it(engine, client)
 def test_remove_all_of_one_role_leaves_the_others(engine, client):
     engine.create("img", role="candidate")
     engine.create("img", role="scoring")
+    engine.settle()  # the lease is made beside the first container, in the background
     engine.remove_all(role="scoring")
     roles = sorted(c.labels[eng.LABEL_ROLE] for c in client.live.values())
     assert roles == ["candidate", eng.LEASE_ROLE]
+
+
+def test_a_lease_made_after_its_sessions_containers_went_is_removed_at_once(engine, client, monkeypatch):
+    """The first container does not wait for the lease; should that container be gone before the lease is
+    made (a check that ended at once), the lease must not outlive it."""
+    later: list = []
+    monkeypatch.setattr(engine, "defer", later.append)
+    box = engine.create("img", role="candidate")
+    assert [c.labels[eng.LABEL_ROLE] for c in client.live.values()] == ["candidate"]  # returned before the lease
+    engine.remove(box)
+    for work in later:
+        work()
+    assert client.live == {}
 
 
 def test_the_session_sweep_removes_what_carries_its_label_and_its_networks(engine, client):
@@ -264,8 +279,10 @@ def test_reaping_an_engine_that_cannot_list_removes_nothing(engine, client):
 
 def test_a_container_block_removes_its_container_whatever_happens(engine, client):
     with pytest.raises(RuntimeError), engine.container("img", role="helper"):
+        engine.settle()  # the session's lease, made in the background
         assert len(client.live) == 2
         raise RuntimeError("inside")
+    engine.settle()
     assert client.live == {}
 
 

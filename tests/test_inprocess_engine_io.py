@@ -12,7 +12,7 @@ import pytest
 from fake_docker import GO_DIR, GO_SYMLINK, Response
 
 from pytest_baseimage import engine as eng
-from pytest_baseimage import engine_io
+from pytest_baseimage import engine_io, signals
 from pytest_baseimage.engine import Engine
 from pytest_baseimage.engines import Engines
 from pytest_baseimage.errors import EngineError, ExecTimeout
@@ -185,7 +185,7 @@ def test_two_sessions_never_share_an_id():
 def test_sigterm_becomes_a_keyboard_interrupt_so_the_session_cleans_up():
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        eng.install_signal_handlers()
+        signals.install_signal_handlers()
         with pytest.raises(KeyboardInterrupt, match="signal 15"):
             signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
     finally:

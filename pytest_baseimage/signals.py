@@ -1,4 +1,9 @@
-"""Ctrl-C and SIGTERM once a run has ended: the verdict is known (or written) and only the cleanup is left.
+"""SIGTERM as Ctrl-C, and Ctrl-C or SIGTERM once a run has ended.
+
+SIGTERM (a CI runner cancelling the job, `docker stop`, systemd) becomes a KeyboardInterrupt, so that
+pytest's teardown and ours run as on Ctrl-C: the containers are removed and the verdict says "interrupted".
+
+Once a run has ended, the verdict is known (or written) and only the cleanup is left.
 
 Such a signal used to break the ending itself: a KeyboardInterrupt inside pytest-xdist's teardown of its
 workers lost the JSON verdict, and one inside the containers' removal made the process exit 130 or 143 while
@@ -9,6 +14,7 @@ second signal is not held: it interrupts the cleanup as usual.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -45,3 +51,15 @@ class LateSignals:
             name = signal.Signals(self.held[0]).name
             sys.stderr.write(f"pytest-baseimage: {name} came after the run had ended: its verdict stands\n")
             self.held.clear()
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so that pytest's teardown, and ours, run as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(signal.SIGTERM, on_term)
