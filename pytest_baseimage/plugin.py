@@ -477,6 +477,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     reports = verdicts.final if verdicts.final is not None else verdicts.image_reports(config.stash.get(CHECKS_KEY, {}))
     if not any(r.results or r.error for r in reports):
+        note = usage.no_verdict_note(config, verdicts.written or exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED)
+        if note:
+            terminalreporter.write_line(note, yellow=True)
         return
     terminalreporter.section("base image verdict")
     for line, markup in [*verdicts.summary_lines(reports), *evidence.summary_lines(config)]:

@@ -69,3 +69,15 @@ def _check_baseline(path: str | None) -> None:
         load_json(path)
     except ReportError as exc:
         raise ReportError(f"--compat-baseline={one_line(str(exc))}") from None
+
+
+def no_verdict_note(config: pytest.Config, written: bool) -> str:
+    """Why --compat-json/--compat-html got no file when only a team's own tests ran: no stage was judged, so
+    there is no verdict to write (a gate must not read an old file, or none, as this run's)."""
+    asked = [str(config.getoption(o)) for o in ("compat_json", "compat_html") if config.getoption(o)]
+    if not asked or written:
+        return ""
+    return (
+        "pytest-baseimage: no compliance stage ran (only your own tests), so there is no verdict: nothing was "
+        f"written to {', '.join(asked)}"
+    )

@@ -171,9 +171,12 @@ def test_teams_write_their_own_checks_with_testinfra(tmp_path, images, no_leaks)
         "def test_runs_as_root(baseimage_host):\n"
         "    assert baseimage_host.user().uid == 0\n"
     )
-    proc = run_pytest(f"--base-image={images('good')}", "test_team.py", "-q", cwd=tmp_path)
+    proc = run_pytest(f"--base-image={images('good')}", "test_team.py", "-q", "--compat-json=v.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout
     assert "2 passed" in proc.stdout
+    # no stage ran, so no verdict: the run says why --compat-json got no file (before: nothing said so)
+    assert "no compliance stage ran (only your own tests), so there is no verdict" in proc.stdout
+    assert not (tmp_path / "v.json").exists()
     nonroot = run_pytest(f"--base-image={images('nonroot')}", "test_team.py", "-q", cwd=tmp_path)
     assert nonroot.returncode == 1 and "1 failed, 1 passed" in nonroot.stdout
 
