@@ -34,7 +34,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from .profile_words import declared, element, inner_model, is_tag, key_path, short, type_text
+from .profile_words import declared, element, inner_model, is_tag, key_path, own_check_text, short, type_text
 
 NETWORKS = ("none", "bridge")  # the scoring server's network: loopback only (default), or egress via bridge
 JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")  # scoring.SCHEMA_TYPES' keys
@@ -444,11 +444,7 @@ def explain(error: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{path} is required"
     if kind == "value_error":
-        message = str(ctx.get("error", error["msg"]))
-        key, sep, rest = message.partition(": ")  # a table's own check names its key first
-        if sep and re.fullmatch(r"[a-z_.]+", key):
-            return f"{key_path((*loc, *key.split('.')))}: {rest}"
-        return f"{path}: {message}" if path else message
+        return own_check_text(tuple(loc), str(ctx.get("error", error["msg"])))
     if kind in TYPE_ERRORS and len(loc) == 1 and loc[0] in SWITCHABLE:
         return f"[{loc[0]}] must be a table (or false to switch the stage off), got {got}"
     if kind in TYPE_ERRORS or kind in BOUND_ERRORS:

@@ -4,6 +4,7 @@ profile reference (docs/profiles.md). Nothing here knows the profile's models.""
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter
@@ -19,6 +20,16 @@ def key_path(loc: tuple[Any, ...]) -> str:
         elif not is_tag(str(part)):
             out += f".{part}" if out else str(part)
     return out
+
+
+def own_check_text(loc: tuple[Any, ...], message: str) -> str:
+    """A model's own check's message at the key it names first ("command: required ..." raised by the table at
+    `loc` reads "scoring.command: required ..."); else at `loc` itself."""
+    key, sep, rest = message.partition(": ")
+    if sep and re.fullmatch(r"[a-z_.]+", key):
+        return f"{key_path((*loc, *key.split('.')))}: {rest}"
+    path = key_path(loc)
+    return f"{path}: {message}" if path else message
 
 
 def is_tag(part: str) -> bool:

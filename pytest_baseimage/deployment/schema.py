@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..profile_schema import key_path
+from ..profile_words import key_path, own_check_text
 
 
 class Model(BaseModel):
@@ -110,11 +110,7 @@ def explain(error: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{where}: required"
     if kind == "value_error":
-        message = str((error.get("ctx") or {}).get("error", error["msg"]))
-        key, sep, rest = message.partition(": ")
-        if sep and " " not in key:
-            return f"{key_path((*loc, key))}: {rest}"
-        return f"{where}: {message}"
+        return own_check_text(loc, str((error.get("ctx") or {}).get("error", error["msg"])))
     if kind in ("int_type", "int_parsing"):
         return f"{where}: expected an integer, got {got!r}"
     if kind in ("greater_than_equal", "less_than_equal"):
