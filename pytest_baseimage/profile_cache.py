@@ -44,19 +44,23 @@ def key(data: dict[str, Any], merged: bool) -> str | None:
 
 
 def known(entry: str | None) -> bool:
-    if entry is None:
-        return False
+    return entry is not None and entry.encode() in _passed(store_path())
+
+
+@functools.cache  # read once a process and store: a profile load checks up to four pieces of data
+def _passed(path: Path) -> set[bytes]:
     try:
-        with store_path().open("rb") as handle:
-            return entry.encode() in handle.read(MAX_BYTES).split()
+        with path.open("rb") as handle:
+            return set(handle.read(MAX_BYTES).split())
     except OSError:
-        return False
+        return set()
 
 
 def remember(entry: str | None) -> None:
     if entry is None:
         return
     path = store_path()
+    _passed(path).add(entry.encode())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         mode = "wb" if path.is_file() and path.stat().st_size >= MAX_BYTES else "ab"
