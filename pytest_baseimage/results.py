@@ -27,6 +27,7 @@ class Status(str, enum.Enum):
 # the verdict ("compatible, scoring not checked: ...") and fails a run under --require-all-stages.
 NOT_REQUIRED = "not-required"
 NOT_CHECKED = "not-checked"
+LEFT_OUT = "not judged (every stage deselected with -k/-m)"  # an image none of whose stages ran: no verdict
 
 
 @dataclass

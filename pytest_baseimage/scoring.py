@@ -112,7 +112,7 @@ def run_server(
         box = owned.enter_context(engine.container(image, role=role, **options))
         files = dict(spec.files)
         if obs.relayed:
-            files.update(scoring_client.files(client_request(spec), spec.payload, marker))
+            files.update(_client_files(spec, marker))
         obs.copy_error = _copy_in(engine, box, files, spec)
         if not obs.copy_error:
             started = time.monotonic()
@@ -196,12 +196,15 @@ def _exercise(
                 _ask_from_host(box, obs, marker, created, started, way)
             return
         obs.relayed, obs.relay_reason = True, way  # the namespace could not be entered: the client goes in
-        obs.copy_error = _copy_in(
-            engine, box, scoring_client.files(client_request(obs.spec), obs.spec.payload, marker), obs.spec
-        )
+        obs.copy_error = _copy_in(engine, box, _client_files(obs.spec, marker), obs.spec)
         if obs.copy_error:
             return
     _relay(engine, box, obs, marker, created, started)
+
+
+def _client_files(spec: ScoringSpec, marker: str) -> dict[str, bytes]:
+    """The request client, its request and payload, for the server's container: the candidate relays."""
+    return scoring_client.files(client_request(spec), spec.payload, marker)
 
 
 def _budget(spec: ScoringSpec) -> float:

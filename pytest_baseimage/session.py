@@ -18,7 +18,7 @@ from . import __version__
 from .composition import BUILTIN, STAGE_ORDER, Composition
 from .engines import Engines
 from .errors import BaseImageError, ExitCode
-from .results import ImageInfo, ImageReport, Status, Verdict, utc_now
+from .results import LEFT_OUT, ImageInfo, ImageReport, Status, Verdict, utc_now
 from .signals import LateSignals
 from .text import cut_line, one_line
 
@@ -223,7 +223,7 @@ class VerdictSession:
                 lines.append((f"  would pass (static stages): {', '.join(report.also_passes)}", {}))
         if self.left_out:
             names = cut_line(", ".join(one_line(name) for name in self.left_out), SUMMARY_CHARS * 2)
-            lines.append((f"not judged (every stage deselected with -k/-m): {names}", {"yellow": True}))
+            lines.append((f"{LEFT_OUT}: {names}", {"yellow": True}))
         return lines
 
 

@@ -261,11 +261,6 @@ class ImageCheck:
             if ready and not waivers.stops(self, name):  # `run: false`: its server must not start either
                 self._early[name] = _Early(stage.observe, self)
 
-    def _end_early(self, name: str, early: _Early) -> None:
-        """Remove an early observation's containers (their role is its stage's name), then let its thread end."""
-        self.engine.remove_all(role=name)
-        early.wait()
-
     def _observe(self, stage: composition.Stage) -> Any:
         if stage.observe is None:
             return None
@@ -301,7 +296,8 @@ class ImageCheck:
         # Early observations never asked for (blocked, or interrupted): remove their containers, whose role is
         # their stage's name, so that a server still booting ends now, then let the threads finish.
         for name, early in self._early.items():
-            self._end_early(name, early)
+            self.engine.remove_all(role=name)
+            early.wait()
         self._early.clear()
         if self._warm is not None:  # begun, never asked for (every stage skipped, or the run interrupted)
             warm, self._warm = self._warm, None

@@ -19,7 +19,7 @@ from pytest_baseimage.report.diff import ImageDiff, diff_runs
 from pytest_baseimage.report.model import PathLike, Run, sanitized
 from pytest_baseimage.report.safety import short as _short
 from pytest_baseimage.report.safety import tail
-from pytest_baseimage.results import ImageReport, StageResult, Verdict
+from pytest_baseimage.results import LEFT_OUT, ImageReport, StageResult, Verdict
 from pytest_baseimage.text import MAX_OBSERVED_CHARS, inert_lines, one_line
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def _template() -> jinja2.Template:
 
 def _left_out(run: Run) -> list[str]:
     names = ", ".join(run.deselected_images)
-    return [f"not judged (every stage deselected with -k/-m): {names}"] if names else []
+    return [f"{LEFT_OUT}: {names}"] if names else []
 
 
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
