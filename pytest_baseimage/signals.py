@@ -7,7 +7,7 @@ Once a run has ended, the verdict is known (or written) and only the cleanup is 
 
 Such a signal used to break the ending itself: a KeyboardInterrupt inside pytest-xdist's teardown of its
 workers lost the JSON verdict, and one inside the containers' removal made the process exit 130 or 143 while
-the verdict it had written said 0. From the session's finish on, the first signal is held: the cleanup
+the verdict it had written said 0. From the end of the test loop on, the first signal is held: the cleanup
 (bounded) completes, the process exits with the verdict's code, and one line says the signal came late. A
 second signal is not held: it interrupts the cleanup as usual.
 """
