@@ -82,3 +82,11 @@ class Facts:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def missing_reason(key: str, probe_error: str) -> str:
+    """The probe's failure as the reason a fact (`conda`, `python`) is missing: a probe whose time ran out on
+    another command (conda's) never reached this one, and says so rather than naming that command as its own."""
+    if probe_error.startswith("timed out") and key not in probe_error.partition(" running ")[2]:
+        return f"not reached: the probe {probe_error}"
+    return probe_error

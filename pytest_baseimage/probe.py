@@ -27,7 +27,7 @@ from typing import IO, Any, Protocol
 from . import incontainer
 from .engine import FileRead, PathStat, describe_size
 from .errors import EngineError, ExecTimeout
-from .facts import CondaInfo, Facts, ImportResult, OsRelease, PythonInfo
+from .facts import CondaInfo, Facts, ImportResult, OsRelease, PythonInfo, missing_reason
 from .probe_parse import (
     Record,
     last_line,
@@ -410,7 +410,7 @@ class Probe:
         data, problem = python_answer(section, self.marker.encode())
         if data is None:
             if error:
-                self.notes["python"] = error
+                self.notes["python"] = missing_reason("python", error)
                 return None, {}, {}
             output = last_line(section.decode("utf-8", "replace"))
             if problem != "no answer":

@@ -13,7 +13,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from .facts import Facts
+from .facts import Facts, missing_reason
 from .profiles import Profile, describe_specs, version_matches
 from .results import NOT_REQUIRED, StageResult, Status
 
@@ -48,12 +48,8 @@ def not_required(stage: str, profile: Profile) -> StageResult:
 
 
 def _missing(facts: Facts, key: str) -> str:
-    """Why a fact that needs exec is missing: its own note, else the probe's failure, else plainly absent. A
-    probe whose time ran out on another command (conda's) never reached this one, and says so."""
-    error = facts.probe_error
-    if error.startswith("timed out") and key not in error.partition(" running ")[2]:
-        error = f"not reached: the probe {error}"
-    return facts.notes.get(key) or error or f"no {key}"
+    """Why a fact that needs exec is missing: its own note, else the probe's failure, else plainly absent."""
+    return facts.notes.get(key) or missing_reason(key, facts.probe_error) or f"no {key}"
 
 
 # Why a candidate could not start any process, as the engine's start faults say it (engine_reap._IMAGE_START_FAULTS),

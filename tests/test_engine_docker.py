@@ -104,6 +104,9 @@ def test_a_failed_probe_runs_once_for_every_stage(tmp_path, images, docker_clien
     for stage in ("conda", "python"):  # both read the one probe's failure: the image's, judged once
         assert results[stage]["status"] == "fail", results[stage]
         assert f"timed out after {timeout} s running" in results[stage]["observed"], results[stage]
+    # the time ran out on conda's command (its stand-in runs the hanging python): python was never reached
+    assert results["conda"]["observed"].startswith(f"timed out after {timeout} s running `/opt/conda/bin/conda ")
+    assert results["python"]["observed"].startswith("not reached: the probe timed out"), results["python"]
     assert results["os"]["status"] == "pass", results["os"]  # judged from files, as usual
 
 
