@@ -79,6 +79,18 @@ def test_4_writes_a_usage_error_verdict_without_asking_the_engine(tmp_path, case
     schema_valid(data)
 
 
+def test_a_repository_in_capitals_is_a_usage_error_with_its_verdict_not_an_engine_failure(tmp_path):
+    """`UPPER/case` names no registry host, so it is a repository, which Docker wants in lower case: before,
+    the engine's refusal made it exit 2 (a gate retries), now it is bad input (4), found before the engine."""
+    verdict = tmp_path / "verdict.json"
+    proc = run_pytest("--base-image=UPPER/case:tag", f"--compat-json={verdict}", cwd=tmp_path, env=DEAD_ENGINE)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "is not an image reference" in proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+    data = json.loads(verdict.read_text())
+    assert (data["verdict"], data["exit_code"], data["images_given"]) == ("usage error", 4, ["UPPER/case:tag"])
+    schema_valid(data)
+
+
 def test_4_with_an_unwritable_json_path_writes_nothing_and_says_one_line(tmp_path):
     verdict = tmp_path / "missing-dir" / "verdict.json"
     proc = run_pytest(f"--base-image={GOOD}", f"--compat-json={verdict}", cwd=tmp_path, env=DEAD_ENGINE)
